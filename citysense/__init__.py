@@ -1,0 +1,1 @@
+"""Composition root: the `citysense` CLI wires the packages into running services."""

@@ -1,0 +1,105 @@
+"""Start an MQTT broker for the demo and the tests.
+
+Mosquitto runs from the project's own ``broker_config/`` with the listener on a loopback port
+chosen here; when the binary is missing (a bare laptop), the demo falls back to an embedded
+amqtt broker.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+BROKER_CONFIG_DIR = Path(__file__).resolve().parent.parent / "broker_config"
+
+
+class BrokerError(RuntimeError):
+    """The broker could not be started."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                raise BrokerError(f"nothing listens on {host}:{port} after {timeout}s") from exc
+            time.sleep(0.05)
+
+
+@dataclass
+class MosquittoBroker:
+    """A private ``mosquitto`` process; use as a context manager."""
+
+    config: Path = BROKER_CONFIG_DIR / "dev.conf"
+    host: str = "127.0.0.1"
+    port: int = 0
+    _process: subprocess.Popen[bytes] | None = None
+    _workdir: tempfile.TemporaryDirectory[str] | None = None
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("mosquitto") is not None
+
+    def start(self) -> MosquittoBroker:
+        binary = shutil.which("mosquitto")
+        if binary is None:
+            raise BrokerError("mosquitto is not on PATH (Debian: apt-get install mosquitto)")
+        if not self.port:
+            self.port = free_port(self.host)
+        self._workdir = tempfile.TemporaryDirectory(prefix="citysense-mosquitto-")
+        conf = Path(self._workdir.name) / "mosquitto.conf"
+        conf.write_text(f"listener {self.port} {self.host}\n{self.config.read_text()}")
+        log = (Path(self._workdir.name) / "mosquitto.log").open("wb")
+        self._process = subprocess.Popen(
+            [binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_for_port(self.host, self.port)
+        except BrokerError:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    def __enter__(self) -> MosquittoBroker:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

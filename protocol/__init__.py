@@ -1,0 +1,34 @@
+"""The one wire contract: MQTT topics, payload models, codecs. Pure: no I/O."""
+
+from protocol.codec import PayloadError, decode_state, decode_telemetry, encode
+from protocol.gbt30428 import CaseClass, case_class
+from protocol.models import (
+    MAX_READINGS_PER_BATCH,
+    SCHEMA_VERSION,
+    Reading,
+    SensorInfo,
+    SensorKind,
+    StationState,
+    TelemetryBatch,
+)
+from protocol.topics import TOPIC_ROOT, Channel, StationTopic, TopicError
+
+__all__ = [
+    "MAX_READINGS_PER_BATCH",
+    "SCHEMA_VERSION",
+    "TOPIC_ROOT",
+    "CaseClass",
+    "Channel",
+    "PayloadError",
+    "Reading",
+    "SensorInfo",
+    "SensorKind",
+    "StationState",
+    "StationTopic",
+    "TelemetryBatch",
+    "TopicError",
+    "case_class",
+    "decode_state",
+    "decode_telemetry",
+    "encode",
+]

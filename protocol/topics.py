@@ -1,0 +1,65 @@
+"""MQTT topic names.
+
+Every topic carries the station id as its own level, so a broker ACL can pin a station's
+credentials to ``citysense/v1/stations/<its id>/#``::
+
+    citysense/v1/stations/{station_id}/telemetry   batches of readings, QoS 1
+    citysense/v1/stations/{station_id}/state       retained birth/death (online/offline)
+
+``v1`` is the topic-root version: it changes only when the topic layout changes. Payload
+schema versions travel inside the payloads.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+TOPIC_ROOT = "citysense/v1"
+STATION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_STATION_ID = re.compile(STATION_ID_PATTERN)
+
+
+class TopicError(ValueError):
+    """A topic that is not part of the citysense contract."""
+
+
+class Channel(StrEnum):
+    TELEMETRY = "telemetry"
+    STATE = "state"
+
+
+@dataclass(frozen=True, slots=True)
+class StationTopic:
+    """A station topic; validates itself when built."""
+
+    station_id: str
+    channel: Channel
+
+    def __post_init__(self) -> None:
+        if not _STATION_ID.match(self.station_id):
+            raise TopicError(f"invalid station id {self.station_id!r}")
+
+    def __str__(self) -> str:
+        return f"{TOPIC_ROOT}/stations/{self.station_id}/{self.channel.value}"
+
+    @classmethod
+    def parse(cls, topic: str) -> StationTopic:
+        prefix = f"{TOPIC_ROOT}/stations/"
+        if not topic.startswith(prefix):
+            raise TopicError(f"topic {topic!r} is outside {prefix}")
+        parts = topic[len(prefix) :].split("/")
+        if len(parts) != 2:
+            raise TopicError(f"topic {topic!r} is not {prefix}<station>/<channel>")
+        station_id, channel = parts
+        try:
+            parsed_channel = Channel(channel)
+        except ValueError:
+            raise TopicError(f"unknown channel {channel!r} in topic {topic!r}") from None
+        return cls(station_id, parsed_channel)
+
+    @staticmethod
+    def subscription(channel: Channel) -> str:
+        """Wildcard filter for one channel of every station."""
+        return f"{TOPIC_ROOT}/stations/+/{channel.value}"
