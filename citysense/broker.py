@@ -7,20 +7,30 @@ amqtt broker.
 
 from __future__ import annotations
 
+import ctypes
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+PR_SET_PDEATHSIG = 1
 BROKER_CONFIG_DIR = Path(__file__).resolve().parent.parent / "broker_config"
 
 
 class BrokerError(RuntimeError):
     """The broker could not be started."""
+
+
+def _die_with_parent() -> None:
+    if sys.platform == "linux":
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -66,14 +76,22 @@ class MosquittoBroker:
         conf = Path(self._workdir.name) / "mosquitto.conf"
         conf.write_text(f"listener {self.port} {self.host}\n{self.config.read_text()}")
         log = (Path(self._workdir.name) / "mosquitto.log").open("wb")
+        # Own session: Ctrl-C in the terminal reaches the demo, which stops the broker last,
+        # after its clients said goodbye. The parent-death signal stops it if we are killed.
         self._process = subprocess.Popen(
-            [binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
+            [binary, "-c", str(conf)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
+        log.close()
         try:
             wait_for_port(self.host, self.port)
-        except BrokerError:
+        except BrokerError as exc:
+            output = (Path(self._workdir.name) / "mosquitto.log").read_text(errors="replace")
             self.stop()
-            raise
+            raise BrokerError(f"{exc}; mosquitto said: {output[-2000:]}") from None
         return self
 
     def stop(self) -> None:

@@ -51,7 +51,9 @@ def _validate(model: type[M], document: object) -> M:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
-        raise PayloadError("invalid", f"{where}: {first['msg']} ({exc.error_count()} errors)") from None
+        raise PayloadError(
+            "invalid", f"{where}: {first['msg']} ({exc.error_count()} errors)"
+        ) from None
 
 
 def _check_station(topic: StationTopic, station_id: str) -> None:

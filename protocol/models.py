@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import math
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from protocol.gbt30428 import COMPONENT_MINOR
 from protocol.topics import STATION_ID_PATTERN
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 MAX_READINGS_PER_BATCH = 1000
 SEQ_MAX = 2**64 - 1
 

@@ -1,0 +1,84 @@
+"""One node: ingest + rules + center behind one HTTP server (``citysense serve``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Coroutine, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from center.app import create_app
+from center.broadcast import CaseBroadcaster
+from center.service import CaseService
+from center.store import CaseStore
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from center.migrate import migrate
+from center.settings import CenterSettings
+from ingest.consumer import IngestConsumer
+from ingest.dead_letters import JsonlDeadLetters
+from ingest.pipeline import IngestPipeline
+from ingest.settings import IngestSettings
+from rules import DEFAULT_RULES_FILE, RuleEngine, load_rules
+
+
+@dataclass
+class Node:
+    pipeline: IngestPipeline
+    consumer: IngestConsumer
+    service: CaseService
+    app: FastAPI
+    center: CenterSettings
+
+    def health(self) -> Mapping[str, object]:
+        return {
+            "mqtt_connected": self.consumer.connected.is_set(),
+            **self.pipeline.registry.counts(),
+        }
+
+    def server(self) -> uvicorn.Server:
+        config = uvicorn.Config(
+            self.app, host=self.center.host, port=self.center.port, log_level="warning"
+        )
+        return uvicorn.Server(config)
+
+
+@asynccontextmanager
+async def build_node(ingest: IngestSettings, center: CenterSettings) -> AsyncIterator[Node]:
+    """Migrate the case store and wire the parts; disposes the database engine on exit."""
+    await migrate(center.database_url)
+    engine = create_async_engine(center.database_url)
+    try:
+        service = CaseService(CaseStore(engine), CaseBroadcaster())
+        rule_set = load_rules(ingest.rules_path or DEFAULT_RULES_FILE)
+        pipeline = IngestPipeline(
+            engine=RuleEngine(rule_set),
+            alerts=service,
+            dead_letters=JsonlDeadLetters(ingest.dead_letter_path),
+        )
+        consumer = IngestConsumer(
+            pipeline, host=ingest.mqtt_host, port=ingest.mqtt_port, client_id=ingest.client_id
+        )
+        node = Node(pipeline, consumer, service, FastAPI(), center)
+        node.app = create_app(service, health=node.health, metrics=pipeline.metrics.render)
+        yield node
+    finally:
+        await engine.dispose()
+
+
+async def serve_until_stopped(
+    server: uvicorn.Server, tasks: Mapping[str, Coroutine[Any, Any, None]]
+) -> None:
+    """Run the HTTP server and the named tasks; when the server stops (Ctrl-C), stop them all."""
+    async with asyncio.TaskGroup() as group:
+        running = [group.create_task(coro, name=name) for name, coro in tasks.items()]
+        await server.serve()
+        for task in running:
+            task.cancel()
+
+
+async def run_node(node: Node) -> None:
+    await serve_until_stopped(node.server(), {"ingest": node.consumer.run()})

@@ -1,0 +1,97 @@
+"""One message in: decode, validate, de-duplicate, store, evaluate rules, hand alerts on.
+
+``IngestPipeline.handle(topic, payload)`` never raises for bad input: a message it refuses goes
+to the dead letters with a reason and a counter, and the next message is processed as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from ingest.dedup import Deduplicator
+from ingest.metrics import IngestMetrics
+from ingest.ports import AlertHandler, DeadLetterSink, ReadingSink
+from ingest.registry import StationRegistry
+from protocol import (
+    Channel,
+    PayloadError,
+    StationTopic,
+    TelemetryBatch,
+    TopicError,
+    decode_state,
+    decode_telemetry,
+)
+from rules import RuleEngine
+
+log = logging.getLogger(__name__)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class IngestPipeline:
+    def __init__(
+        self,
+        *,
+        engine: RuleEngine,
+        alerts: AlertHandler,
+        dead_letters: DeadLetterSink,
+        sinks: Sequence[ReadingSink] = (),
+        registry: StationRegistry | None = None,
+        dedup: Deduplicator | None = None,
+        metrics: IngestMetrics | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.engine = engine
+        self.alerts = alerts
+        self.dead_letters = dead_letters
+        self.sinks = tuple(sinks)
+        self.registry = registry or StationRegistry()
+        self.dedup = dedup or Deduplicator()
+        self.metrics = metrics or IngestMetrics()
+        self.clock = clock
+
+    async def handle(self, topic: str, payload: bytes) -> None:
+        received_at = self.clock()
+        try:
+            station_topic = StationTopic.parse(topic)
+        except TopicError as exc:
+            self._reject(topic, payload, PayloadError("bad_topic", str(exc)), received_at)
+            return
+        self.metrics.messages.labels(station_topic.channel.value).inc()
+        try:
+            if station_topic.channel is Channel.STATE:
+                self.registry.update(decode_state(station_topic, payload))
+                return
+            batch = decode_telemetry(station_topic, payload)
+        except PayloadError as exc:
+            self._reject(topic, payload, exc, received_at)
+            return
+        await self._accept(batch, received_at)
+
+    async def _accept(self, batch: TelemetryBatch, received_at: datetime) -> None:
+        if not self.dedup.first_time(batch.station_id, batch.boot_epoch, batch.seq):
+            self.metrics.duplicates.inc()
+            return
+        for sink in self.sinks:
+            await sink.write_batch(batch, received_at)
+        self.metrics.batches.inc()
+        self.metrics.readings.inc(len(batch.readings))
+        unregistered = sum(1 for r in batch.readings if self.registry.sensor(r.sensor_id) is None)
+        if unregistered:
+            self.metrics.unregistered.inc(unregistered)
+        for alert in self.engine.process(batch.station_id, batch.readings):
+            self.metrics.alerts.labels(alert.rule_id, alert.state).inc()
+            await self.alerts.handle_alert(
+                alert, self.registry.sensor(alert.sensor_id), received_at
+            )
+
+    def _reject(
+        self, topic: str, payload: bytes, error: PayloadError, received_at: datetime
+    ) -> None:
+        self.metrics.rejected.labels(error.reason).inc()
+        log.warning("rejected message on %s: %s", topic, error)
+        self.dead_letters.write(topic, payload, error.reason, error.detail, received_at)

@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class IngestSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CITYSENSE_INGEST_", env_nested_delimiter="__")
+
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    client_id: str = "citysense-ingest"
+    """Fixed, with a persistent session: the broker queues QoS 1 messages while ingest is down."""
+    dead_letter_path: Path = Path("data/dead_letters.jsonl")
+    rules_path: Path | None = None

@@ -1,0 +1,103 @@
+"""Generate the AsyncAPI 3 document of the MQTT interface from the payload models.
+
+    python -m protocol.asyncapi > docs/asyncapi.yaml
+
+The committed document is checked against this generator by the test suite.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from pydantic.json_schema import models_json_schema
+
+from protocol.models import SCHEMA_VERSION, StationState, TelemetryBatch
+from protocol.topics import STATION_ID_PATTERN, TOPIC_ROOT, Channel
+
+MQTT_BINDING_VERSION = "0.2.0"
+
+
+def _operation(action: str, channel: str, summary: str, *, retain: bool) -> dict[str, Any]:
+    return {
+        "action": action,
+        "channel": {"$ref": f"#/channels/{channel}"},
+        "summary": summary,
+        "bindings": {"mqtt": {"qos": 1, "retain": retain, "bindingVersion": MQTT_BINDING_VERSION}},
+    }
+
+
+def _channel(channel: Channel, message: str, description: str) -> dict[str, Any]:
+    return {
+        "address": f"{TOPIC_ROOT}/stations/{{station_id}}/{channel.value}",
+        "description": description,
+        "parameters": {
+            "station_id": {
+                "description": f"The publishing station; matches {STATION_ID_PATTERN}. "
+                "Broker ACLs pin a station's credentials to its own id."
+            }
+        },
+        "messages": {message: {"$ref": f"#/components/messages/{message}"}},
+    }
+
+
+def build_document() -> dict[str, Any]:
+    _, schemas = models_json_schema(
+        [(TelemetryBatch, "validation"), (StationState, "validation")],
+        ref_template="#/components/schemas/{model}",
+    )
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "citysense MQTT interface",
+            "version": f"{SCHEMA_VERSION}.0.0",
+            "description": "Edge agents on shared IoT base stations publish sensor readings and "
+            "their presence; ingest consumes them. Generated from protocol/models.py.",
+        },
+        "defaultContentType": "application/json",
+        "channels": {
+            "telemetry": _channel(
+                Channel.TELEMETRY, "TelemetryBatch", "Batches of readings from one station."
+            ),
+            "state": _channel(
+                Channel.STATE,
+                "StationState",
+                "Retained birth (online, with the station's sensor inventory) and death "
+                "(offline; also the MQTT last will).",
+            ),
+        },
+        "operations": {
+            "sendTelemetry": _operation(
+                "send", "telemetry", "An edge agent publishes a batch.", retain=False
+            ),
+            "receiveTelemetry": _operation(
+                "receive", "telemetry", "Ingest consumes batches.", retain=False
+            ),
+            "sendState": _operation(
+                "send", "state", "An edge agent announces birth/death.", retain=True
+            ),
+            "receiveState": _operation(
+                "receive", "state", "Ingest keeps the station registry.", retain=True
+            ),
+        },
+        "components": {
+            "messages": {
+                name: {
+                    "name": name,
+                    "title": name,
+                    "contentType": "application/json",
+                    "payload": {"$ref": f"#/components/schemas/{name}"},
+                }
+                for name in ("TelemetryBatch", "StationState")
+            },
+            "schemas": schemas["$defs"],
+        },
+    }
+
+
+def render() -> str:
+    return yaml.safe_dump(build_document(), sort_keys=False, allow_unicode=True, width=100)
+
+
+if __name__ == "__main__":
+    print(render(), end="")
