@@ -9,15 +9,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
-from center.app import create_app
-from center.broadcast import CaseBroadcaster
-from center.service import CaseService
-from center.store import CaseStore
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from center.migrate import migrate
-from center.settings import CenterSettings
+from center import (
+    CaseBroadcaster,
+    CaseService,
+    CaseStore,
+    CenterServer,
+    CenterSettings,
+    create_app,
+    create_engine,
+    migrate,
+)
+from center.metrics import CaseCollector
 from ingest.consumer import IngestConsumer
 from ingest.dead_letters import JsonlDeadLetters
 from ingest.pipeline import IngestPipeline
@@ -43,14 +47,14 @@ class Node:
         config = uvicorn.Config(
             self.app, host=self.center.host, port=self.center.port, log_level="warning"
         )
-        return uvicorn.Server(config)
+        return CenterServer(config, self.service.broadcaster)
 
 
 @asynccontextmanager
 async def build_node(ingest: IngestSettings, center: CenterSettings) -> AsyncIterator[Node]:
     """Migrate the case store and wire the parts; disposes the database engine on exit."""
     await migrate(center.database_url)
-    engine = create_async_engine(center.database_url)
+    engine = create_engine(center.database_url)
     try:
         service = CaseService(CaseStore(engine), CaseBroadcaster())
         rule_set = load_rules(ingest.rules_path or DEFAULT_RULES_FILE)
@@ -62,6 +66,7 @@ async def build_node(ingest: IngestSettings, center: CenterSettings) -> AsyncIte
         consumer = IngestConsumer(
             pipeline, host=ingest.mqtt_host, port=ingest.mqtt_port, client_id=ingest.client_id
         )
+        pipeline.metrics.registry.register(CaseCollector(service))
         node = Node(pipeline, consumer, service, FastAPI(), center)
         node.app = create_app(service, health=node.health, metrics=pipeline.metrics.render)
         yield node

@@ -4,30 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 
 import aiomqtt
 
+from ingest.backoff import Backoff
 from ingest.pipeline import IngestPipeline
 from protocol import Channel, StationTopic
 
 log = logging.getLogger(__name__)
-
-
-class Backoff:
-    """Jittered exponential backoff ("full jitter")."""
-
-    def __init__(self, first: float = 0.5, cap: float = 30.0, rng: random.Random | None = None):
-        self.first, self.cap, self.attempt = first, cap, 0
-        self._rng = rng or random.Random()
-
-    def next_delay(self) -> float:
-        ceiling = min(self.cap, self.first * 2**self.attempt)
-        self.attempt += 1
-        return self._rng.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class IngestConsumer:

@@ -41,6 +41,17 @@ class IngestMetrics:
             registry=self.registry,
         )
 
+        self.alerts_refused = Counter(
+            "citysense_ingest_alerts_refused",
+            "Alerts the center refused (kept as dead letters)",
+            registry=self.registry,
+        )
+        self.alert_retries = Counter(
+            "citysense_ingest_alert_delivery_retries",
+            "Failed alert deliveries retried (case store unavailable)",
+            registry=self.registry,
+        )
+
     def rejected_count(self, reason: str) -> float:
         value = self.registry.get_sample_value(
             "citysense_ingest_rejected_total", {"reason": reason}

@@ -6,10 +6,12 @@ to the dead letters with a reason and a counter, and the next message is process
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
+from ingest.backoff import Backoff
 from ingest.dedup import Deduplicator
 from ingest.metrics import IngestMetrics
 from ingest.ports import AlertHandler, DeadLetterSink, ReadingSink
@@ -23,7 +25,7 @@ from protocol import (
     decode_state,
     decode_telemetry,
 )
-from rules import RuleEngine
+from rules import Alert, RuleEngine
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ class IngestPipeline:
         dedup: Deduplicator | None = None,
         metrics: IngestMetrics | None = None,
         clock: Callable[[], datetime] = utc_now,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.engine = engine
         self.alerts = alerts
@@ -53,6 +56,7 @@ class IngestPipeline:
         self.dedup = dedup or Deduplicator()
         self.metrics = metrics or IngestMetrics()
         self.clock = clock
+        self.sleep = sleep
 
     async def handle(self, topic: str, payload: bytes) -> None:
         received_at = self.clock()
@@ -85,9 +89,30 @@ class IngestPipeline:
             self.metrics.unregistered.inc(unregistered)
         for alert in self.engine.process(batch.station_id, batch.readings):
             self.metrics.alerts.labels(alert.rule_id, alert.state).inc()
-            await self.alerts.handle_alert(
-                alert, self.registry.sensor(alert.sensor_id), received_at
-            )
+            await self._deliver(alert, received_at)
+
+    async def _deliver(self, alert: Alert, received_at: datetime) -> None:
+        """Hand an alert on. The engine has moved on, so a transient failure (the case store is
+        down) is retried until it succeeds: ingest stalls and the broker queues behind it.
+        An alert the handler refuses (``ValueError``) is counted and kept as a dead letter."""
+        backoff = Backoff(first=0.2, cap=10.0)
+        sensor = self.registry.sensor(alert.sensor_id)
+        while True:
+            try:
+                await self.alerts.handle_alert(alert, sensor, received_at)
+                return
+            except ValueError as exc:
+                self.metrics.alerts_refused.inc()
+                log.error("alert refused by the center: %s (%s)", exc, alert)
+                self.dead_letters.write(
+                    "alert", repr(alert).encode(), "alert_refused", str(exc), received_at
+                )
+                return
+            except Exception as exc:
+                self.metrics.alert_retries.inc()
+                delay = backoff.next_delay()
+                log.warning("alert delivery failed (%s); retrying in %.1fs", exc, delay)
+                await self.sleep(delay)
 
     def _reject(
         self, topic: str, payload: bytes, error: PayloadError, received_at: datetime

@@ -111,3 +111,47 @@ def test_deduplicator_windows_per_station_and_boot() -> None:
     assert not dedup.first_time("a", 1, 16)
     assert dedup.first_time("a", 1, 2)  # older than the window: cannot tell, accepted
     assert dedup.unverifiable == 1
+
+
+class FlakyAlerts(MemoryAlerts):
+    def __init__(self, failures: int, error: Exception) -> None:
+        super().__init__()
+        self.failures, self.error = failures, error
+
+    async def handle_alert(self, alert, sensor, detected_at) -> None:  # type: ignore[no-untyped-def]
+        if self.failures:
+            self.failures -= 1
+            raise self.error
+        await super().handle_alert(alert, sensor, detected_at)
+
+
+async def _no_sleep(_: float) -> None:
+    return None
+
+
+async def test_alert_delivery_is_retried_while_the_case_store_is_down() -> None:
+    alerts = FlakyAlerts(3, ConnectionError("database down"))
+    pipeline = IngestPipeline(
+        engine=RuleEngine(load_rules()),
+        alerts=alerts,
+        dead_letters=MemoryDeadLetters(),
+        sleep=_no_sleep,
+    )
+    await fire_message(pipeline, TELEMETRY, encode(batch([tilt(s, 70) for s in range(5)])))
+    assert len(alerts.alerts) == 1
+    assert (
+        pipeline.metrics.registry.get_sample_value("citysense_ingest_alert_delivery_retries_total")
+        == 3
+    )
+
+
+async def test_alert_refused_by_the_center_is_counted_and_dead_lettered() -> None:
+    alerts = FlakyAlerts(1, ValueError("unknown class"))
+    dead = MemoryDeadLetters()
+    pipeline = IngestPipeline(
+        engine=RuleEngine(load_rules()), alerts=alerts, dead_letters=dead, sleep=_no_sleep
+    )
+    await fire_message(pipeline, TELEMETRY, encode(batch([tilt(s, 70) for s in range(5)])))
+    assert alerts.alerts == []
+    assert [(t, r) for t, _, r, _ in dead.letters] == [("alert", "alert_refused")]
+    assert pipeline.metrics.registry.get_sample_value("citysense_ingest_alerts_refused_total") == 1

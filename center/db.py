@@ -1,0 +1,118 @@
+"""Storage rows (SQLAlchemy 2) and the engine factory. API schemas live in ``schemas.py``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+    event,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend.
+
+    SQLite keeps no offset, so values are normalised to UTC on the way in (naive values are
+    refused) and UTC is attached on the way out.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value.isoformat()} cannot be stored")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class CaseRow(Base):
+    """One emergency case: an alert of one rule on one sensor, from open to cleared."""
+
+    __tablename__ = "cases"
+    __table_args__ = (
+        UniqueConstraint("rule_id", "sensor_id", "started_at", name="uq_cases_alert"),
+        Index("ix_cases_opened_at", "opened_at"),
+        Index("ix_cases_status", "status"),
+        Index("ix_cases_class_code", "class_code"),
+        Index("ix_cases_station_id", "station_id"),
+        Index("ix_cases_sensor_id", "sensor_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rule_id: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(200))
+    severity: Mapped[str] = mapped_column(String(16))
+    category: Mapped[str] = mapped_column(String(16))
+    class_code: Mapped[str] = mapped_column(String(4))
+    class_name: Mapped[str] = mapped_column(String(64))
+    major_name: Mapped[str] = mapped_column(String(64))
+    station_id: Mapped[str] = mapped_column(String(64))
+    sensor_id: Mapped[str] = mapped_column(String(128))
+    sensor_kind: Mapped[str] = mapped_column(String(16))
+    component_id: Mapped[str | None] = mapped_column(String(16))
+    grid_code: Mapped[str | None] = mapped_column(String(14))
+    district_code: Mapped[str | None] = mapped_column(String(6))
+    lon: Mapped[float | None] = mapped_column(Float)
+    lat: Mapped[float | None] = mapped_column(Float)
+    address: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    field: Mapped[str] = mapped_column(String(32))
+    trigger_value: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    detected_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    evidence: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    unregistered: Mapped[bool] = mapped_column(Boolean)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def create_engine(database_url: str) -> AsyncEngine:
+    """An async engine for the case store; SQLite gets WAL so readers never block the writer."""
+    engine = create_async_engine(database_url, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine

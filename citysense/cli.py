@@ -1,0 +1,159 @@
+"""The `citysense` command line. `citysense --help` needs no running service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    help="citysense: IoT sensing and edge ingestion for digital city management (GB/T 30428).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+
+Port = Annotated[int, typer.Option(help="HTTP port of the dashboard and API.")]
+Host = Annotated[str, typer.Option(help="HTTP bind address.")]
+MqttHost = Annotated[str, typer.Option(help="MQTT broker host.")]
+MqttPort = Annotated[int, typer.Option(help="MQTT broker port.")]
+Seed = Annotated[int, typer.Option(help="Seed of the simulated city.")]
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def demo(
+    port: Port = 8000,
+    host: Host = "127.0.0.1",
+    seed: Seed = 7,
+    incident_every: Annotated[float, typer.Option(help="Seconds between cover incidents.")] = 20.0,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where cases and dead letters go (default: a fresh temp dir)."),
+    ] = None,
+    verbose: bool = False,
+) -> None:
+    """The whole system on this machine: broker, ingest + rules + center, a simulated city."""
+    from citysense.demo import run_demo
+
+    _logging(verbose)
+    with (
+        tempfile.TemporaryDirectory(prefix="citysense-demo-") as scratch,
+        contextlib.suppress(KeyboardInterrupt),
+    ):
+        asyncio.run(
+            run_demo(
+                host=host,
+                port=port,
+                seed=seed,
+                incident_every=incident_every,
+                data_dir=data_dir or Path(scratch),
+                console=console,
+            )
+        )
+    console.print("demo stopped")
+
+
+@app.command()
+def serve(
+    port: Annotated[int | None, typer.Option(help="HTTP port [env CITYSENSE_CENTER_PORT].")] = None,
+    mqtt_port: Annotated[
+        int | None, typer.Option(help="Broker port [env CITYSENSE_INGEST_MQTT_PORT].")
+    ] = None,
+    verbose: bool = False,
+) -> None:
+    """Ingest + rules + center on one node.
+
+    Configured by CITYSENSE_INGEST_* and CITYSENSE_CENTER_* environment variables.
+    """
+    from center.settings import CenterSettings
+    from citysense.node import build_node, run_node
+    from ingest.settings import IngestSettings
+
+    _logging(verbose)
+    ingest = IngestSettings()
+    center = CenterSettings()
+    if port is not None:
+        center = center.model_copy(update={"port": port})
+    if mqtt_port is not None:
+        ingest = ingest.model_copy(update={"mqtt_port": mqtt_port})
+
+    async def main() -> None:
+        async with build_node(ingest, center) as node:
+            console.print(f"serving on http://{center.host}:{center.port}/")
+            await run_node(node)
+
+    asyncio.run(main())
+
+
+@app.command()
+def edge(
+    station: Annotated[str, typer.Argument(help="Station id in the simulated city.")],
+    mqtt_host: MqttHost = "127.0.0.1",
+    mqtt_port: MqttPort = 1883,
+    seed: Seed = 7,
+    interval: Annotated[float, typer.Option(help="Seconds between samples.")] = 1.0,
+    verbose: bool = False,
+) -> None:
+    """Run one base station's edge agent with its simulated sensors."""
+    from edge.agent import EdgeAgent
+    from simulator.city import build_city
+    from simulator.fleet import SimulatedStation
+
+    _logging(verbose)
+    city = build_city(seed=seed)
+    try:
+        simulated = SimulatedStation(city.station(station), seed=seed)
+    except KeyError:
+        ids = ", ".join(s.station_id for s in city.stations)
+        raise typer.BadParameter(f"no station {station!r} in this city; stations: {ids}") from None
+    agent = EdgeAgent(
+        station,
+        simulated,
+        host=mqtt_host,
+        port=mqtt_port,
+        sample_interval=interval,
+        batch_interval=interval,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(agent.run())
+
+
+@app.command()
+def simulate(
+    mqtt_host: MqttHost = "127.0.0.1",
+    mqtt_port: MqttPort = 1883,
+    seed: Seed = 7,
+    incident_every: Annotated[float, typer.Option(help="Seconds between cover incidents.")] = 20.0,
+    verbose: bool = False,
+) -> None:
+    """Run every station of the simulated city against a broker, with cover incidents."""
+    from citysense.simulate import run_city
+
+    _logging(verbose)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            run_city(
+                mqtt_host=mqtt_host,
+                mqtt_port=mqtt_port,
+                seed=seed,
+                incident_every=incident_every,
+                console=console,
+            )
+        )
+
+
+if __name__ == "__main__":
+    app()

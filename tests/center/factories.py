@@ -1,0 +1,116 @@
+"""Builders for the alerts and sensors the center tests feed in."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from center.schemas import CaseOut
+from protocol import SensorInfo, SensorKind
+from rules.alerts import Alert, AlertState, CaseTarget, Evidence
+
+T0 = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
+DETECTED = T0 + timedelta(minutes=1)
+
+
+def sensor_info(
+    sensor_id: str = "st-1.cover-01",
+    kind: SensorKind = SensorKind.COVER,
+    class_code: str = "0103",
+) -> SensorInfo:
+    return SensorInfo(
+        sensor_id=sensor_id,
+        kind=kind,
+        class_code=class_code,
+        component_id=f"410105{class_code}000123",
+        grid_code="41010500100201",
+        lon=113.68,
+        lat=34.78,
+        address="金水路 1 号",
+    )
+
+
+def alert(
+    state: AlertState = "open",
+    *,
+    rule_id: str = "cover-tilt",
+    station_id: str = "st-1",
+    sensor_id: str = "st-1.cover-01",
+    kind: SensorKind = SensorKind.COVER,
+    started_at: datetime = T0,
+    at: datetime | None = None,
+    target: CaseTarget | None = None,
+    value: float = 35.0,
+) -> Alert:
+    opened_at = at if at is not None else started_at + timedelta(seconds=10)
+    return Alert(
+        rule_id=rule_id,
+        title="井盖倾斜 cover tilted",
+        state=state,
+        severity="urgent",
+        station_id=station_id,
+        sensor_id=sensor_id,
+        kind=kind,
+        field="tilt_deg",
+        value=value,
+        threshold=15.0,
+        started_at=started_at,
+        at=opened_at,
+        target=target if target is not None else CaseTarget("component"),
+        evidence=(
+            Evidence(started_at, value),
+            Evidence(started_at + timedelta(seconds=10), value + 1),
+        ),
+    )
+
+
+def cleared(opened: Alert, after: timedelta = timedelta(minutes=5)) -> Alert:
+    """The clear transition of an open alert."""
+    return Alert(
+        rule_id=opened.rule_id,
+        title=opened.title,
+        state="cleared",
+        severity=opened.severity,
+        station_id=opened.station_id,
+        sensor_id=opened.sensor_id,
+        kind=opened.kind,
+        field=opened.field,
+        value=2.0,
+        threshold=opened.threshold,
+        started_at=opened.started_at,
+        at=opened.at + after,
+        target=opened.target,
+    )
+
+
+def case_out(case_id: int) -> CaseOut:
+    """A case as the API shows it, for tests of the fan-out that need no store."""
+    return CaseOut(
+        id=case_id,
+        rule_id="cover-tilt",
+        title="井盖倾斜 cover tilted",
+        severity="urgent",
+        category="component",
+        class_code="0114",
+        class_name="无主井盖",
+        major_name="公用设施",
+        station_id="st-1",
+        sensor_id="st-1.cover-99",
+        sensor_kind=SensorKind.COVER,
+        component_id=None,
+        grid_code=None,
+        district_code=None,
+        lon=None,
+        lat=None,
+        address="",
+        status="open",
+        field="tilt_deg",
+        trigger_value=35.0,
+        threshold=15.0,
+        started_at=T0,
+        opened_at=T0,
+        cleared_at=None,
+        detected_at=DETECTED,
+        updated_at=DETECTED,
+        evidence=[],
+        unregistered=True,
+    )

@@ -1,0 +1,150 @@
+"""The HTTP API over a real store (SQLite and PostgreSQL), through httpx's ASGI transport."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from center import CaseBroadcaster, CaseService, CaseStore, create_app, create_engine
+from tests.center.factories import DETECTED, T0, alert, cleared, sensor_info
+
+
+@pytest.fixture
+async def client(service: CaseService) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(
+        service,
+        health=lambda: {"cases_opened": service.stats.opened},
+        metrics=lambda: (
+            b"# TYPE citysense_cases_opened_total counter\ncitysense_cases_opened_total 1\n"
+        ),
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://center") as client:
+        yield client
+
+
+async def _open_cases(service: CaseService, count: int) -> None:
+    for n in range(count):
+        sensor_id = f"st-1.cover-{n:02d}"
+        opened = alert(sensor_id=sensor_id, started_at=T0 + timedelta(minutes=n))
+        await service.handle_alert(opened, sensor_info(sensor_id), DETECTED)
+
+
+async def test_list_cases(client: httpx.AsyncClient, service: CaseService) -> None:
+    await _open_cases(service, 3)
+    response = await client.get("/api/v1/cases")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["total"] == 3
+    assert [case["sensor_id"] for case in body["items"]] == [
+        "st-1.cover-02",
+        "st-1.cover-01",
+        "st-1.cover-00",
+    ]
+    first = body["items"][0]
+    assert (first["class_code"], first["class_name"], first["status"]) == (
+        "0103",
+        "雨水井盖",
+        "open",
+    )
+    assert first["opened_at"] == "2026-07-01T08:02:10Z"
+    assert first["evidence"][0] == {"ts": "2026-07-01T08:02:00Z", "value": 35.0}
+
+
+async def test_list_filters_and_pages(client: httpx.AsyncClient, service: CaseService) -> None:
+    await _open_cases(service, 5)
+    first = alert(sensor_id="st-1.cover-00", started_at=T0)
+    await service.handle_alert(cleared(first), None, DETECTED)
+
+    page = (await client.get("/api/v1/cases", params={"limit": 2, "offset": 1})).json()
+    assert (page["total"], len(page["items"])) == (5, 2)
+    assert page["items"][0]["sensor_id"] == "st-1.cover-03"
+    done = (await client.get("/api/v1/cases", params={"status": "cleared"})).json()
+    assert [case["sensor_id"] for case in done["items"]] == ["st-1.cover-00"]
+    since = (
+        await client.get("/api/v1/cases", params={"since": "2026-07-01T16:03:00+08:00"})
+    ).json()
+    assert since["total"] == 2
+    filtered = await client.get(
+        "/api/v1/cases",
+        params={"class_code": "0103", "station_id": "st-1", "sensor_id": "st-1.cover-04"},
+    )
+    assert filtered.json()["total"] == 1
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"limit": 0}, {"limit": 501}, {"offset": -1}, {"status": "lost"}, {"class_code": "01"},
+     {"since": "2026-07-01T08:00:00"}],
+)  # fmt: skip
+async def test_list_rejects_bad_queries(
+    client: httpx.AsyncClient, params: dict[str, str | int]
+) -> None:
+    response = await client.get("/api/v1/cases", params=params)
+    assert response.status_code == 422
+
+
+async def test_get_case(client: httpx.AsyncClient, service: CaseService) -> None:
+    await _open_cases(service, 1)
+    case_id = (await client.get("/api/v1/cases")).json()["items"][0]["id"]
+
+    response = await client.get(f"/api/v1/cases/{case_id}")
+    assert response.status_code == 200
+    assert (response.json()["id"], response.json()["district_code"]) == (case_id, "410105")
+
+
+async def test_unknown_case_is_a_json_404(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/v1/cases/999")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "case 999 not found"}
+
+
+async def test_healthz_and_metrics(client: httpx.AsyncClient, service: CaseService) -> None:
+    await _open_cases(service, 1)
+    health = await client.get("/healthz")
+    assert health.json() == {"status": "ok", "cases_opened": 1}
+    metrics = await client.get("/metrics")
+    assert metrics.status_code == 200
+    assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert "citysense_cases_opened_total 1" in metrics.text
+
+
+async def test_no_metrics_exporter_means_404(service: CaseService) -> None:
+    transport = httpx.ASGITransport(app=create_app(service))
+    async with httpx.AsyncClient(transport=transport, base_url="http://center") as client:
+        assert (await client.get("/metrics")).status_code == 404
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+
+
+async def test_dashboard_listens_to_the_stream(client: httpx.AsyncClient) -> None:
+    response = await client.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "new EventSource(STREAM_URL)" in response.text
+    assert '"/api/v1/cases/stream"' in response.text
+    assert "http://" not in response.text  # self-contained: no CDN
+    assert "https://" not in response.text
+
+
+async def test_openapi_documents_the_api(client: httpx.AsyncClient) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    assert {"/api/v1/cases", "/api/v1/cases/{case_id}", "/api/v1/cases/stream", "/healthz"} <= set(
+        paths
+    )
+
+
+async def test_store_failure_is_a_json_503() -> None:
+    engine = create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/nowhere")
+    broken = CaseService(CaseStore(engine), CaseBroadcaster())
+    transport = httpx.ASGITransport(app=create_app(broken))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://center") as client:
+            response = await client.get("/api/v1/cases")
+    finally:
+        await engine.dispose()
+    assert response.status_code == 503
+    assert response.json() == {"detail": "case store unavailable"}

@@ -1,0 +1,91 @@
+"""The service and the live fan-out: stored cases reach subscribers, duplicates do not."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from center import AlertRejectedError, CaseBroadcaster, CaseEvent, CaseService, CaseStats
+from center.broadcast import Subscription
+from rules.alerts import CaseTarget
+from tests.center.factories import DETECTED, T0, alert, case_out, cleared, sensor_info
+
+
+async def _next(events: Subscription) -> CaseEvent:
+    return await asyncio.wait_for(anext(events), timeout=2)
+
+
+async def test_handle_alert_publishes_opened_then_cleared(service: CaseService) -> None:
+    opened = alert()
+    async with service.broadcaster.subscribe() as events:
+        await service.handle_alert(opened, sensor_info(), DETECTED)
+        await service.handle_alert(cleared(opened), sensor_info(), DETECTED)
+        first, second = await _next(events), await _next(events)
+
+    assert (first.type, first.case.status, first.case.class_code) == ("opened", "open", "0103")
+    assert (second.type, second.case.id, second.case.status) == (
+        "cleared",
+        first.case.id,
+        "cleared",
+    )
+    assert service.stats == CaseStats(opened=1, cleared=1)
+
+
+async def test_duplicates_are_counted_not_published(service: CaseService) -> None:
+    opened = alert()
+    await service.handle_alert(opened, sensor_info(), DETECTED)
+    async with service.broadcaster.subscribe() as events:
+        await service.handle_alert(opened, sensor_info(), DETECTED)
+        await service.handle_alert(
+            cleared(alert(started_at=T0 - timedelta(hours=1))), None, DETECTED
+        )
+        assert events.pending == 0
+    assert service.stats == CaseStats(opened=1, duplicates=1, unmatched_clears=1)
+    assert (await service.store.list_cases())[1] == 1
+
+
+async def test_rejected_alerts_are_counted(service: CaseService) -> None:
+    with pytest.raises(AlertRejectedError):
+        await service.handle_alert(alert(target=CaseTarget("event", "0999")), None, DETECTED)
+    assert service.stats.rejected == 1
+
+
+def _event(case_id: int) -> CaseEvent:
+    return CaseEvent(type="opened", case=case_out(case_id))
+
+
+async def test_every_subscriber_gets_every_event() -> None:
+    broadcaster = CaseBroadcaster()
+    async with broadcaster.subscribe() as one, broadcaster.subscribe() as two:
+        assert broadcaster.subscriber_count == 2
+        broadcaster.publish(_event(1))
+        broadcaster.publish(_event(2))
+        assert (one.pending, two.pending) == (2, 2)
+        assert [(await _next(one)).case.id, (await _next(one)).case.id] == [1, 2]
+        assert [(await _next(two)).case.id, (await _next(two)).case.id] == [1, 2]
+    assert broadcaster.subscriber_count == 0
+
+
+async def test_a_lagging_subscriber_is_disconnected_without_blocking() -> None:
+    broadcaster = CaseBroadcaster(queue_size=3)
+    async with broadcaster.subscribe() as slow, broadcaster.subscribe() as fast:
+        for case_id in range(1, 5):
+            broadcaster.publish(_event(case_id))  # never awaits, so it cannot block
+            assert (await _next(fast)).case.id == case_id
+        assert [event.case.id async for event in slow] == []
+        assert (slow.lagged, fast.lagged) == (True, False)
+        assert broadcaster.subscriber_count == 1
+    assert broadcaster.lagging_disconnected == 1
+    assert broadcaster.published == 4
+
+
+async def test_close_ends_every_subscription() -> None:
+    broadcaster = CaseBroadcaster()
+    async with broadcaster.subscribe() as events:
+        broadcaster.publish(_event(7))
+        broadcaster.close()
+        assert [event.case.id async for event in events] == [7]
+    async with broadcaster.subscribe() as late:
+        assert [event async for event in late] == []

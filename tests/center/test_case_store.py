@@ -1,0 +1,192 @@
+"""The case store on SQLite and PostgreSQL: alerts become cases exactly once."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from center import AlertRejectedError, CaseStore
+from protocol import SensorKind
+from rules.alerts import CaseTarget
+from tests.center.factories import DETECTED, T0, alert, cleared, sensor_info
+
+BEIJING = timezone(timedelta(hours=8))
+
+
+async def test_open_alert_becomes_a_case(store: CaseStore) -> None:
+    case = await store.record_alert(alert(), sensor_info(), DETECTED)
+
+    assert case is not None
+    assert (case.class_code, case.class_name, case.major_name) == ("0103", "雨水井盖", "公用设施")
+    assert case.category == "component"
+    assert (case.component_id, case.district_code) == ("4101050103000123", "410105")
+    assert case.grid_code == "41010500100201"
+    assert (case.lon, case.lat, case.address) == (113.68, 34.78, "金水路 1 号")
+    assert (case.status, case.cleared_at, case.unregistered) == ("open", None, False)
+    assert (case.started_at, case.opened_at) == (T0, T0 + timedelta(seconds=10))
+    assert (case.detected_at, case.updated_at) == (DETECTED, DETECTED)
+    assert (case.trigger_value, case.threshold, case.field) == (35.0, 15.0, "tilt_deg")
+    assert [(p.ts, p.value) for p in case.evidence] == [
+        (T0, 35.0),
+        (T0 + timedelta(seconds=10), 36.0),
+    ]
+    assert await store.get_case(case.id) == case
+
+
+async def test_the_same_alert_twice_is_one_case(store: CaseStore) -> None:
+    first = await store.record_alert(alert(), sensor_info(), DETECTED)
+    again = await store.record_alert(alert(), sensor_info(), DETECTED + timedelta(minutes=3))
+
+    assert first is not None
+    assert again is None
+    items, total = await store.list_cases()
+    assert (total, [case.id for case in items]) == (1, [first.id])
+
+
+async def test_same_instant_in_another_offset_is_the_same_alert(store: CaseStore) -> None:
+    await store.record_alert(alert(), sensor_info(), DETECTED)
+    in_beijing = alert(started_at=T0.astimezone(BEIJING))
+    assert await store.record_alert(in_beijing, sensor_info(), DETECTED) is None
+
+
+async def test_times_come_back_in_utc(store: CaseStore) -> None:
+    started = datetime(2026, 7, 1, 16, 0, tzinfo=BEIJING)
+    case = await store.record_alert(alert(started_at=started), sensor_info(), DETECTED)
+
+    assert case is not None
+    assert case.started_at == started
+    assert case.started_at.utcoffset() == timedelta(0)
+    fetched = await store.get_case(case.id)
+    assert fetched is not None
+    assert fetched.started_at.tzinfo is not None
+    assert fetched.started_at.utcoffset() == timedelta(0)
+
+
+async def test_a_new_start_is_a_new_case(store: CaseStore) -> None:
+    await store.record_alert(alert(), sensor_info(), DETECTED)
+    later = alert(started_at=T0 + timedelta(hours=1))
+    assert await store.record_alert(later, sensor_info(), DETECTED) is not None
+    assert (await store.list_cases())[1] == 2
+
+
+async def test_cleared_alert_clears_its_case(store: CaseStore) -> None:
+    opened = alert()
+    case = await store.record_alert(opened, sensor_info(), DETECTED)
+    clear_seen = DETECTED + timedelta(minutes=6)
+    done = await store.record_alert(cleared(opened), sensor_info(), clear_seen)
+
+    assert case is not None
+    assert done is not None
+    assert (done.id, done.status) == (case.id, "cleared")
+    assert done.cleared_at == opened.at + timedelta(minutes=5)
+    assert done.updated_at == clear_seen
+    assert done.detected_at == DETECTED
+    assert await store.get_case(case.id) == done
+
+
+async def test_clear_without_open_case_changes_nothing(store: CaseStore) -> None:
+    opened = alert()
+    assert await store.record_alert(cleared(opened), sensor_info(), DETECTED) is None
+    await store.record_alert(opened, sensor_info(), DETECTED)
+    assert await store.record_alert(cleared(opened), sensor_info(), DETECTED) is not None
+    assert await store.record_alert(cleared(opened), sensor_info(), DETECTED) is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "category", "code", "name"),
+    [
+        (SensorKind.COVER, "component", "0114", "无主井盖"),
+        (SensorKind.POLE, "component", "0117", "立杆/电杆"),
+        (SensorKind.PRESSURE, "event", "0402", "自来水管破裂"),
+    ],
+)
+async def test_unregistered_sensor_gets_a_fallback_case(
+    store: CaseStore, kind: SensorKind, category: str, code: str, name: str
+) -> None:
+    case = await store.record_alert(alert(kind=kind), None, DETECTED)
+
+    assert case is not None
+    assert (case.category, case.class_code, case.class_name) == (category, code, name)
+    assert case.unregistered is True
+    assert (case.component_id, case.grid_code, case.district_code) == (None, None, None)
+    assert (case.lon, case.lat, case.address) == (None, None, "")
+
+
+async def test_event_rule_uses_its_code(store: CaseStore) -> None:
+    flood = alert(rule_id="cover-water", target=CaseTarget("event", "0406"))
+    case = await store.record_alert(flood, sensor_info(), DETECTED)
+    assert case is not None
+    assert (case.category, case.class_code, case.class_name) == ("event", "0406", "道路积水")
+    assert case.district_code == "410105"
+
+
+async def test_naive_times_are_rejected(store: CaseStore) -> None:
+    with pytest.raises(AlertRejectedError, match="timezone"):
+        await store.record_alert(alert(), sensor_info(), datetime(2026, 7, 1, 8, 1))
+    with pytest.raises(AlertRejectedError, match="timezone"):
+        await store.record_alert(alert(started_at=datetime(2026, 7, 1)), None, DETECTED)
+    with pytest.raises(AlertRejectedError, match="timezone"):
+        await store.record_alert(cleared(alert(started_at=datetime(2026, 7, 1))), None, DETECTED)
+    assert (await store.list_cases())[1] == 0
+
+
+async def test_sensor_must_match_the_alert(store: CaseStore) -> None:
+    with pytest.raises(AlertRejectedError, match="st-9"):
+        await store.record_alert(alert(), sensor_info(sensor_id="st-9.cover-01"), DETECTED)
+
+
+async def _seed(store: CaseStore) -> None:
+    """Six cases: stations st-1/st-2, two classes, one cleared; opened 1 minute apart."""
+    for n in range(6):
+        station = f"st-{1 + n % 2}"
+        sensor_id = f"{station}.cover-{n:02d}"
+        opened = alert(
+            station_id=station,
+            sensor_id=sensor_id,
+            started_at=T0 + timedelta(minutes=n),
+        )
+        code = "0103" if n < 4 else "0111"
+        await store.record_alert(opened, sensor_info(sensor_id, class_code=code), DETECTED)
+        if n == 0:
+            await store.record_alert(cleared(opened), None, DETECTED)
+
+
+async def test_list_is_newest_first_with_total(store: CaseStore) -> None:
+    await _seed(store)
+    items, total = await store.list_cases()
+    assert total == 6
+    assert [case.sensor_id[-2:] for case in items] == ["05", "04", "03", "02", "01", "00"]
+
+
+async def test_list_pages(store: CaseStore) -> None:
+    await _seed(store)
+    first, total = await store.list_cases(limit=4)
+    second, again = await store.list_cases(limit=4, offset=4)
+    assert (total, again) == (6, 6)
+    assert [len(first), len(second)] == [4, 2]
+    assert {case.id for case in first}.isdisjoint({case.id for case in second})
+
+
+async def test_list_filters(store: CaseStore) -> None:
+    await _seed(store)
+    assert (await store.list_cases(status="cleared"))[1] == 1
+    assert (await store.list_cases(status="open"))[1] == 5
+    assert (await store.list_cases(class_code="0111"))[1] == 2
+    assert (await store.list_cases(station_id="st-2"))[1] == 3
+    assert (await store.list_cases(sensor_id="st-1.cover-02"))[1] == 1
+    since = T0.astimezone(BEIJING) + timedelta(minutes=3, seconds=10)
+    items, total = await store.list_cases(since=since)
+    assert total == 3
+    assert all(case.opened_at >= since for case in items)
+    both = await store.list_cases(station_id="st-1", class_code="0103", status="open")
+    assert both[1] == 1
+
+
+async def test_get_unknown_case_is_none(store: CaseStore) -> None:
+    assert await store.get_case(404) is None
+
+
+async def test_list_rejects_bad_paging(store: CaseStore) -> None:
+    with pytest.raises(ValueError, match="limit"):
+        await store.list_cases(limit=0)
