@@ -3,45 +3,37 @@
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rich.console import Console
 
 from edge.agent import EdgeAgent
-from protocol import SensorKind
 from simulator.city import City, build_city
-from simulator.fleet import SimulatedStation
-from simulator.incidents import CoverOpen
+from simulator.fleet import SimulatedFleet, schedule_cover_incidents
 
 FIRST_INCIDENT_AFTER_S = 5.0
 
 
 async def inject_cover_incidents(
-    stations: Mapping[str, SimulatedStation],
-    *,
-    seed: int,
-    every: float,
-    duration: float,
-    console: Console,
+    fleet: SimulatedFleet, *, every: float, duration: float, console: Console
 ) -> None:
     """Open a random cover every ``every`` seconds (the first after 5 s), for ``duration`` s."""
-    rng = random.Random(seed)
-    covers = [
-        (station, sensor.sensor_id)
-        for station in stations.values()
-        for sensor in station.sensors()
-        if sensor.kind is SensorKind.COVER
-    ]
-    await asyncio.sleep(FIRST_INCIDENT_AFTER_S)
-    while True:
-        station, sensor_id = rng.choice(covers)
-        start = datetime.now(UTC)
-        station.inject(CoverOpen(sensor_id, start, timedelta(seconds=duration)))
-        console.print(f"[yellow]incident[/]: cover {sensor_id} opened at {start:%H:%M:%S}")
-        await asyncio.sleep(every)
+    first = datetime.now(UTC) + timedelta(seconds=FIRST_INCIDENT_AFTER_S)
+    schedule = schedule_cover_incidents(
+        fleet.city,
+        rng_seed=fleet.city.seed,
+        start=first,
+        every=timedelta(seconds=every),
+        duration=timedelta(seconds=duration),
+    )
+    for incident in schedule:
+        await asyncio.sleep(max(0.0, (incident.start - datetime.now(UTC)).total_seconds()))
+        fleet.inject(incident)
+        console.print(
+            f"[yellow]incident[/]: cover {incident.sensor_id} opened at {incident.start:%H:%M:%S}"
+        )
 
 
 def city_tasks(
@@ -53,17 +45,13 @@ def city_tasks(
     console: Console,
 ) -> dict[str, Coroutine[Any, Any, None]]:
     """One edge agent per station plus the incident injector, as named coroutines."""
-    stations = {s.station_id: SimulatedStation(s, seed=city.seed) for s in city.stations}
+    fleet = SimulatedFleet(city)
     tasks: dict[str, Coroutine[Any, Any, None]] = {
         f"edge-{station_id}": EdgeAgent(station_id, simulated, host=mqtt_host, port=mqtt_port).run()
-        for station_id, simulated in stations.items()
+        for station_id, simulated in fleet.stations.items()
     }
     tasks["incidents"] = inject_cover_incidents(
-        stations,
-        seed=city.seed,
-        every=incident_every,
-        duration=incident_every * 1.5,
-        console=console,
+        fleet, every=incident_every, duration=incident_every * 1.5, console=console
     )
     return tasks
 
@@ -72,7 +60,7 @@ def describe(city: City) -> str:
     sensors = sum(len(s.sensors) for s in city.stations)
     return (
         f"city: {len(city.stations)} stations, {sensors} sensors "
-        f"in districts {', '.join(city.districts)}"
+        f"in {', '.join(f'{d.code} {d.name}' for d in city.districts)}"
     )
 
 

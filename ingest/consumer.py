@@ -7,9 +7,9 @@ import logging
 
 import aiomqtt
 
-from ingest.backoff import Backoff
 from ingest.pipeline import IngestPipeline
 from protocol import Channel, StationTopic
+from protocol.backoff import Backoff
 
 log = logging.getLogger(__name__)
 

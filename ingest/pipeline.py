@@ -11,7 +11,6 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
-from ingest.backoff import Backoff
 from ingest.dedup import Deduplicator
 from ingest.metrics import IngestMetrics
 from ingest.ports import AlertHandler, DeadLetterSink, ReadingSink
@@ -25,6 +24,7 @@ from protocol import (
     decode_state,
     decode_telemetry,
 )
+from protocol.backoff import Backoff
 from rules import Alert, RuleEngine
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class IngestPipeline:
         """Hand an alert on. The engine has moved on, so a transient failure (the case store is
         down) is retried until it succeeds: ingest stalls and the broker queues behind it.
         An alert the handler refuses (``ValueError``) is counted and kept as a dead letter."""
-        backoff = Backoff(first=0.2, cap=10.0)
+        backoff = Backoff(initial=0.2, maximum=10.0)
         sensor = self.registry.sensor(alert.sensor_id)
         while True:
             try:

@@ -1,0 +1,80 @@
+"""`citysense demo` as a user runs it: up, cases appear, Ctrl-C leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from citysense.broker import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_demo_opens_cases_and_ctrl_c_stops_every_process(tmp_path: Path) -> None:
+    port = free_port()
+    demo = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "citysense.cli",
+            "demo",
+            "--port",
+            str(port),
+            "--incident-every",
+            "4",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},
+    )
+    assert demo.stdout is not None
+    try:
+        url = ""
+        while not url:
+            line = demo.stdout.readline()
+            assert line, "demo exited before printing the dashboard URL"
+            if "dashboard:" in line:
+                url = line.split("dashboard:")[1].split()[0]
+        assert url == f"http://127.0.0.1:{port}/"
+        children = _children(demo.pid)
+        deadline = time.monotonic() + 90
+        total = 0
+        while time.monotonic() < deadline and not total:
+            time.sleep(1)
+            with urllib.request.urlopen(f"{url}api/v1/cases", timeout=5) as response:
+                total = json.load(response)["total"]
+        assert total >= 1
+        with urllib.request.urlopen(url, timeout=5) as response:
+            assert "text/html" in response.headers["content-type"]
+    finally:
+        demo.send_signal(signal.SIGINT)
+        output, _ = demo.communicate(timeout=30)
+    assert demo.returncode == 0, output
+    assert "demo stopped" in output
+    assert children, "the demo should have started a mosquitto broker"
+    time.sleep(0.5)
+    assert [pid for pid in children if _alive(pid)] == []
