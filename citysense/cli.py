@@ -4,35 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import tempfile
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+
+from citysense.cli_common import Host, MqttHost, MqttPort, Port, Seed, configure_logging, console
 
 app = typer.Typer(
     help="citysense: IoT sensing and edge ingestion for digital city management (GB/T 30428).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console()
-
-Port = Annotated[int, typer.Option(help="HTTP port of the dashboard and API.")]
-Host = Annotated[str, typer.Option(help="HTTP bind address.")]
-MqttHost = Annotated[str, typer.Option(help="MQTT broker host.")]
-MqttPort = Annotated[int, typer.Option(help="MQTT broker port.")]
-Seed = Annotated[int, typer.Option(help="Seed of the simulated city.")]
-
-
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-
 @app.command()
 def demo(
     port: Port = 8000,
@@ -48,7 +32,7 @@ def demo(
     """The whole system on this machine: broker, ingest + rules + center, a simulated city."""
     from citysense.demo import run_demo
 
-    _logging(verbose)
+    configure_logging(verbose)
     with (
         tempfile.TemporaryDirectory(prefix="citysense-demo-") as scratch,
         contextlib.suppress(KeyboardInterrupt),
@@ -82,7 +66,7 @@ def serve(
     from citysense.node import build_node, run_node
     from ingest.settings import IngestSettings
 
-    _logging(verbose)
+    configure_logging(verbose)
     ingest = IngestSettings()
     center = CenterSettings()
     if port is not None:
@@ -112,7 +96,7 @@ def edge(
     from simulator.city import build_city
     from simulator.fleet import SimulatedStation
 
-    _logging(verbose)
+    configure_logging(verbose)
     city = build_city(seed=seed)
     try:
         simulated = SimulatedStation(city.station(station), seed=seed)
@@ -142,7 +126,7 @@ def simulate(
     """Run every station of the simulated city against a broker, with cover incidents."""
     from citysense.simulate import run_city
 
-    _logging(verbose)
+    configure_logging(verbose)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
             run_city(
