@@ -1,0 +1,1 @@
+"""Benchmarks (``python -m bench [--quick] [--out FILE]``); see docs/benchmarks.md."""

@@ -1,0 +1,115 @@
+"""What one benchmark run measures, in which order, and what each figure is divided by."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from bench.broker_rate import BASELINE_STYLE, measure_publisher
+from bench.encoding import measure_encoders
+from bench.ingest import measure_decode, measure_end_to_end, measure_pipeline, traffic
+from bench.load import measure_loadgen
+from bench.report import Measurement, compared
+from citysense.broker import MosquittoBroker
+from simulator.loadgen import LoadSpec
+
+BROKER_FIGURES = ("messages_per_s", "bytes_per_s")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes of one run; ``QUICK`` finishes in well under a minute, ``FULL`` in a few."""
+
+    name: str
+    raw_seconds: float
+    load_seconds: float
+    encode_messages: int
+    pipeline_messages: int
+    e2e_readings: int
+    max_qos: tuple[int, ...]
+    client_styles: tuple[str, ...]
+    stations: int = 100
+    batch: int = 50
+    processes: int = 2
+    fixed_rate: float = 10_000.0
+
+    def load(
+        self, host: str, port: int, *, rate: float | None, qos: int, total: int | None = None
+    ) -> LoadSpec:
+        """The load generator's spec: ``load_seconds`` long, or ``total`` readings."""
+        return LoadSpec(
+            host=host,
+            port=port,
+            stations=self.stations,
+            rate=rate,
+            batch=self.batch,
+            qos=qos,
+            processes=self.processes,
+            duration=None if total else self.load_seconds,
+            total_readings=total,
+        )
+
+
+QUICK = Plan("quick", 2.0, 3.0, 1_000, 2_000, 200_000, (1,), ())
+FULL = Plan(
+    "full",
+    5.0,
+    8.0,
+    3_000,
+    6_000,
+    500_000,
+    (0, 1),
+    ("paho_threaded", "aiomqtt_sequential", "aiomqtt_concurrent"),
+)
+
+Progress = Callable[[Measurement], None]
+
+
+def in_process(plan: Plan) -> Iterator[Measurement]:
+    """Measurements without a broker: payload encoding, the pipeline fed in-process."""
+    yield from measure_encoders(batch=plan.batch, messages=plan.encode_messages)
+    messages = traffic(stations=plan.stations, batch=plan.batch, messages=plan.pipeline_messages)
+    decode = measure_decode(messages, plan.batch)
+    yield decode
+    yield compared(measure_pipeline(messages, plan.batch), decode, ["readings_per_s"])
+
+
+def through_broker(
+    plan: Plan, host: str, port: int, pipeline: Measurement
+) -> Iterator[Measurement]:
+    """Measurements through one Mosquitto, each compared with its raw rate of the same run."""
+    raw = {
+        qos: measure_publisher(host, port, style=BASELINE_STYLE, qos=qos, seconds=plan.raw_seconds)
+        for qos in (0, 1)
+    }
+    yield from raw.values()
+    for qos in plan.max_qos:
+        spec = plan.load(host, port, rate=None, qos=qos)
+        yield compared(measure_loadgen(f"loadgen_max_qos{qos}", spec), raw[qos], BROKER_FIGURES)
+    spec = plan.load(host, port, rate=plan.fixed_rate, qos=1)
+    fixed = measure_loadgen(f"loadgen_{plan.fixed_rate:.0f}_qos1", spec)
+    yield compared(fixed, raw[1], BROKER_FIGURES)
+    e2e_spec = plan.load(host, port, rate=None, qos=1, total=plan.e2e_readings)
+    e2e = compared(measure_end_to_end(e2e_spec), raw[1], ["messages_per_s"])
+    yield compared(e2e, pipeline, ["readings_per_s"])
+    for style in plan.client_styles:
+        for qos in (0, 1):
+            client = measure_publisher(host, port, style=style, qos=qos, seconds=plan.raw_seconds)
+            yield compared(client, raw[qos], ["messages_per_s"])
+
+
+def run(plan: Plan, progress: Progress) -> list[Measurement]:
+    """Every measurement of ``plan``; ``progress`` sees each one as it is made."""
+    done: list[Measurement] = []
+
+    def record(measurement: Measurement) -> None:
+        done.append(measurement)
+        progress(measurement)
+
+    for measurement in in_process(plan):
+        record(measurement)
+    pipeline = next(m for m in done if m.name == "ingest_in_process")
+    with MosquittoBroker() as broker:
+        for measurement in through_broker(plan, broker.host, broker.port, pipeline):
+            record(measurement)
+    return done
