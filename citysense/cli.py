@@ -17,6 +17,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
 @app.command()
 def demo(
     port: Port = 8000,
@@ -115,28 +117,15 @@ def edge(
         asyncio.run(agent.run())
 
 
-@app.command()
-def simulate(
-    mqtt_host: MqttHost = "127.0.0.1",
-    mqtt_port: MqttPort = 1883,
-    seed: Seed = 7,
-    incident_every: Annotated[float, typer.Option(help="Seconds between cover incidents.")] = 20.0,
-    verbose: bool = False,
-) -> None:
-    """Run every station of the simulated city against a broker, with cover incidents."""
-    from citysense.simulate import run_city
+# Commands that live in their own modules (imports inside them stay lazy for a fast --help).
+from citysense.cli_recording import record, replay  # noqa: E402
+from citysense.cli_scenarios import backtest, score, simulate  # noqa: E402
 
-    configure_logging(verbose)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(
-            run_city(
-                mqtt_host=mqtt_host,
-                mqtt_port=mqtt_port,
-                seed=seed,
-                incident_every=incident_every,
-                console=console,
-            )
-        )
+app.command()(simulate)
+app.command()(record)
+app.command()(replay)
+app.command()(backtest)
+app.command()(score)
 
 
 if __name__ == "__main__":

@@ -1,72 +1,104 @@
 """Incidents: labelled anomalies injected on top of normal physics.
 
-An incident knows which sensors it touches, when it is going on, and how it changes what those
-sensors read. Each incident is also its own ground truth: a scenario can list what it injected
-and check which cases the platform opened.
+An incident knows which sensors it touches, when it is going on, how it changes what those
+sensors read, and which GB/T 30428 case it should become. Each incident is its own ground
+truth: a scenario lists what it injected and checks which cases the platform opened.
+
+Vehicle rocking is not here: it is normal physics (``simulator.physics``) and must open no case.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Protocol, runtime_checkable
 
-from simulator.physics import aware_utc, epoch_seconds
+from protocol import SensorInfo
+from simulator.city import City
+from simulator.incident_base import ExpectedCase, Incident, InjectedIncident, Window
+from simulator.incidents_cover import CoverOpen, Flooding, GasLeak
+from simulator.incidents_utility import PoleCreep, PoleFall, PressureBurst
+
+__all__ = [
+    "INCIDENT_TYPES",
+    "CoverOpen",
+    "ExpectedCase",
+    "Flooding",
+    "GasLeak",
+    "Incident",
+    "InjectedIncident",
+    "PoleCreep",
+    "PoleFall",
+    "PressureBurst",
+    "Window",
+    "build_incident",
+    "suits",
+]
+
+INCIDENT_TYPES: dict[str, type[Window]] = {
+    kind.kind: kind for kind in (CoverOpen, PressureBurst, PoleFall, PoleCreep, Flooding, GasLeak)
+}
+"""Incident classes by their ``kind`` label."""
+
+PARAMS: dict[str, tuple[str, ...]] = {
+    "cover_open": ("angle_deg",),
+    "pressure_burst": ("drop_mpa", "radius_m"),
+    "pole_fall": ("angle_deg", "vibration_g"),
+    "pole_creep": ("rate_deg_per_day",),
+    "flooding": ("level_m", "radius_m"),
+    "gas_leak": ("ppm",),
+}
+"""The parameters a scenario may give each kind (all in the units their names say)."""
 
 
-@runtime_checkable
-class Incident(Protocol):
-    def applies_to(self, sensor_id: str) -> bool:
-        """Whether this incident changes what ``sensor_id`` reads."""
-        ...
-
-    def active(self, ts: datetime) -> bool:
-        """Whether the incident is going on at ``ts``."""
-        ...
-
-    def apply(self, values: dict[str, float], ts: datetime) -> dict[str, float]:
-        """The values a touched sensor reads at ``ts`` while active; returns a new dict."""
-        ...
+def suits(kind: str, sensor: SensorInfo) -> bool:
+    """Whether an incident of ``kind`` can happen at ``sensor``; pick random targets with it."""
+    return _type(kind).suits(sensor)
 
 
-class Window:
-    """Timing shared by incidents that start at one moment and last a fixed time."""
+def build_incident(
+    kind: str,
+    city: City,
+    sensor_id: str,
+    start: datetime,
+    duration: timedelta,
+    params: Mapping[str, float] | None = None,
+) -> InjectedIncident:
+    """The incident of ``kind`` at ``sensor_id``, as a scenario file declares it.
 
-    __slots__ = ()
-    start: datetime
-    duration: timedelta
+    A burst is seen by the pressure sensors within ``radius_m`` (default 1,500 m); a flood
+    fills every cover within ``radius_m`` (default 300 m) of ``sensor_id``.
+    """
+    incident_type = _type(kind)
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(PARAMS[kind]))
+    if unknown:
+        allowed = ", ".join(PARAMS[kind]) or "none"
+        raise ValueError(f"{kind} takes no {', '.join(unknown)}; its parameters: {allowed}")
+    sensor = city.sensor(sensor_id)
+    if not incident_type.suits(sensor):
+        raise ValueError(
+            f"{kind} cannot happen at {sensor_id} ({sensor.kind.value}, class {sensor.class_code})"
+        )
+    incident: InjectedIncident
+    if kind == "pressure_burst":
+        incident = PressureBurst.near(city, sensor_id, start, duration, **params)
+    elif kind == "flooding":
+        incident = Flooding.around(city, sensor_id, start, duration, **params)
+    elif kind == "cover_open":
+        incident = CoverOpen(sensor_id, start, duration, **params)
+    elif kind == "pole_fall":
+        incident = PoleFall(sensor_id, start, duration, **params)
+    elif kind == "pole_creep":
+        incident = PoleCreep(sensor_id, start, duration, **params)
+    else:
+        incident = GasLeak(sensor_id, start, duration, **params)
+    return incident
 
-    @property
-    def end(self) -> datetime:
-        return self.start + self.duration
 
-    def active(self, ts: datetime) -> bool:
-        return self.start <= ts < self.end
-
-    def _check_window(self) -> None:
-        aware_utc(self.start)
-        if self.duration <= timedelta(0):
-            raise ValueError(f"an incident needs a positive duration, not {self.duration}")
-
-
-@dataclass(frozen=True, slots=True)
-class CoverOpen(Window):
-    """A manhole cover lifted, displaced or missing: its tilt reads about ``angle_deg``."""
-
-    sensor_id: str
-    start: datetime
-    duration: timedelta
-    angle_deg: float = 75.0
-
-    def __post_init__(self) -> None:
-        self._check_window()
-        if not 0.0 < self.angle_deg <= 180.0:
-            raise ValueError(f"cover angle must be in (0, 180] degrees, not {self.angle_deg}")
-
-    def applies_to(self, sensor_id: str) -> bool:
-        return sensor_id == self.sensor_id
-
-    def apply(self, values: dict[str, float], ts: datetime) -> dict[str, float]:
-        wobble = 0.5 * math.sin(1.3 * epoch_seconds(ts))
-        return {**values, "tilt_deg": self.angle_deg + wobble}
+def _type(kind: str) -> type[Window]:
+    try:
+        return INCIDENT_TYPES[kind]
+    except KeyError:
+        raise ValueError(
+            f"unknown incident kind {kind!r}; known: {', '.join(INCIDENT_TYPES)}"
+        ) from None

@@ -1,23 +1,67 @@
 """Sensor physics: what each kind of sensor reads when nothing is wrong.
 
 A model is deterministic given ``(seed, sensor_id)`` and the sequence of sample times it is
-asked for. Slow effects (daily cycles, wind) are functions of time; measurement noise comes
-from the model's own ``random.Random``; and events that happen in time (a vehicle rocking a
-cover) are scheduled on a separate stream, so they do not depend on how often you sample.
+asked for. Slow effects (daily cycles, wind, rain, battery drain) are functions of time;
+measurement noise comes from the model's own ``random.Random``; and events that happen in
+time (a vehicle rocking a cover, a knock on a pole, a shower) are scheduled on streams of
+their own, hour by hour or day by day, so they do not depend on how often you sample.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime
 from typing import Protocol
 
 from protocol import SensorInfo, SensorKind
+from simulator.devices import (
+    BEIJING,
+    DAY_S,
+    LOW_BATTERY_V,
+    Battery,
+    Rocking,
+    SpikeSchedule,
+    aware_utc,
+    beijing_hour,
+    daily,
+    epoch_seconds,
+    stream,
+)
+from simulator.weather import Weather
 
-BEIJING = timezone(timedelta(hours=8))
-DAY_S = 86_400.0
+__all__ = [
+    "BEIJING",
+    "DAY_S",
+    "GAS_ALARM_PPM",
+    "GAS_COVER_CLASSES",
+    "LOW_BATTERY_V",
+    "RAIN_CEILING_M",
+    "WATER_ALARM_M",
+    "Battery",
+    "CoverModel",
+    "PoleModel",
+    "PressureModel",
+    "Rocking",
+    "SensorModel",
+    "aware_utc",
+    "beijing_hour",
+    "epoch_seconds",
+    "model_for",
+]
+
+WATER_ALARM_M = 1.5
+"""Water depth in a well at which a cover's level gauge alarms (estimate: half a metre below
+the cover of a 2 m well). A flooded well reads more; ordinary rain never gets there."""
+RAIN_CEILING_M = 1.3
+"""Ordinary rain fills a well towards this depth at most."""
+GAS_COVER_CLASSES = ("0102", "0111")
+"""Sewer (污水) and gas (燃气) wells carry a CH4 sensor; other covers report no gas."""
+GAS_ALARM_PPM = 2_500.0
+"""CH4 alarm of a well's gas sensor: 5 % of the lower explosive limit (LEL = 5 % vol =
+50,000 ppm). Estimate; combustible-gas detectors alarm at 1-25 % LEL."""
+STORM_CLASSES = ("0103", "0104")
+"""Storm-water wells and grates fill fastest when it rains."""
 
 
 class SensorModel(Protocol):
@@ -26,53 +70,35 @@ class SensorModel(Protocol):
         ...
 
 
-def model_for(sensor: SensorInfo, seed: int) -> SensorModel:
-    """The physics model for one installed sensor."""
-    models: dict[SensorKind, type[CoverModel | PressureModel | PoleModel]] = {
-        SensorKind.COVER: CoverModel,
-        SensorKind.PRESSURE: PressureModel,
-        SensorKind.POLE: PoleModel,
-    }
-    return models[sensor.kind](seed, sensor.sensor_id)
+def model_for(
+    sensor: SensorInfo,
+    seed: int,
+    *,
+    weather: Weather | None = None,
+    low_battery: bool = False,
+) -> SensorModel:
+    """The physics model for one installed sensor.
 
-
-def aware_utc(ts: datetime) -> datetime:
-    """``ts`` in UTC; refuses naive timestamps, which cannot be placed in event time."""
-    if ts.tzinfo is None or ts.utcoffset() is None:
-        raise ValueError(f"naive timestamp {ts.isoformat()}: use timezone-aware UTC")
-    return ts.astimezone(UTC)
-
-
-def epoch_seconds(ts: datetime) -> float:
-    return aware_utc(ts).timestamp()
-
-
-def beijing_hour(ts: datetime) -> float:
-    """Local hour of day (0-24) in Beijing time, UTC+8."""
-    local = aware_utc(ts).astimezone(BEIJING)
-    return local.hour + local.minute / 60 + local.second / 3600
-
-
-def _stream(seed: int, sensor_id: str, purpose: str) -> random.Random:
-    return random.Random(f"{seed}/{sensor_id}/{purpose}")
-
-
-def _daily(t: float, phase: float) -> float:
-    """A 24 h sine in [-1, 1]."""
-    return math.sin(2 * math.pi * t / DAY_S + phase)
-
-
-@dataclass(frozen=True, slots=True)
-class Rocking:
-    """A vehicle driving over a loose cover: a brief tilt spike."""
-
-    start: float
-    end: float
-    peak_deg: float
+    ``weather`` lets the covers of a fleet share one rain schedule (built from ``seed`` when
+    omitted); ``low_battery`` starts a battery-powered sensor with a nearly flat battery.
+    """
+    if sensor.kind is SensorKind.COVER:
+        return CoverModel(
+            seed,
+            sensor.sensor_id,
+            class_code=sensor.class_code,
+            district=sensor.component_id[:6],
+            weather=weather,
+            low_battery=low_battery,
+        )
+    if sensor.kind is SensorKind.PRESSURE:
+        return PressureModel(seed, sensor.sensor_id, low_battery=low_battery)
+    return PoleModel(seed, sensor.sensor_id)
 
 
 class CoverModel:
-    """A smart manhole cover: tilt, water level in the well, battery."""
+    """A smart manhole cover: tilt, water level in the well, battery, and CH4 in sewer and gas
+    wells. Rain fills the well over tens of minutes; it drains after the shower."""
 
     TILT_NOISE_DEG = 0.3
     ROCKING_MAX_S = 1.5
@@ -80,44 +106,67 @@ class CoverModel:
     ROCKING_MIN_GAP_S = 2.0
     """Quiet time between two rocking spikes, so two spikes never merge into one long one."""
 
-    def __init__(self, seed: int, sensor_id: str) -> None:
-        setup = _stream(seed, sensor_id, "setup")
+    def __init__(
+        self,
+        seed: int,
+        sensor_id: str,
+        *,
+        class_code: str | None = None,
+        district: str | None = None,
+        weather: Weather | None = None,
+        low_battery: bool = False,
+    ) -> None:
+        setup = stream(seed, sensor_id, "setup")
         self.mean_rocking_gap_s = setup.uniform(120.0, 900.0)
         self.water_level_m = setup.uniform(0.3, 1.0)
-        self.battery_v = setup.uniform(3.55, 3.65)
         self._phase = setup.uniform(0.0, 2 * math.pi)
-        self._noise = _stream(seed, sensor_id, "noise")
-        self._traffic = _stream(seed, sensor_id, "traffic")
-        self._rocking: Rocking | None = None
+        gain, tau = _drain(setup, class_code)
+        self.rain_gain_m_per_mm_h, self.drain_tau_s = gain, tau
+        self.gas_ppm = setup.uniform(2.0, 15.0) if class_code in GAS_COVER_CLASSES else None
+        self.district = district
+        self.weather = weather if weather is not None else Weather(seed)
+        self.battery = Battery(seed, sensor_id, low=low_battery)
+        self._noise = stream(seed, sensor_id, "noise")
+        self._traffic = SpikeSchedule(
+            f"{seed}/{sensor_id}/traffic",
+            mean_gap_s=self.mean_rocking_gap_s,
+            min_gap_s=self.ROCKING_MIN_GAP_S,
+            duration_s=(0.3, self.ROCKING_MAX_S),
+            peak=(10.0, 30.0),
+        )
 
     def sample(self, ts: datetime) -> dict[str, float]:
         t = epoch_seconds(ts)
         noise = self._noise
         tilt = abs(noise.gauss(0.0, self.TILT_NOISE_DEG))
-        rocking = self._rocking_at(t)
+        rocking = self._traffic.at(t)
         if rocking is not None:
-            tilt = rocking.peak_deg + noise.gauss(0.0, 0.5)
-        return {
+            tilt = rocking.peak + noise.gauss(0.0, 0.5)
+        values = {
             "tilt_deg": abs(tilt),
-            "water_level_m": max(
-                0.0, self.water_level_m + 0.05 * _daily(t, self._phase) + noise.gauss(0, 0.005)
-            ),
-            "battery_v": self.battery_v + 0.02 * _daily(t, self._phase) + noise.gauss(0, 0.003),
+            "water_level_m": max(0.0, self.water_level(t) + noise.gauss(0, 0.005)),
+            "battery_v": self.battery.volts(t, noise),
         }
+        if self.gas_ppm is not None:
+            gas = self.gas_ppm * (1 + 0.2 * daily(t, self._phase)) + noise.gauss(0.0, 0.5)
+            values["gas_ppm"] = max(0.0, gas)
+        return values
 
-    def _rocking_at(self, t: float) -> Rocking | None:
-        """The rocking spike going on at ``t``, advancing the vehicle schedule to ``t``."""
-        if self._rocking is None:
-            self._rocking = self._next_rocking(after=t)
-        while t >= self._rocking.end:
-            self._rocking = self._next_rocking(after=self._rocking.end)
-        return self._rocking if t >= self._rocking.start else None
+    def water_level(self, t: float) -> float:
+        """Depth of water in the well at epoch ``t``, before measurement noise."""
+        dry = self.water_level_m + 0.05 * daily(t, self._phase)
+        raw = self.rain_gain_m_per_mm_h * self.weather.runoff(self.district, t, self.drain_tau_s)
+        headroom = max(0.05, RAIN_CEILING_M - self.water_level_m)
+        return dry + headroom * (1.0 - math.exp(-raw / headroom))
 
-    def _next_rocking(self, after: float) -> Rocking:
-        traffic = self._traffic
-        start = after + self.ROCKING_MIN_GAP_S + traffic.expovariate(1 / self.mean_rocking_gap_s)
-        duration = traffic.uniform(0.3, self.ROCKING_MAX_S)
-        return Rocking(start, start + duration, traffic.uniform(10.0, 30.0))
+
+def _drain(setup: random.Random, class_code: str | None) -> tuple[float, float]:
+    """How many metres a well rises per mm/h of rain, and how fast it fills and drains."""
+    if class_code in STORM_CLASSES:
+        return setup.uniform(0.04, 0.06), setup.uniform(15 * 60.0, 30 * 60.0)
+    if class_code == "0102":  # combined sewers take rain too
+        return setup.uniform(0.02, 0.035), setup.uniform(30 * 60.0, 45 * 60.0)
+    return setup.uniform(0.003, 0.01), setup.uniform(30 * 60.0, 60 * 60.0)
 
 
 class PressureModel:
@@ -128,12 +177,12 @@ class PressureModel:
     EVENING_PEAK_H = (19.5, 1.1)
     """Centre and width of the 18-21 demand peak."""
 
-    def __init__(self, seed: int, sensor_id: str) -> None:
-        setup = _stream(seed, sensor_id, "setup")
+    def __init__(self, seed: int, sensor_id: str, *, low_battery: bool = False) -> None:
+        setup = stream(seed, sensor_id, "setup")
         self.baseline_mpa = setup.uniform(0.25, 0.40)
         self.peak_drop_mpa = setup.uniform(0.03, 0.06)
-        self.battery_v = setup.uniform(3.55, 3.65)
-        self._noise = _stream(seed, sensor_id, "noise")
+        self.battery = Battery(seed, sensor_id, low=low_battery)
+        self._noise = stream(seed, sensor_id, "noise")
 
     def demand(self, ts: datetime) -> float:
         """Relative demand in [0, 1]: 1 at the heart of a peak, near 0 at night."""
@@ -144,7 +193,7 @@ class PressureModel:
         pressure = self.baseline_mpa - self.peak_drop_mpa * self.demand(ts)
         return {
             "pressure_mpa": pressure + self._noise.gauss(0.0, 0.002),
-            "battery_v": self.battery_v + self._noise.gauss(0.0, 0.003),
+            "battery_v": self.battery.volts(epoch_seconds(ts), self._noise),
         }
 
 
@@ -153,16 +202,24 @@ def _bump(hour: float, centre: float, width: float) -> float:
 
 
 class PoleModel:
-    """A utility pole or street lamp: a small installed lean plus sway in the wind."""
+    """A utility pole or street lamp on mains power: a small installed lean, sway in the wind,
+    and vibration from gusts plus the odd knock of a passing truck."""
 
     def __init__(self, seed: int, sensor_id: str) -> None:
-        setup = _stream(seed, sensor_id, "setup")
+        setup = stream(seed, sensor_id, "setup")
         self.lean_deg = setup.uniform(0.2, 0.5)
         self.sway_deg = setup.uniform(0.05, 0.15)
         self.natural_hz = setup.uniform(0.3, 1.2)
         self._gust_periods_s = (setup.uniform(1200, 3600), setup.uniform(300, 900))
         self._phases = tuple(setup.uniform(0.0, 2 * math.pi) for _ in range(3))
-        self._noise = _stream(seed, sensor_id, "noise")
+        self._noise = stream(seed, sensor_id, "noise")
+        self._knocks = SpikeSchedule(
+            f"{seed}/{sensor_id}/knocks",
+            mean_gap_s=setup.uniform(600.0, 1800.0),
+            min_gap_s=2.0,
+            duration_s=(0.2, 1.0),
+            peak=(0.05, 0.25),
+        )
 
     def wind(self, t: float) -> float:
         """Wind strength in [0, 1], varying over minutes to an hour."""
@@ -178,7 +235,8 @@ class PoleModel:
         wind = self.wind(t)
         sway = self.sway_deg * wind * math.sin(2 * math.pi * self.natural_hz * t + self._phases[2])
         tilt = self.lean_deg + sway + self._noise.gauss(0.0, 0.02)
-        return {
-            "tilt_deg": abs(tilt),
-            "vibration_g": abs(self._noise.gauss(0.0, 0.005 + 0.02 * wind)),
-        }
+        vibration = abs(self._noise.gauss(0.0, 0.005 + 0.02 * wind))
+        knock = self._knocks.at(t)
+        if knock is not None:
+            vibration += knock.peak
+        return {"tilt_deg": abs(tilt), "vibration_g": vibration}

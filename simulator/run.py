@@ -1,0 +1,258 @@
+"""Run a scenario in simulated time: a recording of the MQTT traffic plus its ground truth.
+
+No clock is read and no network is touched: each station's edge agent is emulated (readings
+due by the devices' reporting policies, batches every ``edge.batch_interval``, an outbox that
+holds readings while the link is down, consecutive sequence numbers), faults are applied on
+the way, and every message is written to the recording at its simulated publish time. The
+same scenario and seed give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from protocol import (
+    Channel,
+    Reading,
+    SensorInfo,
+    StationState,
+    StationTopic,
+    TelemetryBatch,
+    encode,
+)
+from simulator.city import City, build_city
+from simulator.faults import Fault, FaultPlan, garbage_payload
+from simulator.fleet import SimulatedFleet
+from simulator.incidents import build_incident, suits
+from simulator.recording import Record, RecordingWriter
+from simulator.scenario import FaultSpec, IncidentSpec, Scenario
+from simulator.truth import GroundTruth, LabelledIncident, write_truth
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutput:
+    recording: Path
+    truth_path: Path
+    truth: GroundTruth
+
+
+@dataclass
+class _Edge:
+    """One station's emulated edge agent: outbox, sequence numbers, pending reorder."""
+
+    station_id: str
+    boot_epoch: int
+    outbox: list[Reading] = field(default_factory=list)
+    seq: int = 0
+    held: bytes | None = None
+
+    def drain(self, max_batch: int, sent_at: datetime) -> list[bytes]:
+        payloads = []
+        while self.outbox:
+            readings, self.outbox = self.outbox[:max_batch], self.outbox[max_batch:]
+            batch = TelemetryBatch(
+                station_id=self.station_id,
+                boot_epoch=self.boot_epoch,
+                seq=self.seq,
+                sent_at=sent_at,
+                readings=readings,
+            )
+            self.seq += 1
+            payloads.append(encode(batch))
+        return payloads
+
+
+def _ns(ts: datetime) -> int:
+    return int(ts.timestamp() * 1_000_000) * 1000
+
+
+class _Run:
+    def __init__(self, scenario: Scenario, writer: RecordingWriter) -> None:
+        self.scenario = scenario
+        self.writer = writer
+        spec = scenario.city
+        self.city: City = build_city(
+            seed=scenario.seed,
+            districts=spec.districts,
+            stations_per_district=spec.stations_per_district,
+            covers_per_station=spec.covers_per_station,
+            pressure_per_station=spec.pressure_per_station,
+            poles_per_station=spec.poles_per_station,
+        )
+        self.fleet = SimulatedFleet(self.city)
+        self.rng = random.Random(f"{scenario.seed}/scenario/{scenario.name}")
+        self.start = scenario.start.astimezone(UTC)
+        self.end = scenario.start + scenario.duration
+        boot = int(self.start.timestamp())
+        self.edges = {sid: _Edge(sid, boot) for sid in self.fleet.stations}
+        self.counts = {"telemetry": 0, "state": 0, "garbage": 0, "duplicates": 0}
+        self.faults = FaultPlan([self._fault(f) for f in scenario.faults], self.rng)
+        self.incidents = [self._incident(i, n) for n, i in enumerate(scenario.incidents)]
+
+    # -- resolving targets -------------------------------------------------------------
+    def _pick_sensor(self, wanted: str, incident_kind: str | None) -> SensorInfo:
+        if wanted != "random":
+            return self.city.sensor(wanted)
+        candidates = [
+            s for s in self.city.sensors if incident_kind is None or suits(incident_kind, s)
+        ]
+        if not candidates:
+            raise ValueError(f"the city has no sensor where {incident_kind} can happen")
+        return self.rng.choice(candidates)
+
+    def _pick_station(self, wanted: str) -> str:
+        if wanted != "random":
+            return self.city.station(wanted).station_id
+        return self.rng.choice(sorted(self.fleet.stations))
+
+    def _incident(self, spec: IncidentSpec, number: int) -> LabelledIncident:
+        sensor = self._pick_sensor(spec.sensor, spec.kind)
+        start = self.start + spec.start
+        incident = build_incident(
+            spec.kind, self.city, sensor.sensor_id, start, spec.duration, spec.params
+        )
+        self.fleet.inject(incident)
+        expected = incident.expected_case(sensor)
+        station = self.city.station_of(sensor.sensor_id).station_id
+        return LabelledIncident(
+            id=f"{self.scenario.name}-{number:03d}",
+            kind=spec.kind,
+            sensor_id=sensor.sensor_id,
+            station_id=station,
+            sensors=tuple(incident.sensor_ids),
+            start=start,
+            end=start + spec.duration,
+            expected_category=expected[0] if expected else None,
+            expected_class=expected[1] if expected else None,
+            during_outage=any(
+                f.kind == "station_offline"
+                and f.station_id == station
+                and f.start < start + spec.duration
+                and (f.end is None or f.end > start)
+                for f in self.faults.faults
+            ),
+        )
+
+    def _fault(self, spec: FaultSpec) -> Fault:
+        sensor_id = station_id = None
+        if spec.sensor is not None:
+            sensor_id = self._pick_sensor(spec.sensor, None).sensor_id
+            station_id = self.city.station_of(sensor_id).station_id
+        elif spec.station is not None:
+            station_id = self._pick_station(spec.station)
+        start = self.start + spec.start
+        return Fault(
+            kind=spec.kind,
+            start=start,
+            end=start + spec.duration if spec.duration else None,
+            station_id=station_id,
+            sensor_id=sensor_id,
+            count=spec.count,
+            probability=spec.probability,
+            offset_s=spec.offset.total_seconds(),
+            battery_v=spec.battery_v,
+        )
+
+    # -- publishing --------------------------------------------------------------------
+    def _publish(self, ts: datetime, topic: StationTopic, payload: bytes, retain: bool) -> None:
+        self.writer.write(Record(_ns(ts), str(topic), payload, qos=1, retain=retain))
+
+    def _state(self, ts: datetime, station_id: str, online: bool) -> None:
+        station = self.fleet.stations[station_id]
+        state = StationState(
+            station_id=station_id,
+            status="online" if online else "offline",
+            boot_epoch=self.edges[station_id].boot_epoch,
+            ts=ts,
+            sensors=list(station.sensors()) if online else [],
+        )
+        self._publish(ts, StationTopic(station_id, Channel.STATE), encode(state), retain=True)
+        self.counts["state"] += 1
+
+    def _send(self, ts: datetime, station_id: str, *, final: bool = False) -> None:
+        edge = self.edges[station_id]
+        reorder = self.faults.reordered(station_id, ts) and not final
+        for payload in edge.drain(self.scenario.edge.max_batch, ts):
+            if reorder and edge.held is None:
+                edge.held = payload  # goes out after the next batch
+                continue
+            self._telemetry(ts, station_id, payload)
+            if edge.held is not None:
+                self._telemetry(ts, station_id, edge.held)
+                edge.held = None
+        if edge.held is not None and not reorder:
+            self._telemetry(ts, station_id, edge.held)
+            edge.held = None
+
+    def _telemetry(self, ts: datetime, station_id: str, payload: bytes) -> None:
+        topic = StationTopic(station_id, Channel.TELEMETRY)
+        self._publish(ts, topic, payload, retain=False)
+        self.counts["telemetry"] += 1
+        if self.faults.duplicated(station_id, ts):
+            self._publish(ts, topic, payload, retain=False)
+            self.counts["duplicates"] += 1
+
+    def _garbage(self, ts: datetime) -> None:
+        for fault in self.faults.garbage_due(ts, self.scenario.edge.tick):
+            assert fault.station_id is not None
+            topic = StationTopic(fault.station_id, Channel.TELEMETRY)
+            for index in range(fault.count):
+                self._publish(ts, topic, garbage_payload(self.rng, index), retain=False)
+                self.counts["garbage"] += 1
+
+    def run(self) -> GroundTruth:
+        tick, batch_every = self.scenario.edge.tick, self.scenario.edge.batch_interval
+        online = dict.fromkeys(self.fleet.stations, True)
+        for station_id in sorted(self.fleet.stations):
+            self._state(self.start, station_id, online=True)
+        next_batch = self.start + batch_every
+        ts = self.start
+        while ts < self.end:
+            for station_id, station in self.fleet.stations.items():
+                readings = self.faults.distort(station_id, station.read_due(ts), ts)
+                self.edges[station_id].outbox.extend(readings)
+            self._garbage(ts)
+            if ts >= next_batch:
+                self._batch_round(ts, online)
+                next_batch += batch_every
+            ts += tick
+        self._batch_round(self.end, online, final=True)
+        return self._truth()
+
+    def _batch_round(self, ts: datetime, online: dict[str, bool], final: bool = False) -> None:
+        for station_id in sorted(self.fleet.stations):
+            up = self.faults.online(station_id, ts)
+            if up != online[station_id]:
+                online[station_id] = up
+                self._state(ts, station_id, online=up)  # death = the broker's last will
+            if up:
+                self._send(ts, station_id, final=final)
+
+    def _truth(self) -> GroundTruth:
+        return GroundTruth(
+            scenario=self.scenario.name,
+            seed=self.scenario.seed,
+            start=self.start,
+            end=self.end,
+            sensors=sum(len(s.sensors) for s in self.city.stations),
+            stations=len(self.city.stations),
+            incidents=tuple(self.incidents),
+            faults=tuple(self.faults.faults),
+            messages=dict(self.counts),
+        )
+
+
+def run_scenario(scenario: Scenario, out_dir: Path) -> RunOutput:
+    """Write ``<out_dir>/<name>.csrec`` and ``<out_dir>/<name>.truth.json``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    recording = out_dir / f"{scenario.name}.csrec"
+    truth_path = out_dir / f"{scenario.name}.truth.json"
+    recording.unlink(missing_ok=True)
+    metadata = {"source": "citysense simulate", "scenario": scenario.name, "seed": scenario.seed}
+    with RecordingWriter(recording, metadata) as writer:
+        truth = _Run(scenario, writer).run()
+    write_truth(truth, truth_path)
+    return RunOutput(recording, truth_path, truth)

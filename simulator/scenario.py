@@ -1,0 +1,169 @@
+"""Scenario files: a city, a time span, labelled incidents and injected faults (YAML).
+
+A scenario is data, checked when loaded; every mistake is reported with where and why::
+
+    name: cover-open
+    seed: 7
+    start: 2026-07-01T08:00:00+08:00
+    duration: 30m
+    city: {districts: ["410105"], stations_per_district: 2}
+    incidents:
+      - {kind: cover_open, sensor: random, start: 5m, duration: 10m}
+    faults:
+      - {kind: station_offline, station: st-410105-001, start: 12m, duration: 5m}
+
+Durations are seconds (a number) or ``<n>s|m|h|d``; ``start`` of an incident or fault is an
+offset from the scenario's start. ``sensor: random`` / ``station: random`` pick a target from
+the seed, among sensors of the kind the incident needs.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be run, with where and why."""
+
+
+def _duration(value: object) -> object:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match is None:
+            raise ValueError(f"duration {value!r} is not a number of seconds or <n>s|m|h|d")
+        return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+Offset = Annotated[timedelta, BeforeValidator(_duration), Field(ge=timedelta(0))]
+Positive = Annotated[timedelta, BeforeValidator(_duration), Field(gt=timedelta(0))]
+
+IncidentKind = Literal[
+    "cover_open", "pressure_burst", "pole_fall", "pole_creep", "flooding", "gas_leak"
+]
+FaultKind = Literal[
+    "station_offline",
+    "garbage",
+    "duplicate",
+    "out_of_order",
+    "clock_skew",
+    "clock_reset",
+    "stuck_sensor",
+    "low_battery",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CitySpec(_Strict):
+    districts: list[Annotated[str, Field(pattern=r"^4101\d\d$")]] = ["410105"]
+    stations_per_district: int = Field(default=2, ge=1, le=10_000)
+    covers_per_station: int = Field(default=3, ge=0, le=1000)
+    pressure_per_station: int = Field(default=1, ge=0, le=1000)
+    poles_per_station: int = Field(default=1, ge=0, le=1000)
+
+
+class EdgeSpec(_Strict):
+    batch_interval: Positive = timedelta(seconds=5)
+    max_batch: int = Field(default=500, ge=1, le=1000)
+    tick: Positive = Field(default=timedelta(seconds=1), description="Simulation time step.")
+
+
+class IncidentSpec(_Strict):
+    kind: IncidentKind
+    sensor: str = Field(default="random", description="A sensor id, or random.")
+    start: Offset
+    duration: Positive
+    params: dict[str, float] = Field(default_factory=dict)
+
+
+class FaultSpec(_Strict):
+    kind: FaultKind
+    station: str | None = Field(default=None, description="Station id or random.")
+    sensor: str | None = Field(default=None, description="Sensor id or random.")
+    start: Offset
+    duration: Positive | None = None
+    count: int = Field(default=1, ge=1, le=100_000, description="garbage: payloads sent.")
+    probability: float = Field(default=1.0, gt=0, le=1, description="duplicate: share resent.")
+    offset: Duration = Field(default=timedelta(0), description="clock_skew: device clock error.")
+    battery_v: float = Field(default=3.1, gt=0, lt=5, description="low_battery: voltage.")
+
+    @model_validator(mode="after")
+    def _target(self) -> FaultSpec:
+        per_sensor = self.kind in ("stuck_sensor", "low_battery")
+        if per_sensor and self.sensor is None:
+            raise ValueError(f"{self.kind} needs a sensor (an id or random)")
+        if not per_sensor and self.station is None:
+            raise ValueError(f"{self.kind} needs a station (an id or random)")
+        windowed = ("station_offline", "duplicate", "out_of_order", "stuck_sensor")
+        if self.kind in windowed and self.duration is None:
+            raise ValueError(f"{self.kind} needs a duration")
+        if self.kind == "clock_skew" and not self.offset:
+            raise ValueError("clock_skew needs a non-zero offset")
+        return self
+
+
+class Scenario(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    description: str = ""
+    seed: int = Field(ge=0)
+    start: AwareDatetime
+    duration: Positive
+    city: CitySpec = CitySpec()
+    edge: EdgeSpec = EdgeSpec()
+    incidents: list[IncidentSpec] = Field(default_factory=list)
+    faults: list[FaultSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _inside(self) -> Scenario:
+        starts = [("incidents", i, item.start) for i, item in enumerate(self.incidents)]
+        starts += [("faults", i, item.start) for i, item in enumerate(self.faults)]
+        for where, index, start in starts:
+            if start >= self.duration:
+                raise ValueError(f"{where}[{index}] starts after the scenario ends")
+        return self
+
+
+def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
+    try:
+        document: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"{source}: not valid YAML: {exc}") from None
+    try:
+        return Scenario.model_validate(document)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'scenario'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ScenarioError(f"{source}: {problems}") from None
+
+
+def load_scenario(path: Path) -> Scenario:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError(f"cannot read scenario {path}: {exc}") from None
+    return parse_scenario(text, str(path))

@@ -1,0 +1,218 @@
+"""Score a run: the ground truth against the cases the pipeline opened.
+
+Per incident kind: recall, detection delay (event time from incident start to case opening,
+p50/p95), duplicate cases, cases of the wrong class; overall: false alarms per 1,000
+sensor-days. An incident kind that no enabled rule watches is reported as such, not as 0 %.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from rules import RuleSet
+from simulator.truth import GroundTruth, LabelledIncident
+
+# Which reading value an incident kind shows up in: a rule must watch it to catch the kind.
+WATCHED_VALUE = {
+    "cover_open": ("cover", "tilt_deg"),
+    "flooding": ("cover", "water_level_m"),
+    "gas_leak": ("cover", "gas_ppm"),
+    "pressure_burst": ("pressure", "pressure_mpa"),
+    "pole_fall": ("pole", "tilt_deg"),
+    "pole_creep": ("pole", "tilt_deg"),
+}
+MATCH_SLACK = timedelta(seconds=60)
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredCase:
+    sensor_id: str
+    rule_id: str
+    category: str
+    class_code: str
+    started_at: datetime
+    opened_at: datetime
+    detected_at: datetime | None = None
+    """When ingest saw it: the replayed publish time in a backtest, wall time when live."""
+
+    @classmethod
+    def from_api(cls, item: Mapping[str, Any] | Any) -> ScoredCase:
+        """From a case as ``GET /api/v1/cases`` shows it (dict) or a ``CaseOut``."""
+
+        def value(name: str) -> Any:
+            return item[name] if isinstance(item, Mapping) else getattr(item, name)
+
+        def time(name: str) -> datetime:
+            raw = value(name)
+            return raw if isinstance(raw, datetime) else datetime.fromisoformat(raw)
+
+        return cls(
+            sensor_id=value("sensor_id"),
+            rule_id=value("rule_id"),
+            category=value("category"),
+            class_code=value("class_code"),
+            started_at=time("started_at"),
+            opened_at=time("opened_at"),
+            detected_at=time("detected_at"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class KindScore:
+    kind: str
+    incidents: int
+    rule: str | None
+    """The rule(s) watching this kind's value, or None when no rule exists yet."""
+    emergency: bool
+    """False for kinds that must not open an emergency case (e.g. pole creep)."""
+    detected: int = 0
+    wrong_class: int = 0
+    duplicates: int = 0
+    delays_s: tuple[float, ...] = ()
+    """Event time from incident start to the case opening (device clocks)."""
+    latencies_s: tuple[float, ...] = ()
+    """From incident start to ingest seeing it, outages included; only when ingest's clock
+    is on the recording's timeline (a backtest), else empty."""
+
+    @property
+    def recall(self) -> float | None:
+        if self.rule is None or not self.emergency or not self.incidents:
+            return None
+        return self.detected / self.incidents
+
+    def delay_percentile(self, q: float) -> float | None:
+        return float(np.percentile(self.delays_s, q)) if self.delays_s else None
+
+    def latency_percentile(self, q: float) -> float | None:
+        return float(np.percentile(self.latencies_s, q)) if self.latencies_s else None
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    scenario: str
+    sensor_days: float
+    cases: int
+    kinds: tuple[KindScore, ...]
+    false_alarms: int
+    unexpected: tuple[ScoredCase, ...] = field(default=(), repr=False)
+
+    @property
+    def false_alarms_per_1000_sensor_days(self) -> float:
+        return 1000 * self.false_alarms / self.sensor_days if self.sensor_days else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "cases": self.cases,
+            "sensor_days": round(self.sensor_days, 3),
+            "false_alarms": self.false_alarms,
+            "false_alarms_per_1000_sensor_days": round(self.false_alarms_per_1000_sensor_days, 3),
+            "kinds": [
+                {
+                    "kind": k.kind,
+                    "incidents": k.incidents,
+                    "rule": k.rule,
+                    "status": _status(k),
+                    "recall": k.recall,
+                    "detected": k.detected,
+                    "wrong_class": k.wrong_class,
+                    "duplicates": k.duplicates,
+                    "delay_p50_s": k.delay_percentile(50),
+                    "delay_p95_s": k.delay_percentile(95),
+                    "latency_p50_s": k.latency_percentile(50),
+                    "latency_p95_s": k.latency_percentile(95),
+                }
+                for k in self.kinds
+            ],
+        }
+
+
+def _status(kind: KindScore) -> str:
+    if kind.rule is None:
+        sensor_kind, value = WATCHED_VALUE[kind.kind]
+        return f"no rule watches {sensor_kind}.{value} yet"
+    return "scored" if kind.emergency else "must not open a case"
+
+
+def _rules_for(rules: RuleSet, kind: str) -> str | None:
+    sensor_kind, value = WATCHED_VALUE[kind]
+    ids = [r.id for r in rules.rules if r.enabled and r.kind == sensor_kind and r.field == value]
+    return ",".join(ids) or None
+
+
+def _matches(case: ScoredCase, incident: LabelledIncident) -> bool:
+    return (
+        case.sensor_id in incident.sensors
+        and incident.start - MATCH_SLACK <= case.started_at <= incident.end + MATCH_SLACK
+    )
+
+
+def score(truth: GroundTruth, cases: Iterable[ScoredCase], rules: RuleSet) -> Score:
+    all_cases = sorted(cases, key=lambda c: (c.opened_at, c.sensor_id))
+    claimed: set[int] = set()
+    kinds: dict[str, list[LabelledIncident]] = {}
+    for incident in truth.incidents:
+        kinds.setdefault(incident.kind, []).append(incident)
+    results = []
+    for kind, incidents in sorted(kinds.items()):
+        results.append(_score_kind(kind, incidents, all_cases, claimed, rules, truth))
+    unexpected = tuple(c for i, c in enumerate(all_cases) if i not in claimed)
+    no_emergency = sum(
+        k.detected + k.wrong_class + k.duplicates for k in results if not k.emergency
+    )
+    return Score(
+        scenario=truth.scenario,
+        sensor_days=truth.sensor_days,
+        cases=len(all_cases),
+        kinds=tuple(results),
+        false_alarms=len(unexpected) + no_emergency,
+        unexpected=unexpected,
+    )
+
+
+def _score_kind(
+    kind: str,
+    incidents: Sequence[LabelledIncident],
+    cases: Sequence[ScoredCase],
+    claimed: set[int],
+    rules: RuleSet,
+    truth: GroundTruth,
+) -> KindScore:
+    detected = wrong = duplicates = 0
+    delays, latencies = [], []
+    timeline = (truth.start, truth.end + timedelta(days=1))
+    emergency = incidents[0].expected_class is not None
+    for incident in incidents:
+        hits = [i for i, c in enumerate(cases) if i not in claimed and _matches(c, incident)]
+        claimed.update(hits)
+        right = [
+            cases[i]
+            for i in hits
+            if (cases[i].category, cases[i].class_code)
+            == (incident.expected_category, incident.expected_class)
+        ]
+        wrong += len(hits) - len(right)
+        if right:
+            detected += 1
+            duplicates += len(right) - 1
+            first = right[0]
+            delays.append((first.opened_at - incident.start).total_seconds())
+            seen = first.detected_at
+            if seen is not None and timeline[0] <= seen <= timeline[1]:
+                latencies.append((seen - incident.start).total_seconds())
+    return KindScore(
+        kind=kind,
+        incidents=len(incidents),
+        rule=_rules_for(rules, kind),
+        emergency=emergency,
+        detected=detected,
+        wrong_class=wrong,
+        duplicates=duplicates,
+        delays_s=tuple(delays),
+        latencies_s=tuple(latencies),
+    )

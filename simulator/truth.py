@@ -1,0 +1,108 @@
+"""Ground truth of a scenario run: every labelled incident and injected fault.
+
+Written next to the recording as ``<name>.truth.json`` (sorted keys, UTC timestamps), so the
+same scenario and seed give a byte-identical file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from simulator.faults import Fault
+
+TRUTH_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class LabelledIncident:
+    id: str
+    kind: str
+    sensor_id: str
+    station_id: str
+    sensors: tuple[str, ...]
+    start: datetime
+    end: datetime
+    expected_category: Literal["component", "event"] | None
+    expected_class: str | None
+    """``None``: no emergency case should open (e.g. slow pole creep is maintenance)."""
+    during_outage: bool = False
+    """The station's link was down at some point during the incident."""
+
+
+@dataclass(frozen=True, slots=True)
+class GroundTruth:
+    scenario: str
+    seed: int
+    start: datetime
+    end: datetime
+    sensors: int
+    stations: int
+    incidents: tuple[LabelledIncident, ...]
+    faults: tuple[Fault, ...]
+    messages: dict[str, int] = field(default_factory=dict)
+    """What the run published: telemetry, state, garbage, duplicates."""
+
+    @property
+    def sensor_days(self) -> float:
+        return self.sensors * (self.end - self.start).total_seconds() / 86_400
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, tuple | list):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _encode(v) for k, v in value.items()}
+    return value
+
+
+def write_truth(truth: GroundTruth, path: Path) -> None:
+    document = {"version": TRUTH_VERSION, **_encode(asdict(truth))}
+    path.write_text(json.dumps(document, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def read_truth(path: Path) -> GroundTruth:
+    document = json.loads(path.read_text(encoding="utf-8"))
+    if document.get("version") != TRUTH_VERSION:
+        raise ValueError(f"{path}: ground-truth version {document.get('version')!r} unknown")
+    incidents = tuple(
+        LabelledIncident(
+            **{
+                **item,
+                "sensors": tuple(item["sensors"]),
+                "start": _time(item["start"]),
+                "end": _time(item["end"]),
+            }
+        )
+        for item in document["incidents"]
+    )
+    faults = tuple(
+        Fault(
+            **{
+                **item,
+                "start": _time(item["start"]),
+                "end": _time(item["end"]) if item["end"] else None,
+            }
+        )
+        for item in document["faults"]
+    )
+    return GroundTruth(
+        scenario=document["scenario"],
+        seed=document["seed"],
+        start=_time(document["start"]),
+        end=_time(document["end"]),
+        sensors=document["sensors"],
+        stations=document["stations"],
+        incidents=incidents,
+        faults=faults,
+        messages=document["messages"],
+    )

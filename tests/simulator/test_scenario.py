@@ -1,0 +1,47 @@
+from datetime import timedelta
+
+import pytest
+
+from simulator.scenario import ScenarioError, parse_scenario
+
+BASE = """
+name: t
+seed: 1
+start: 2026-07-01T08:00:00+08:00
+duration: 30m
+"""
+
+
+def test_durations_accept_seconds_and_units() -> None:
+    scenario = parse_scenario(
+        BASE + "incidents: [{kind: cover_open, start: 90, duration: 1.5h}]\nedge: {tick: 500ms}"
+    )
+    (incident,) = scenario.incidents
+    assert incident.start == timedelta(seconds=90)
+    assert incident.duration == timedelta(hours=1.5)
+    assert scenario.edge.tick == timedelta(milliseconds=500)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("incidents: [{kind: meteor, start: 1m, duration: 1m}]", "incidents.0.kind"),
+        ("incidents: [{kind: cover_open, start: 1m, duration: 0s}]", "incidents.0.duration"),
+        ("incidents: [{kind: cover_open, start: 40m, duration: 1m}]", "starts after"),
+        ("faults: [{kind: station_offline, start: 1m, duration: 1m}]", "needs a station"),
+        ("faults: [{kind: station_offline, station: random, start: 1m}]", "needs a duration"),
+        ("faults: [{kind: stuck_sensor, start: 1m, duration: 1m}]", "needs a sensor"),
+        ("faults: [{kind: clock_skew, station: random, start: 1m}]", "non-zero offset"),
+        ("faults: [{kind: garbage, station: random, start: 1m, count: 0}]", "faults.0.count"),
+        ("incidents: [{kind: cover_open, start: 5 minutes, duration: 1m}]", "not a number"),
+        ("colour: red", "colour"),
+    ],
+)
+def test_mistakes_are_reported_with_where_and_why(extra: str, message: str) -> None:
+    with pytest.raises(ScenarioError, match=message):
+        parse_scenario(BASE + extra, "bad.yaml")
+
+
+def test_not_yaml_is_a_scenario_error() -> None:
+    with pytest.raises(ScenarioError, match="not valid YAML"):
+        parse_scenario("name: [", "x.yaml")
