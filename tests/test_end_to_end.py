@@ -14,15 +14,14 @@ import aiomqtt
 import httpx
 import pytest
 
-from center.settings import CenterSettings
-from citysense.broker import MosquittoBroker, free_port
-from citysense.node import Node, build_node, serve_until_stopped
+from citysense.broker import MosquittoBroker
+from citysense.node import Node
 from edge.agent import EdgeAgent
-from ingest.settings import IngestSettings
 from protocol import Channel, Reading, SensorKind, StationTopic, TelemetryBatch, encode
 from simulator.city import build_city
 from simulator.fleet import SimulatedStation
 from simulator.incidents import CoverOpen
+from tests.node_harness import base_url, serving_node
 
 pytestmark = pytest.mark.integration
 SEED = 11
@@ -52,14 +51,6 @@ class Running:
 
 @pytest.fixture
 async def running(mosquitto: MosquittoBroker, tmp_path: Path) -> AsyncIterator[Running]:
-    ingest = IngestSettings(
-        mqtt_port=mosquitto.port,
-        client_id=f"ingest-{uuid.uuid4().hex[:8]}",
-        dead_letter_path=tmp_path / "dead_letters.jsonl",
-    )
-    center = CenterSettings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'cases.db'}", port=free_port()
-    )
     station = build_city(seed=SEED).stations[0]
     simulated = SimulatedStation(station, seed=SEED)
     agent = EdgeAgent(
@@ -70,25 +61,21 @@ async def running(mosquitto: MosquittoBroker, tmp_path: Path) -> AsyncIterator[R
         sample_interval=0.2,
         batch_interval=0.2,
     )
-    async with build_node(ingest, center) as node:
-        server = node.server()
-        serving = asyncio.create_task(
-            serve_until_stopped(server, {"ingest": node.consumer.run(), "edge": agent.run()})
-        )
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{center.port}") as http:
-            run = Running(node, http, simulated, mosquitto)
+    async with (
+        serving_node(mosquitto, tmp_path, {"edge": agent.run()}) as node,
+        httpx.AsyncClient(base_url=base_url(node)) as http,
+    ):
+        run = Running(node, http, simulated, mosquitto)
 
-            async def ready() -> bool:
-                try:
-                    health = await run.get("/healthz")
-                except httpx.TransportError:
-                    return False
-                return bool(health["mqtt_connected"]) and health["sensors_registered"] > 0
+        async def ready() -> bool:
+            try:
+                health = await run.get("/healthz")
+            except httpx.TransportError:
+                return False
+            return bool(health["mqtt_connected"]) and health["sensors_registered"] > 0
 
-            await run.wait_for(ready)
-            yield run
-        server.should_exit = True
-        await asyncio.wait_for(serving, timeout=10)
+        await run.wait_for(ready)
+        yield run
 
 
 async def test_cover_incident_becomes_exactly_one_case(running: Running) -> None:

@@ -4,19 +4,16 @@ cases: same sensors, classes and event-time starts."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
-from center.settings import CenterSettings
-from citysense.broker import MosquittoBroker, free_port
-from citysense.node import build_node, serve_until_stopped
-from ingest.settings import IngestSettings
+from citysense.broker import MosquittoBroker
 from simulator.replay import replay
 from simulator.run import run_scenario
 from simulator.scenario import load_scenario
+from tests.node_harness import base_url, serving_node
 
 pytestmark = pytest.mark.integration
 SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "replay-check.yaml"
@@ -26,17 +23,7 @@ Case = tuple[str, str, str, str]
 async def _replay_through_node(
     recording: Path, broker: MosquittoBroker, speed: float, tmp: Path
 ) -> list[Case]:
-    ingest = IngestSettings(
-        mqtt_port=broker.port,
-        client_id=f"ingest-{uuid.uuid4().hex[:8]}",
-        dead_letter_path=tmp / "dead.jsonl",
-    )
-    center = CenterSettings(
-        database_url=f"sqlite+aiosqlite:///{tmp / 'cases.db'}", port=free_port()
-    )
-    async with build_node(ingest, center) as node:
-        server = node.server()
-        serving = asyncio.create_task(serve_until_stopped(server, {"ingest": node.consumer.run()}))
+    async with serving_node(broker, tmp) as node:
         await asyncio.wait_for(node.consumer.connected.wait(), timeout=10)
         stats = await replay(recording, host=broker.host, port=broker.port, speed=speed)
         counter = node.pipeline.metrics.registry.get_sample_value
@@ -49,10 +36,8 @@ async def _replay_through_node(
         async with asyncio.timeout(30):
             while consumed() < telemetry:  # noqa: ASYNC110 (polls ingest's counters)
                 await asyncio.sleep(0.05)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{center.port}") as http:
+        async with httpx.AsyncClient(base_url=base_url(node)) as http:
             items = (await http.get("/api/v1/cases", params={"limit": 500})).json()["items"]
-        server.should_exit = True
-        await asyncio.wait_for(serving, timeout=10)
     return sorted((c["sensor_id"], c["category"], c["class_code"], c["started_at"]) for c in items)
 
 

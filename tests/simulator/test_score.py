@@ -1,4 +1,5 @@
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from rules import load_rules
 from simulator.score import ScoredCase, score
@@ -9,7 +10,9 @@ RULES = load_rules()
 
 
 def incident(kind: str, sensor: str, start_min: int, cls: str | None = "0103") -> LabelledIncident:
-    category = None if cls is None else ("event" if kind == "pressure_burst" else "component")
+    category: Literal["component", "event"] | None = None
+    if cls is not None:
+        category = "event" if kind == "pressure_burst" else "component"
     return LabelledIncident(
         id=f"{kind}-{sensor}",
         kind=kind,

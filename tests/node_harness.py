@@ -1,0 +1,46 @@
+"""A whole node (ingest + rules + center on a free HTTP port) against a test broker."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Coroutine, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from center.settings import CenterSettings
+from citysense.broker import MosquittoBroker, free_port
+from citysense.node import Node, build_node, serve_until_stopped
+from ingest.settings import IngestSettings
+
+
+@asynccontextmanager
+async def serving_node(
+    broker: MosquittoBroker,
+    data_dir: Path,
+    tasks: Mapping[str, Coroutine[Any, Any, None]] | None = None,
+) -> AsyncIterator[Node]:
+    """Serve a fresh node (own SQLite, own ingest client id) with extra named tasks."""
+    ingest = IngestSettings(
+        mqtt_host=broker.host,
+        mqtt_port=broker.port,
+        client_id=f"ingest-{uuid.uuid4().hex[:8]}",
+        dead_letter_path=data_dir / "dead_letters.jsonl",
+    )
+    center = CenterSettings(
+        database_url=f"sqlite+aiosqlite:///{data_dir / 'cases.db'}", port=free_port()
+    )
+    async with build_node(ingest, center) as node:
+        server = node.server()
+        running = {"ingest": node.consumer.run(), **(tasks or {})}
+        serving = asyncio.create_task(serve_until_stopped(server, running))
+        try:
+            yield node
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(serving, timeout=10)
+
+
+def base_url(node: Node) -> str:
+    return f"http://127.0.0.1:{node.center.port}"
