@@ -12,7 +12,7 @@ def test_help_lists_the_subcommands_without_any_service() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    for command in ("demo", "serve", "edge", "simulate"):
+    for command in ("demo", "serve", "edge", "simulate", "record", "replay", "backtest", "score"):
         assert command in result.stdout
 
 
