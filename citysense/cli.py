@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -29,26 +29,38 @@ def demo(
         Path | None,
         typer.Option(help="Where cases and dead letters go (default: a fresh temp dir)."),
     ] = None,
+    broker: Annotated[
+        Literal["auto", "mosquitto", "embedded"],
+        typer.Option(
+            help="auto: Mosquitto if installed, else the embedded amqtt broker; "
+            "or force mosquitto / embedded."
+        ),
+    ] = "auto",
     verbose: bool = False,
 ) -> None:
     """The whole system on this machine: broker, ingest + rules + center, a simulated city."""
-    from citysense.demo import run_demo
+    from citysense.demo import DemoError, run_demo
 
     configure_logging(verbose)
     with (
         tempfile.TemporaryDirectory(prefix="citysense-demo-") as scratch,
         contextlib.suppress(KeyboardInterrupt),
     ):
-        asyncio.run(
-            run_demo(
-                host=host,
-                port=port,
-                seed=seed,
-                incident_every=incident_every,
-                data_dir=data_dir or Path(scratch),
-                console=console,
+        try:
+            asyncio.run(
+                run_demo(
+                    host=host,
+                    port=port,
+                    seed=seed,
+                    incident_every=incident_every,
+                    data_dir=data_dir or Path(scratch),
+                    console=console,
+                    broker_choice=broker,
+                )
             )
-        )
+        except DemoError as exc:
+            console.print(f"[red]demo cannot start[/]: {exc}")
+            raise typer.Exit(2) from None
     console.print("demo stopped")
 
 

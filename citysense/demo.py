@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Literal
 
 from rich.console import Console
 
@@ -15,13 +17,40 @@ from citysense.simulate import city_tasks, describe
 from ingest.settings import IngestSettings
 from simulator.city import build_city
 
+BrokerChoice = Literal["auto", "mosquitto", "embedded"]
+
+
+class DemoError(RuntimeError):
+    """The demo cannot start, and the user can fix why."""
+
+
+def check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise DemoError(f"{host}:{port} is taken ({exc.strerror}); pass --port") from None
+
 
 async def run_demo(
-    *, host: str, port: int, seed: int, incident_every: float, data_dir: Path, console: Console
+    *,
+    host: str,
+    port: int,
+    seed: int,
+    incident_every: float,
+    data_dir: Path,
+    console: Console,
+    broker_choice: BrokerChoice = "auto",
 ) -> None:
+    check_port_free(host, port)
+    if broker_choice == "mosquitto" and not MosquittoBroker.available():
+        raise DemoError("mosquitto is not on PATH (Debian: apt-get install mosquitto)")
     async with AsyncExitStack() as stack:
         mqtt_port = free_port()
-        if MosquittoBroker.available():
+        use_mosquitto = broker_choice == "mosquitto" or (
+            broker_choice == "auto" and MosquittoBroker.available()
+        )
+        if use_mosquitto:
             broker = stack.enter_context(MosquittoBroker(port=mqtt_port))
             console.print(f"broker: mosquitto at {broker.url}")
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,7 +32,8 @@ def _alive(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
-def test_demo_opens_cases_and_ctrl_c_stops_every_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("broker", ["mosquitto", "embedded"])
+def test_demo_opens_cases_and_ctrl_c_stops_every_process(broker: str, tmp_path: Path) -> None:
     port = free_port()
     demo = subprocess.Popen(
         [
@@ -45,6 +47,8 @@ def test_demo_opens_cases_and_ctrl_c_stops_every_process(tmp_path: Path) -> None
             "4",
             "--data-dir",
             str(tmp_path),
+            "--broker",
+            broker,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -54,8 +58,10 @@ def test_demo_opens_cases_and_ctrl_c_stops_every_process(tmp_path: Path) -> None
     assert demo.stdout is not None
     try:
         url = ""
+        head: list[str] = []
         while not url:
             line = demo.stdout.readline()
+            head.append(line)
             assert line, "demo exited before printing the dashboard URL"
             if "dashboard:" in line:
                 url = line.split("dashboard:")[1].split()[0]
@@ -72,9 +78,29 @@ def test_demo_opens_cases_and_ctrl_c_stops_every_process(tmp_path: Path) -> None
             assert "text/html" in response.headers["content-type"]
     finally:
         demo.send_signal(signal.SIGINT)
-        output, _ = demo.communicate(timeout=30)
+        rest, _ = demo.communicate(timeout=30)
+        output = "".join(head) + rest
     assert demo.returncode == 0, output
     assert "demo stopped" in output
-    assert children, "the demo should have started a mosquitto broker"
+    assert f"broker: {'mosquitto' if broker == 'mosquitto' else 'embedded amqtt'}" in output
+    if broker == "mosquitto":
+        assert children, "the demo should have started a mosquitto broker"
     time.sleep(0.5)
     assert [pid for pid in children if _alive(pid)] == []
+
+
+def test_demo_refuses_a_taken_port_with_a_clear_message() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "citysense.cli", "demo", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "COLUMNS": "200"},
+            check=False,
+        )
+    assert result.returncode == 2
+    assert f"127.0.0.1:{port} is taken" in result.stdout
