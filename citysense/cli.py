@@ -76,14 +76,22 @@ def serve(
 
     Configured by CITYSENSE_INGEST_* and CITYSENSE_CENTER_* environment variables.
     """
+    from pydantic import ValidationError
+
+    from center import CenterError
     from center.settings import CenterSettings
     from citysense.node import build_node, run_node
     from ingest.settings import IngestSettings
+    from rules import RuleError
 
     configure_logging(verbose)
-    ingest = IngestSettings()
-    center = CenterSettings()
-    if port is not None:
+    try:
+        ingest = IngestSettings()
+        center = CenterSettings()
+    except ValidationError as exc:
+        console.print(f"[red]bad configuration[/]: {exc}")
+        raise typer.Exit(2) from None
+    if port is not None:  # typer has checked the type already
         center = center.model_copy(update={"port": port})
     if mqtt_port is not None:
         ingest = ingest.model_copy(update={"mqtt_port": mqtt_port})
@@ -93,7 +101,12 @@ def serve(
             console.print(f"serving on http://{center.host}:{center.port}/")
             await run_node(node)
 
-    asyncio.run(main())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(main())
+    except (RuleError, CenterError) as exc:
+        console.print(f"[red]cannot serve[/]: {exc}")
+        raise typer.Exit(2) from None
 
 
 @app.command()

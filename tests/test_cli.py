@@ -1,5 +1,15 @@
+import json
+import os
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from citysense.broker import MosquittoBroker, free_port
 
 
 def test_help_lists_the_subcommands_without_any_service() -> None:
@@ -27,3 +37,55 @@ def test_edge_refuses_an_unknown_station_with_the_list_of_known_ones() -> None:
     )
     assert result.returncode == 2
     assert "st-410102-001" in result.stderr + result.stdout
+
+
+@pytest.mark.integration
+def test_serve_reads_its_environment_and_stops_on_ctrl_c(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "CITYSENSE_INGEST_MQTT_PORT": str(mosquitto.port),
+        "CITYSENSE_INGEST_CLIENT_ID": f"ingest-serve-{port}",
+        "CITYSENSE_INGEST_DEAD_LETTER_PATH": str(tmp_path / "dead.jsonl"),
+        "CITYSENSE_CENTER_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cases.db'}",
+        "CITYSENSE_CENTER_PORT": str(port),
+    }
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "citysense.cli", "serve"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        health: dict[str, object] = {}
+        deadline = time.monotonic() + 30
+        while not health.get("mqtt_connected") and time.monotonic() < deadline:
+            time.sleep(0.2)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    health = json.load(r)
+            except OSError:
+                continue
+        assert health.get("mqtt_connected") is True
+    finally:
+        serve.send_signal(signal.SIGINT)
+        output, _ = serve.communicate(timeout=20)
+    assert serve.returncode == 0, output
+
+
+def test_serve_refuses_bad_configuration_in_one_line() -> None:
+    env = {**os.environ, "CITYSENSE_CENTER_PORT": "eighty", "COLUMNS": "200"}
+    result = subprocess.run(
+        [sys.executable, "-m", "citysense.cli", "serve"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "bad configuration" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
