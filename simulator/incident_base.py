@@ -104,3 +104,17 @@ class Window(ABC):
         aware_utc(self.start)
         if self.duration <= timedelta(0):
             raise ValueError(f"an incident needs a positive duration, not {self.duration}")
+
+
+class OneSensor(Window):
+    """An incident at one sensor (``sensor_id``), touching no other."""
+
+    __slots__ = ()
+    sensor_id: str
+
+    @property
+    def sensor_ids(self) -> tuple[str, ...]:
+        return (self.sensor_id,)
+
+    def applies_to(self, sensor_id: str) -> bool:
+        return sensor_id == self.sensor_id

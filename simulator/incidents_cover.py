@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from protocol import SensorInfo, SensorKind
 from simulator.city import City
-from simulator.incident_base import ExpectedCase, Window
+from simulator.incident_base import ExpectedCase, OneSensor, Window
 from simulator.physics import GAS_COVER_CLASSES, epoch_seconds
 
 FLOOD_RISE = timedelta(minutes=5)
@@ -19,7 +19,7 @@ GAS_BUILD_UP = timedelta(minutes=2)
 
 
 @dataclass(frozen=True, slots=True)
-class CoverOpen(Window):
+class CoverOpen(OneSensor):
     """A manhole cover lifted, displaced or missing: its tilt reads about ``angle_deg``."""
 
     kind: ClassVar[str] = "cover_open"
@@ -33,13 +33,6 @@ class CoverOpen(Window):
         self._check_window()
         if not 0.0 < self.angle_deg <= 180.0:
             raise ValueError(f"cover angle must be in (0, 180] degrees, not {self.angle_deg}")
-
-    @property
-    def sensor_ids(self) -> tuple[str, ...]:
-        return (self.sensor_id,)
-
-    def applies_to(self, sensor_id: str) -> bool:
-        return sensor_id == self.sensor_id
 
     def affect(self, sensor_id: str, values: dict[str, float], ts: datetime) -> dict[str, float]:
         wobble = 0.5 * math.sin(1.3 * epoch_seconds(ts))
@@ -129,7 +122,7 @@ class Flooding(Window):
 
 
 @dataclass(frozen=True, slots=True)
-class GasLeak(Window):
+class GasLeak(OneSensor):
     """Methane leaking into a sewer or gas well: CH4 builds up towards ``ppm``."""
 
     kind: ClassVar[str] = "gas_leak"
@@ -148,10 +141,6 @@ class GasLeak(Window):
     @classmethod
     def suits(cls, sensor: SensorInfo) -> bool:
         return sensor.kind is SensorKind.COVER and sensor.class_code in GAS_COVER_CLASSES
-
-    @property
-    def sensor_ids(self) -> tuple[str, ...]:
-        return (self.sensor_id,)
 
     def affect(self, sensor_id: str, values: dict[str, float], ts: datetime) -> dict[str, float]:
         elapsed = max(0.0, self.elapsed_s(ts))

@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from protocol import SensorInfo, SensorKind
 from simulator.city import City
-from simulator.incident_base import ExpectedCase, Window
+from simulator.incident_base import ExpectedCase, OneSensor, Window
 
 BURST_ATTENUATION_M = 800.0
 """A neighbour ``d`` metres from a burst sees ``exp(-d / 800 m)`` of its drop (estimate)."""
@@ -77,7 +77,7 @@ class PressureBurst(Window):
 
 
 @dataclass(frozen=True, slots=True)
-class PoleFall(Window):
+class PoleFall(OneSensor):
     """A pole knocked over: tilt swings to ``angle_deg`` within two seconds, with a vibration
     spike of ``vibration_g`` at the impact that dies away over a few seconds."""
 
@@ -96,10 +96,6 @@ class PoleFall(Window):
         if self.vibration_g <= 0.0:
             raise ValueError(f"vibration spike must be positive, not {self.vibration_g}")
 
-    @property
-    def sensor_ids(self) -> tuple[str, ...]:
-        return (self.sensor_id,)
-
     def affect(self, sensor_id: str, values: dict[str, float], ts: datetime) -> dict[str, float]:
         elapsed = max(0.0, self.elapsed_s(ts))
         tilt = values.get("tilt_deg", 0.0)
@@ -116,7 +112,7 @@ class PoleFall(Window):
 
 
 @dataclass(frozen=True, slots=True)
-class PoleCreep(Window):
+class PoleCreep(OneSensor):
     """A pole leaning slowly (foundation settling): maintenance work, not an emergency."""
 
     kind: ClassVar[str] = "pole_creep"
@@ -130,10 +126,6 @@ class PoleCreep(Window):
         self._check_window()
         if not 0.0 < self.rate_deg_per_day <= 10.0:
             raise ValueError(f"creep rate must be in (0, 10] °/day, not {self.rate_deg_per_day}")
-
-    @property
-    def sensor_ids(self) -> tuple[str, ...]:
-        return (self.sensor_id,)
 
     def affect(self, sensor_id: str, values: dict[str, float], ts: datetime) -> dict[str, float]:
         extra = self.rate_deg_per_day * max(0.0, self.elapsed_s(ts)) / 86_400.0
