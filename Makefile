@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-dev
 ARGS    ?=
 
-.PHONY: demo test lint bench services mosquitto postgres asyncapi clean
+.PHONY: demo test lint bench services mosquitto postgres asyncapi openapi clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ bench: $(STAMP) mosquitto
 
 asyncapi: $(STAMP)
 	$(PY) -m protocol.asyncapi > docs/asyncapi.yaml
+
+openapi: $(STAMP)
+	$(PY) -m center.openapi > docs/openapi.json
 
 services: mosquitto postgres
 
