@@ -10,10 +10,14 @@ from protocol import Reading, SensorInfo, SensorKind, StationState, TelemetryBat
 T0 = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
 
 
-def cover_info(sensor_id: str = "st-1.cover-01", class_code: str = "0103") -> SensorInfo:
+def sensor_info(
+    sensor_id: str = "st-1.cover-01",
+    kind: SensorKind = SensorKind.COVER,
+    class_code: str = "0103",
+) -> SensorInfo:
     return SensorInfo(
         sensor_id=sensor_id,
-        kind=SensorKind.COVER,
+        kind=kind,
         class_code=class_code,
         component_id=f"410105{class_code}000123",
         grid_code="41010500100201",
@@ -21,6 +25,10 @@ def cover_info(sensor_id: str = "st-1.cover-01", class_code: str = "0103") -> Se
         lat=34.78,
         address="金水路 1 号",
     )
+
+
+def cover_info(sensor_id: str = "st-1.cover-01", class_code: str = "0103") -> SensorInfo:
+    return sensor_info(sensor_id, SensorKind.COVER, class_code)
 
 
 def birth(station_id: str = "st-1", sensors: Sequence[SensorInfo] = ()) -> StationState:

@@ -5,28 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from center.schemas import CaseOut
-from protocol import SensorInfo, SensorKind
+from protocol import SensorKind
 from rules.alerts import Alert, AlertState, CaseTarget, Evidence
+from tests.factories import sensor_info as sensor_info  # the center tests build sensors here
 
 T0 = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
 DETECTED = T0 + timedelta(minutes=1)
-
-
-def sensor_info(
-    sensor_id: str = "st-1.cover-01",
-    kind: SensorKind = SensorKind.COVER,
-    class_code: str = "0103",
-) -> SensorInfo:
-    return SensorInfo(
-        sensor_id=sensor_id,
-        kind=kind,
-        class_code=class_code,
-        component_id=f"410105{class_code}000123",
-        grid_code="41010500100201",
-        lon=113.68,
-        lat=34.78,
-        address="金水路 1 号",
-    )
 
 
 def alert(

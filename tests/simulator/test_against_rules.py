@@ -5,25 +5,31 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from rules import Alert, RuleEngine, load_rules
-from simulator import CoverOpen, SimulatedStation, build_city
+from simulator import City, CoverOpen, SimulatedStation, build_city
 
 T0 = datetime(2026, 7, 1, 0, 0, tzinfo=UTC)
 
 
-def _run(station: SimulatedStation, seconds: int) -> tuple[list[Alert], int]:
-    """Feed ``seconds`` of 1 Hz readings to the default rules: the alerts and the tilt spikes."""
+def _run(
+    station: SimulatedStation, seconds: int, *, due_only: bool = False
+) -> tuple[list[Alert], int, int]:
+    """Feed ``seconds`` of readings to the default rules, every second (``due_only``: only what
+    the devices' reporting policies send): the alerts, the tilt spikes, the readings sent."""
     engine = RuleEngine(load_rules())
+    read = station.read_due if due_only else station.read
     alerts: list[Alert] = []
-    spikes = 0
+    spikes = sent = 0
     for second in range(seconds):
-        readings = station.read(T0 + timedelta(seconds=second))
+        readings = read(T0 + timedelta(seconds=second))
         spikes += sum(r.values.get("tilt_deg", 0.0) > 15.0 for r in readings)
-        alerts += engine.process(station.station_id, readings)
-    return alerts, spikes
+        sent += len(readings)
+        if readings:
+            alerts += engine.process(station.station_id, readings)
+    return alerts, spikes, sent
 
 
-def test_hours_of_traffic_rock_covers_but_open_no_case() -> None:
-    city = build_city(
+def _covers_only_city() -> City:
+    return build_city(
         seed=7,
         stations_per_district=2,
         covers_per_station=8,
@@ -31,8 +37,12 @@ def test_hours_of_traffic_rock_covers_but_open_no_case() -> None:
         poles_per_station=0,
         districts=["410105"],
     )
+
+
+def test_hours_of_traffic_rock_covers_but_open_no_case() -> None:
+    city = _covers_only_city()
     for station in city.stations:
-        alerts, spikes = _run(SimulatedStation(station, city.seed), 4 * 3600)
+        alerts, spikes, _ = _run(SimulatedStation(station, city.seed), 4 * 3600)
         assert spikes > 100
         assert alerts == []
 
@@ -42,37 +52,17 @@ def test_an_open_cover_opens_one_case_and_clears_it() -> None:
     station = SimulatedStation(city.stations[0], city.seed)
     cover = station.sensors()[0].sensor_id
     station.inject(CoverOpen(cover, T0 + timedelta(seconds=60), timedelta(seconds=20)))
-    alerts, _ = _run(station, 600)
+    alerts, _, _ = _run(station, 600)
     assert [(a.sensor_id, a.state) for a in alerts] == [(cover, "open"), (cover, "cleared")]
     opened, cleared = alerts
     assert opened.started_at == T0 + timedelta(seconds=60)
     assert cleared.at == T0 + timedelta(seconds=80)
 
 
-def _run_due(station: SimulatedStation, seconds: int) -> tuple[list[Alert], int]:
-    """The same with what the devices would send under their reporting policies."""
-    engine = RuleEngine(load_rules())
-    alerts: list[Alert] = []
-    sent = 0
-    for second in range(seconds):
-        readings = station.read_due(T0 + timedelta(seconds=second))
-        sent += len(readings)
-        if readings:
-            alerts += engine.process(station.station_id, readings)
-    return alerts, sent
-
-
 def test_event_driven_reports_of_rocking_open_no_case() -> None:
-    city = build_city(
-        seed=7,
-        stations_per_district=2,
-        covers_per_station=8,
-        pressure_per_station=0,
-        poles_per_station=0,
-        districts=["410105"],
-    )
+    city = _covers_only_city()
     for station in city.stations:
-        alerts, sent = _run_due(SimulatedStation(station, city.seed), 2 * 3600)
+        alerts, _, sent = _run(SimulatedStation(station, city.seed), 2 * 3600, due_only=True)
         assert sent > len(station.sensors)
         assert alerts == []
 
@@ -82,7 +72,7 @@ def test_event_driven_reports_of_an_open_cover_open_one_case() -> None:
     station = SimulatedStation(city.stations[0], city.seed)
     cover = station.sensors()[0].sensor_id
     station.inject(CoverOpen(cover, T0 + timedelta(seconds=60), timedelta(seconds=20)))
-    alerts, _ = _run_due(station, 600)
+    alerts, _, _ = _run(station, 600, due_only=True)
     assert [(a.sensor_id, a.state) for a in alerts] == [(cover, "open"), (cover, "cleared")]
     assert alerts[0].started_at == T0 + timedelta(seconds=60)
     assert alerts[1].at == T0 + timedelta(seconds=80)
