@@ -61,7 +61,8 @@ class Base(DeclarativeBase):
 
 
 class CaseRow(Base):
-    """One emergency case: an alert of one rule on one sensor, from open to cleared."""
+    """One case: an incident of one rule, named by its first sensor and start, from open to
+    cleared; ``members`` lists every sensor of a grouped incident (first sensor first)."""
 
     __tablename__ = "cases"
     __table_args__ = (
@@ -101,6 +102,9 @@ class CaseRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     evidence: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     unregistered: Mapped[bool] = mapped_column(Boolean)
+    members: Mapped[list[str]] = mapped_column(JSON, default=list)
+    flags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    flapping: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:

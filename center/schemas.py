@@ -10,7 +10,9 @@ from protocol import SensorKind
 from rules.alerts import Severity
 
 CaseStatus = Literal["open", "cleared"]
-CaseEventType = Literal["opened", "cleared"]
+CaseEventType = Literal["opened", "updated", "reopened", "cleared"]
+"""``updated``: another sensor joined the incident; ``reopened``: a flapping condition
+re-triggered a cleared case, which is open again and marked ``flapping``."""
 
 
 class EvidencePoint(BaseModel):
@@ -55,6 +57,16 @@ class CaseOut(BaseModel):
     updated_at: AwareDatetime
     evidence: list[EvidencePoint]
     unregistered: bool = Field(description="The sensor was not in the station registry.")
+    members: list[str] = Field(
+        description="Every sensor of the incident, first sensor first (a burst felt by"
+        " neighbours, covers lifted by one flood)."
+    )
+    flags: list[str] = Field(
+        description="What was unusual about the readings: clock_reset, clock_skew, late."
+    )
+    flapping: bool = Field(
+        description="The condition kept coming and going: re-opened instead of new cases."
+    )
 
 
 class CasePage(BaseModel):

@@ -23,7 +23,10 @@ class CaseStats:
     opened: int = 0
     duplicates: int = 0
     cleared: int = 0
+    members: int = 0
+    reopened: int = 0
     unmatched_clears: int = 0
+    unmatched_changes: int = 0
     rejected: int = 0
 
 
@@ -59,6 +62,22 @@ class CaseService:
             self.stats.opened += 1
             log.info("case %d opened: %s %s", case.id, case.class_code, case.title)
             self.broadcaster.publish(CaseEvent(type="opened", case=case))
+            return
+        if alert.state in ("member", "flapping"):
+            if case is None:
+                self.stats.unmatched_changes += 1
+                log.info(
+                    "%s alert %s on %s has no case", alert.state, alert.rule_id, alert.sensor_id
+                )
+                return
+            if alert.state == "member":
+                self.stats.members += 1
+                log.info("case %d: %s joined", case.id, alert.member_id)
+                self.broadcaster.publish(CaseEvent(type="updated", case=case))
+            else:
+                self.stats.reopened += 1
+                log.info("case %d re-opened: flapping", case.id)
+                self.broadcaster.publish(CaseEvent(type="reopened", case=case))
             return
         if case is None:
             self.stats.unmatched_clears += 1

@@ -66,6 +66,9 @@ def _case_values(alert: Alert, sensor: SensorInfo | None, detected_at: datetime)
             for point in alert.evidence
         ],
         "unregistered": sensor is None,
+        "members": list(alert.members) or [alert.sensor_id],
+        "flags": list(alert.flags),
+        "flapping": "flapping" in alert.flags,
     }
 
 
@@ -102,7 +105,45 @@ class CaseStore:
             _require_aware(name, value)
         if alert.state == "open":
             return await self._open(_case_values(alert, sensor, detected_at))
+        if alert.state == "member":
+            return await self._change(
+                alert, {"members": list(alert.members), "updated_at": detected_at}, only_open=True
+            )
+        if alert.state == "flapping":
+            values = {
+                "status": "open",
+                "cleared_at": None,
+                "flapping": True,
+                "flags": list(alert.flags),
+                "updated_at": detected_at,
+            }
+            return await self._change(alert, values, only_open=False)
         return await self._clear(alert, detected_at)
+
+    async def _change(
+        self, alert: Alert, values: dict[str, Any], *, only_open: bool
+    ) -> CaseOut | None:
+        conditions = [
+            CaseRow.rule_id == alert.rule_id,
+            CaseRow.sensor_id == alert.sensor_id,
+            CaseRow.started_at == alert.started_at,
+        ]
+        if only_open:
+            conditions.append(CaseRow.status == "open")
+        statement = update(CaseRow).where(*conditions).values(**values).returning(CaseRow)
+        async with self._session() as session:
+            row = (await session.scalars(statement)).one_or_none()
+            return None if row is None else CaseOut.model_validate(row)
+
+    async def open_incidents(self) -> list[tuple[str, str, datetime, list[str]]]:
+        """(rule, first sensor, start, members) of every open case: what a restarted engine
+        must know is open."""
+        statement = select(
+            CaseRow.rule_id, CaseRow.sensor_id, CaseRow.started_at, CaseRow.members
+        ).where(CaseRow.status == "open")
+        async with self._session() as session:
+            rows = (await session.execute(statement)).all()
+            return [(r[0], r[1], r[2], list(r[3] or [r[1]])) for r in rows]
 
     async def _open(self, values: dict[str, Any]) -> CaseOut | None:
         insert: postgresql.Insert | sqlite.Insert = (

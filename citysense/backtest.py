@@ -52,6 +52,7 @@ async def backtest(recording: Path, rules: RuleSet) -> BacktestResult:
                     await pipeline.handle(record.topic, record.payload)
                     count += 1
                 torn = reader.truncated_bytes
+            await pipeline.drain(now[0])
             cases = await _all_cases(service.store)
         finally:
             await engine.dispose()

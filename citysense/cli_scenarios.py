@@ -154,7 +154,7 @@ def backtest(
     if not as_json:
         console.print(
             f"{result.records} records, {len(result.cases)} cases; rejected {rejected or 'none'}; "
-            f"rule engine skipped {result.engine.out_of_order} out-of-order readings"
+            f"rule engine: {_engine_summary(result.engine.counters())}"
         )
         for case in result.cases:
             console.print(
@@ -166,6 +166,11 @@ def backtest(
         _print_score(scored, as_json)
     elif as_json:
         console.print_json(json.dumps([c.model_dump(mode="json") for c in result.cases]))
+
+
+def _engine_summary(counters: dict[str, int]) -> str:
+    shown = {name: value for name, value in counters.items() if value}
+    return ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in shown.items()) or "-"
 
 
 def score(

@@ -12,7 +12,7 @@ from rich.console import Console
 from center.settings import CenterSettings
 from citysense.broker import MosquittoBroker, free_port
 from citysense.embedded_broker import embedded_broker
-from citysense.node import build_node, serve_until_stopped
+from citysense.node import build_node, node_tasks, serve_until_stopped
 from citysense.simulate import city_tasks, describe
 from ingest.settings import IngestSettings
 from simulator.city import build_city
@@ -57,7 +57,9 @@ async def run_demo(
             await stack.enter_async_context(embedded_broker("127.0.0.1", mqtt_port))
             console.print(f"broker: embedded amqtt at mqtt://127.0.0.1:{mqtt_port}")
         ingest = IngestSettings(
-            mqtt_port=mqtt_port, dead_letter_path=data_dir / "dead_letters.jsonl"
+            mqtt_port=mqtt_port,
+            dead_letter_path=data_dir / "dead_letters.jsonl",
+            snapshot_path=data_dir / "rules.snapshot",
         )
         center = CenterSettings(
             database_url=f"sqlite+aiosqlite:///{data_dir / 'cases.db'}", host=host, port=port
@@ -71,7 +73,7 @@ async def run_demo(
             incident_every=incident_every,
             console=console,
         )
-        tasks["ingest"] = node.consumer.run()
+        tasks.update(node_tasks(node))
         console.print(f"{describe(city)}; data in {data_dir}")
         console.print(f"[bold green]dashboard: http://{host}:{port}/[/]  (Ctrl-C stops everything)")
         await serve_until_stopped(node.server(), tasks)

@@ -25,8 +25,9 @@ from center.metrics import CaseCollector
 from ingest.consumer import IngestConsumer
 from ingest.dead_letters import JsonlDeadLetters
 from ingest.pipeline import IngestPipeline
+from ingest.rules_state import keep_saved, load_engine
 from ingest.settings import IngestSettings
-from rules import DEFAULT_RULES_FILE, RuleEngine, load_rules
+from rules import DEFAULT_RULES_FILE, ClockPolicy, load_rules
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Node:
     service: CaseService
     app: FastAPI
     center: CenterSettings
+    ingest: IngestSettings
 
     def health(self) -> Mapping[str, object]:
         return {
@@ -58,8 +60,11 @@ async def build_node(ingest: IngestSettings, center: CenterSettings) -> AsyncIte
     try:
         service = CaseService(CaseStore(engine), CaseBroadcaster())
         rule_set = load_rules(ingest.rules_path or DEFAULT_RULES_FILE)
+        clock = ClockPolicy(allowed_lateness=ingest.allowed_lateness_s)
+        rules_engine = load_engine(rule_set, ingest.snapshot_path, clock)
+        rules_engine.adopt_open(await service.store.open_incidents())
         pipeline = IngestPipeline(
-            engine=RuleEngine(rule_set),
+            engine=rules_engine,
             alerts=service,
             dead_letters=JsonlDeadLetters(ingest.dead_letter_path),
         )
@@ -67,7 +72,7 @@ async def build_node(ingest: IngestSettings, center: CenterSettings) -> AsyncIte
             pipeline, host=ingest.mqtt_host, port=ingest.mqtt_port, client_id=ingest.client_id
         )
         pipeline.metrics.registry.register(CaseCollector(service))
-        node = Node(pipeline, consumer, service, FastAPI(), center)
+        node = Node(pipeline, consumer, service, FastAPI(), center, ingest)
         node.app = create_app(service, health=node.health, metrics=pipeline.metrics.render)
         yield node
     finally:
@@ -85,5 +90,15 @@ async def serve_until_stopped(
             task.cancel()
 
 
+def node_tasks(node: Node) -> dict[str, Coroutine[Any, Any, None]]:
+    """The node's background work: the MQTT consumer and the rules-state snapshots."""
+    tasks = {"ingest": node.consumer.run()}
+    if node.ingest.snapshot_path is not None:
+        tasks["rules-snapshots"] = keep_saved(
+            node.pipeline, node.ingest.snapshot_path, node.ingest.snapshot_every_s
+        )
+    return tasks
+
+
 async def run_node(node: Node) -> None:
-    await serve_until_stopped(node.server(), {"ingest": node.consumer.run()})
+    await serve_until_stopped(node.server(), node_tasks(node))

@@ -2,12 +2,43 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from rules import RuleEngine
+
+
+class EngineCollector(Collector):
+    """The rules engine's counters and state size, read at scrape time."""
+
+    def __init__(self, engine: RuleEngine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        stats = self.engine.stats
+        readings = CounterMetricFamily(
+            "citysense_rules_readings",
+            "Readings the rules engine saw, by what it did with them",
+            labels=["outcome"],
+        )
+        for name, value in stats.counters().items():
+            readings.add_metric([name], value)
+        yield readings
+        state = GaugeMetricFamily(
+            "citysense_rules_state", "Size of the rules engine's state", labels=["part"]
+        )
+        for name, value in self.engine.state_counts().items():
+            state.add_metric([name], value)
+        yield state
 
 
 class IngestMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._engine_collector: EngineCollector | None = None
         self.messages = Counter(
             "citysense_ingest_messages",
             "MQTT messages received",
@@ -51,6 +82,13 @@ class IngestMetrics:
             "Failed alert deliveries retried (case store unavailable)",
             registry=self.registry,
         )
+
+    def watch_engine(self, engine: RuleEngine) -> None:
+        """Export ``engine``'s counters and state size (replacing an engine watched before)."""
+        if self._engine_collector is not None:
+            self.registry.unregister(self._engine_collector)
+        self._engine_collector = EngineCollector(engine)
+        self.registry.register(self._engine_collector)
 
     def rejected_count(self, reason: str) -> float:
         value = self.registry.get_sample_value(

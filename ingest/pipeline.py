@@ -57,6 +57,10 @@ class IngestPipeline:
         self.metrics = metrics or IngestMetrics()
         self.clock = clock
         self.sleep = sleep
+        self.evaluating = asyncio.Lock()
+        """Held while a batch is evaluated and its alerts delivered (snapshots wait for it)."""
+        self.engine.set_locator(self.registry.location)
+        self.metrics.watch_engine(self.engine)
 
     async def handle(self, topic: str, payload: bytes) -> None:
         received_at = self.clock()
@@ -68,7 +72,10 @@ class IngestPipeline:
         self.metrics.messages.labels(station_topic.channel.value).inc()
         try:
             if station_topic.channel is Channel.STATE:
-                self.registry.update(decode_state(station_topic, payload))
+                state = decode_state(station_topic, payload)
+                self.registry.update(state)
+                if state.status == "online":
+                    self.engine.note_birth(state.station_id, state.ts)
                 return
             batch = decode_telemetry(station_topic, payload)
         except PayloadError as exc:
@@ -87,7 +94,18 @@ class IngestPipeline:
         unregistered = sum(1 for r in batch.readings if self.registry.sensor(r.sensor_id) is None)
         if unregistered:
             self.metrics.unregistered.inc(unregistered)
-        for alert in self.engine.process(batch.station_id, batch.readings):
+        async with self.evaluating:
+            await self._deliver_all(
+                self.engine.process(batch.station_id, batch.readings, batch.sent_at), received_at
+            )
+
+    async def drain(self, received_at: datetime | None = None) -> None:
+        """Evaluate what the reorder buffers still hold (end of a backtest, clean shutdown)."""
+        async with self.evaluating:
+            await self._deliver_all(self.engine.drain(), received_at or self.clock())
+
+    async def _deliver_all(self, alerts: Sequence[Alert], received_at: datetime) -> None:
+        for alert in alerts:
             self.metrics.alerts.labels(alert.rule_id, alert.state).inc()
             await self._deliver(alert, received_at)
 

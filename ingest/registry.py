@@ -32,6 +32,10 @@ class StationRegistry:
     def sensor(self, sensor_id: str) -> SensorInfo | None:
         return self._sensors.get(sensor_id)
 
+    def location(self, sensor_id: str) -> tuple[float, float] | None:
+        sensor = self._sensors.get(sensor_id)
+        return None if sensor is None else (sensor.lon, sensor.lat)
+
     def presence(self, station_id: str) -> Presence | None:
         return self._presence.get(station_id)
 

@@ -3,6 +3,7 @@
 from protocol.codec import PayloadError, decode_state, decode_telemetry, encode
 from protocol.gbt30428 import CaseClass, case_class
 from protocol.models import (
+    KIND_VALUES,
     MAX_READINGS_PER_BATCH,
     SCHEMA_VERSION,
     Reading,
@@ -10,10 +11,12 @@ from protocol.models import (
     SensorKind,
     StationState,
     TelemetryBatch,
+    kind_values,
 )
 from protocol.topics import TOPIC_ROOT, Channel, StationTopic, TopicError
 
 __all__ = [
+    "KIND_VALUES",
     "MAX_READINGS_PER_BATCH",
     "SCHEMA_VERSION",
     "TOPIC_ROOT",
@@ -31,4 +34,5 @@ __all__ = [
     "decode_state",
     "decode_telemetry",
     "encode",
+    "kind_values",
 ]

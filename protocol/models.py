@@ -39,6 +39,32 @@ class SensorKind(StrEnum):
     POLE = "pole"
 
 
+KIND_VALUES: Final[dict[SensorKind, dict[str, str]]] = {
+    SensorKind.COVER: {
+        "tilt_deg": "angle from the installed angle, degrees",
+        "water_level_m": "water depth in the well, metres",
+        "gas_ppm": "CH4 in the well, ppm (sewer and gas wells)",
+        "battery_v": "battery voltage, volts",
+        "signal_dbm": "radio signal strength, dBm",
+    },
+    SensorKind.PRESSURE: {
+        "pressure_mpa": "water-main pressure, MPa",
+        "battery_v": "battery voltage, volts",
+        "signal_dbm": "radio signal strength, dBm",
+    },
+    SensorKind.POLE: {
+        "tilt_deg": "lean from vertical, degrees",
+        "vibration_g": "peak vibration, g",
+    },
+}
+"""The payload model of each kind: the value names its readings may carry, with their units.
+A rule may only watch one of these; a reading carrying another name is counted, not evaluated."""
+
+
+def kind_values(kind: SensorKind) -> frozenset[str]:
+    return frozenset(KIND_VALUES[kind])
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 

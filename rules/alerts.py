@@ -8,8 +8,13 @@ from typing import Literal
 
 from protocol import SensorKind
 
-AlertState = Literal["open", "cleared"]
-Severity = Literal["critical", "urgent", "warning"]
+AlertState = Literal["open", "cleared", "member", "flapping"]
+"""``open``: a new incident (a case opens). ``cleared``: it is over. ``member``: another sensor
+joined an open incident (the case names it). ``flapping``: a condition that keeps coming and
+going re-triggered; its last case is re-opened and marked instead of a new one opening."""
+Severity = Literal["critical", "urgent", "warning", "maintenance"]
+EMERGENCY: frozenset[str] = frozenset({"critical", "urgent"})
+"""Severities the urgent-handling center dispatches at once; the others are for the owner."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,12 +37,13 @@ class Evidence:
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """One transition of one rule on one sensor.
+    """One transition of one incident of one rule.
 
-    ``started_at`` is the event time the condition began (first reading past the open
-    threshold) and identifies the alert: (rule_id, sensor_id, started_at) is unique.
-    ``at`` is the event time of this transition (open: when the condition had held for the
-    rule's sustain time; cleared: first reading at or below the clear threshold).
+    ``(rule_id, sensor_id, started_at)`` identifies the incident: ``sensor_id`` is its first
+    sensor and ``started_at`` the event time its condition began there. ``at`` is the event time
+    of this transition. ``members`` lists every sensor of the incident (first sensor first);
+    ``member_id`` is the sensor a ``member`` transition adds. ``flags`` say what was unusual about
+    the readings behind it (``clock_reset``, ``clock_skew``, ``late``, ``flapping``).
     """
 
     rule_id: str
@@ -54,6 +60,9 @@ class Alert:
     at: datetime
     target: CaseTarget
     evidence: tuple[Evidence, ...] = ()
+    members: tuple[str, ...] = ()
+    member_id: str | None = None
+    flags: tuple[str, ...] = ()
 
     @property
     def key(self) -> tuple[str, str, datetime]:

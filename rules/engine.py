@@ -1,126 +1,559 @@
 """The rule engine: pure and deterministic, evaluated in event time.
 
-``RuleEngine.process(station_id, readings)`` feeds readings (stamped by the devices' clocks) to
-every enabled rule and returns the alert transitions they cause. Nothing here reads a clock or
-does I/O, so the same readings give the same alerts whether they arrive live, replayed at ×100,
-or from a backtest.
+``RuleEngine.process(station_id, readings, sent_at)`` takes one batch: device clocks are checked
+against the edge's ``sent_at`` (``rules.clock``), readings wait in a small per-station reorder
+buffer until the station's watermark has passed them by the allowed lateness, and are then
+evaluated in event-time order; timers (holds, clears, silence) fire as that event-time clock
+passes them. Nothing here reads a clock or does I/O, so the same batches give the same alerts
+live, replayed at ×100, or in a backtest. All state is in ``RuleEngine.state`` records that
+``rules.snapshot`` writes and reads back.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import heapq
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 
-from protocol import Reading
+from protocol import Reading, kind_values
 from rules.alerts import Alert, Evidence
-from rules.schema import RuleSet, ThresholdRule
+from rules.clock import ClockPolicy, check_clock
+from rules.compiled import CompiledRule, compile_rules
+from rules.conditions import Memory
+from rules.groups import Groups, Locate
+from rules.schema import RuleSet
+from rules.state import (
+    ARMED,
+    CLEARING,
+    EVIDENCE_LIMIT,
+    IDLE,
+    OPEN,
+    PENDING,
+    SensorState,
+    StationState,
+    Track,
+)
+from rules.stats import EngineStats
 
-EVIDENCE_LIMIT = 20
+__all__ = ["EngineStats", "RuleEngine"]
+
+NO_DATA_SCAN_FRACTION = 0.1
+"""A silent sensor is noticed within this fraction of its rule's ``no_data`` period."""
 
 
-@dataclass(slots=True)
-class SensorRuleState:
-    """What one rule remembers about one sensor."""
-
-    last_ts: datetime | None = None
-    pending_since: datetime | None = None
-    evidence: deque[Evidence] = field(default_factory=lambda: deque(maxlen=EVIDENCE_LIMIT))
-    open_alert: Alert | None = None
-
-
-@dataclass(slots=True)
-class EngineStats:
-    readings_evaluated: int = 0
-    out_of_order: int = 0
-    """Readings older than one already evaluated for the same sensor and rule: skipped."""
-    missing_field: int = 0
-    """Readings of a rule's kind that lack the rule's value: skipped."""
+def _time(t: float) -> datetime:
+    return datetime.fromtimestamp(t, UTC)
 
 
 class RuleEngine:
-    def __init__(self, rules: RuleSet) -> None:
-        self._by_kind: dict[str, list[ThresholdRule]] = {}
-        for rule in rules.rules:
-            if rule.enabled:
-                self._by_kind.setdefault(rule.kind.value, []).append(rule)
-        self._state: dict[tuple[str, str], SensorRuleState] = {}
+    def __init__(
+        self,
+        rules: RuleSet,
+        *,
+        locate: Locate | None = None,
+        clock: ClockPolicy | None = None,
+    ) -> None:
+        self.rules = rules
+        self.clock_policy = clock or ClockPolicy()
+        self._by_kind, self._by_id = compile_rules(rules)
+        self._known_values = {kind: kind_values(kind) for kind in {r.kind for r in rules.rules}}
+        self.sensors: dict[str, SensorState] = {}
+        self.stations: dict[str, StationState] = {}
+        self.groups = Groups(locate)
         self.stats = EngineStats()
+        self._order = 0
+        self._out: list[Alert] = []
+        self._no_data_min = min(
+            (r.rule.no_data for r in self._by_id.values() if r.rule.no_data), default=None
+        )
 
-    def open_alerts(self) -> list[Alert]:
-        return [s.open_alert for s in self._state.values() if s.open_alert is not None]
+    def set_locator(self, locate: Locate) -> None:
+        """Where sensors are (ingest's station registry), for grouping alerts by distance."""
+        self.groups.locate = locate
 
-    def process(self, station_id: str, readings: Iterable[Reading]) -> list[Alert]:
-        alerts: list[Alert] = []
-        for reading in sorted(readings, key=lambda r: r.ts):
-            for rule in self._by_kind.get(reading.kind.value, ()):
-                alert = self._step(rule, station_id, reading)
-                if alert is not None:
-                    alerts.append(alert)
-        return alerts
+    # -- input ---------------------------------------------------------------------------
+    def process(
+        self,
+        station_id: str,
+        readings: Iterable[Reading],
+        sent_at: datetime | None = None,
+    ) -> list[Alert]:
+        """One batch of a station; returns the transitions it caused (maybe none yet: readings
+        wait for the allowed lateness). ``sent_at`` is the edge clock when it was sent."""
+        station = self._station(station_id)
+        rows = [(r.ts.timestamp(), r.sensor_id, r.kind.value, r.values) for r in readings]
+        if not rows:
+            return []
+        sent = sent_at.timestamp() if sent_at is not None else max(row[0] for row in rows)
+        checked = check_clock(station, rows, sent, self.clock_policy, self.stats)
+        for t, sensor_id, kind, values, flags in checked.readings:
+            self._order += 1
+            station.buffer.append((t, self._order, sensor_id, kind, values, flags))
+        if checked.watermark > station.watermark:
+            station.watermark = checked.watermark
+        self._release(station_id, station, station.watermark - self.clock_policy.allowed_lateness)
+        return self._take()
 
-    def _step(self, rule: ThresholdRule, station_id: str, reading: Reading) -> Alert | None:
-        value = reading.values.get(rule.field)
-        if value is None:
-            self.stats.missing_field += 1
-            return None
-        state = self._state.setdefault((rule.id, reading.sensor_id), SensorRuleState())
-        if state.last_ts is not None and reading.ts <= state.last_ts:
-            self.stats.out_of_order += 1
-            return None
-        state.last_ts = reading.ts
+    def advance(self, station_id: str, watermark: datetime) -> list[Alert]:
+        """Move a station's watermark without readings (an edge heartbeat)."""
+        station = self._station(station_id)
+        station.watermark = max(station.watermark, watermark.timestamp())
+        self._release(station_id, station, station.watermark - self.clock_policy.allowed_lateness)
+        return self._take()
+
+    def drain(self) -> list[Alert]:
+        """Evaluate everything still buffered, up to each station's watermark (end of a
+        backtest or a clean shutdown)."""
+        for station_id, station in sorted(self.stations.items()):
+            self._release(station_id, station, station.watermark)
+        return self._take()
+
+    def note_birth(self, station_id: str, ts: datetime) -> None:
+        """A station announced itself: a device time before this is a reset clock."""
+        station = self._station(station_id)
+        station.born = max(station.born, ts.timestamp() - self.clock_policy.birth_slack)
+
+    # -- evaluation in event time ----------------------------------------------------------
+    def _station(self, station_id: str) -> StationState:
+        station = self.stations.get(station_id)
+        if station is None:
+            station = self.stations[station_id] = StationState()
+        return station
+
+    def _release(self, station_id: str, station: StationState, frontier: float) -> None:
+        buffer = station.buffer
+        if buffer:
+            buffer.sort()
+            cut = 0
+            while cut < len(buffer) and buffer[cut][0] <= frontier:
+                cut += 1
+            ready, station.buffer = buffer[:cut], buffer[cut:]
+            for t, _order, sensor_id, kind, values, flags in ready:
+                if t < station.clock:
+                    self._late(station_id, station, t, sensor_id, kind, values, flags)
+                    continue
+                self._advance(station_id, station, t, before=True)
+                self._reading(station_id, station, t, sensor_id, kind, values, flags)
+        self.stats.buffered = sum(len(s.buffer) for s in self.stations.values())
+        if frontier > station.clock:
+            self._advance(station_id, station, frontier)
+
+    def _late(
+        self,
+        station_id: str,
+        station: StationState,
+        t: float,
+        sensor_id: str,
+        kind: str,
+        values: dict[str, float],
+        flags: tuple[str, ...],
+    ) -> None:
+        sensor = self.sensors.get(sensor_id)
+        if sensor is not None and t <= sensor.last_t:
+            self.stats.late_skipped += 1
+            return
+        self.stats.late_evaluated += 1
+        self._reading(station_id, station, t, sensor_id, kind, values, (*flags, "late"))
+
+    def _advance(
+        self, station_id: str, station: StationState, now: float, *, before: bool = False
+    ) -> None:
+        """Fire every timer due by ``now`` (``before``: due before ``now``, as a reading taken
+        at ``now`` says itself what state the sensor was in then) and notice silent sensors."""
+        timers = station.timers
+        while timers and (timers[0][0] < now or (not before and timers[0][0] == now)):
+            due, sensor_id, rule_id = heapq.heappop(timers)
+            self._timer(station_id, due, sensor_id, rule_id)
+        if now > station.clock:
+            station.clock = now
+        if self._no_data_min is not None and now >= station.next_scan:
+            self._scan_silence(station_id, station, now)
+            station.next_scan = now + max(1.0, self._no_data_min * NO_DATA_SCAN_FRACTION)
+
+    def _timer(self, station_id: str, due: float, sensor_id: str, rule_id: str) -> None:
+        sensor = self.sensors.get(sensor_id)
+        rule = self._by_id.get(rule_id)
+        track = sensor.tracks.get(rule_id) if sensor and sensor.tracks else None
+        if sensor is None or rule is None or track is None:
+            return
+        fresh = sensor.last_t + rule.rule.stale_after >= due
+        if track.phase == PENDING and due == track.since + rule.hold:
+            if fresh and track.last_cond:
+                self._hold_met(station_id, sensor_id, sensor, rule, track, due)
+            elif not fresh:
+                self._reset(sensor, rule, track)
+        elif (
+            track.phase == CLEARING and due == track.clear_since + rule.clear_hold(track) and fresh
+        ):
+            self._close(station_id, sensor_id, sensor, rule, track, due)
+
+    def _scan_silence(self, station_id: str, station: StationState, now: float) -> None:
+        for sensor_id in sorted(station.sensors):
+            sensor = self.sensors[sensor_id]
+            for rule in self._by_kind.get(sensor.kind, ()):
+                period = rule.rule.no_data
+                if period is None or now - sensor.last_t < period:
+                    continue
+                track = self._track(sensor, rule)
+                if track.phase == IDLE:
+                    track.since = sensor.last_t
+                    track.evidence = []
+                    self._open(station_id, sensor_id, sensor, rule, track, sensor.last_t + period)
+
+    def _reading(
+        self,
+        station_id: str,
+        station: StationState,
+        t: float,
+        sensor_id: str,
+        kind: str,
+        values: dict[str, float],
+        flags: tuple[str, ...],
+    ) -> None:
+        sensor = self.sensors.get(sensor_id)
+        if sensor is None:
+            sensor = self.sensors[sensor_id] = SensorState(station_id, kind)
+            station.sensors.add(sensor_id)
+            self._adopt_member(sensor_id, sensor)
+        elif t <= sensor.last_t:
+            self.stats.late_skipped += 1
+            return
+        sensor.last_t = t
         self.stats.readings_evaluated += 1
+        known = self._known_values.get(kind)  # type: ignore[call-overload]
+        if known is not None and not known.issuperset(values):
+            self.stats.unknown_value += 1
+        for rule in self._by_kind.get(kind, ()):
+            tracks = sensor.tracks
+            track = tracks.get(rule.id) if tracks is not None else None
+            if rule.no_data_rule:
+                if track is not None and track.phase in (OPEN, CLEARING):
+                    self._close(station_id, sensor_id, sensor, rule, track, t)
+                continue
+            if track is None and rule.fast is not None:
+                value = values.get(rule.field)
+                if value is None:
+                    self.stats.missing_field += 1
+                    continue
+                if not rule.fast(value):
+                    continue
+            if track is None:
+                track = self._track(sensor, rule)
+            self._step(station_id, station, sensor_id, sensor, rule, track, t, values, flags)
 
-        if value > rule.open_above:
-            if state.pending_since is None:
-                state.pending_since = reading.ts
-                state.evidence.clear()
-            state.evidence.append(Evidence(reading.ts, value))
-            held = reading.ts - state.pending_since
-            if state.open_alert is None and held >= timedelta(seconds=rule.sustain_s):
-                state.open_alert = _alert(rule, station_id, reading, value, state, "open")
-                return state.open_alert
-            return None
+    def _track(self, sensor: SensorState, rule: CompiledRule) -> Track:
+        if sensor.tracks is None:
+            sensor.tracks = {}
+        track = sensor.tracks.get(rule.id)
+        if track is None:
+            track = sensor.tracks[rule.id] = Track()
+            if rule.stateful:
+                track.memory = Memory()
+        return track
 
-        state.pending_since = None
-        if value <= rule.clear_below and state.open_alert is not None:
-            opened = state.open_alert
-            state.open_alert = None
-            return _alert(
-                rule, station_id, reading, value, state, "cleared", started_at=opened.started_at
+    def _step(
+        self,
+        station_id: str,
+        station: StationState,
+        sensor_id: str,
+        sensor: SensorState,
+        rule: CompiledRule,
+        track: Track,
+        t: float,
+        values: dict[str, float],
+        flags: tuple[str, ...],
+    ) -> None:
+        cond = rule.when(values, t, track.memory)
+        if cond is None:
+            self.stats.missing_field += 1
+            return
+        value = values.get(rule.field, float("nan"))
+        if flags:
+            track.flags = (track.flags or set()) | set(flags)
+        phase = track.phase
+        if phase in (IDLE, PENDING, ARMED):
+            self._pending(station_id, station, sensor_id, sensor, rule, track, t, cond, value)
+        else:
+            clear = rule.clear(values, t, track.memory, cond)
+            if clear is None:
+                self.stats.missing_field += 1
+            elif clear and phase == OPEN:
+                track.phase = CLEARING
+                track.clear_since = t
+                hold = rule.clear_hold(track)
+                if hold <= 0:
+                    self._close(station_id, sensor_id, sensor, rule, track, t)
+                else:
+                    station.push_timer(t + hold, sensor_id, rule.id)
+            elif clear and phase == CLEARING:
+                hold = rule.clear_hold(track)
+                if t - track.clear_since >= hold:
+                    self._close(
+                        station_id, sensor_id, sensor, rule, track, track.clear_since + hold
+                    )
+            elif not clear and phase == CLEARING:
+                track.phase = OPEN
+        track.last_cond = bool(cond)
+        if track.removable() and sensor.tracks is not None:
+            sensor.tracks.pop(rule.id, None)
+
+    def _pending(
+        self,
+        station_id: str,
+        station: StationState,
+        sensor_id: str,
+        sensor: SensorState,
+        rule: CompiledRule,
+        track: Track,
+        t: float,
+        cond: bool,
+        value: float,
+    ) -> None:
+        if rule.count is not None:
+            self._count(station_id, sensor_id, sensor, rule, track, t, cond, value)
+            return
+        if not cond:
+            if track.phase == ARMED:
+                self.groups.disarm(rule.id, sensor_id)
+            self._reset(sensor, rule, track)
+            return
+        if track.phase == IDLE or (
+            rule.steady is not None and max(track.hi, value) - min(track.lo, value) > rule.steady
+        ):  # a new start, or values jumping about: the hold starts again here
+            track.phase = PENDING
+            track.since = t
+            track.evidence = []
+            track.lo = track.hi = value
+            if rule.hold > 0:
+                station.push_timer(t + rule.hold, sensor_id, rule.id)
+        track.lo, track.hi = min(track.lo, value), max(track.hi, value)
+        _remember(track, t, value)
+        if track.phase == PENDING and t - track.since >= rule.hold:
+            self._hold_met(station_id, sensor_id, sensor, rule, track, track.since + rule.hold)
+
+    def _count(
+        self,
+        station_id: str,
+        sensor_id: str,
+        sensor: SensorState,
+        rule: CompiledRule,
+        track: Track,
+        t: float,
+        cond: bool,
+        value: float,
+    ) -> None:
+        count = rule.count
+        assert count is not None
+        hits = track.hits if track.hits is not None else []
+        if count.within is not None:
+            hits = [h for h in hits if t - h < count.within]
+            if cond:
+                hits.append(t)
+            met = len(hits) >= count.n
+        else:
+            assert count.of is not None
+            hits = [*hits, 1.0 if cond else 0.0][-count.of :]
+            met = sum(hits) >= count.n
+        track.hits = hits if any(hits) else None
+        if track.hits is None:
+            if track.phase == ARMED:
+                self.groups.disarm(rule.id, sensor_id)
+            self._reset(sensor, rule, track)
+            return
+        if track.phase == IDLE:
+            track.phase = PENDING
+            track.since = t
+            track.evidence = []
+        if cond:
+            _remember(track, t, value)
+        if met and track.phase == PENDING:
+            self._hold_met(station_id, sensor_id, sensor, rule, track, t)
+
+    def _reset(self, sensor: SensorState, rule: CompiledRule, track: Track) -> None:
+        track.phase = IDLE
+        track.evidence = None
+        track.hits = None
+        track.flags = None
+
+    # -- transitions ---------------------------------------------------------------------
+    def _hold_met(
+        self,
+        station_id: str,
+        sensor_id: str,
+        sensor: SensorState,
+        rule: CompiledRule,
+        track: Track,
+        at: float,
+    ) -> None:
+        flap = rule.rule.flap
+        if flap is not None and track.incident is not None:
+            recent = [o for o in (track.opens or []) if at - o <= flap.window]
+            if len(recent) + 1 >= flap.max_opens:
+                track.opens = [*recent, at]
+                track.phase, track.flapping = OPEN, True
+                self.stats.flapping += 1
+                first, start = track.incident
+                self.groups.reopen(rule.id, first, start, sensor_id, at)
+                self._emit(rule, station_id, sensor_id, sensor, track, "flapping", at, first, start)
+                return
+        joined = self.groups.join(rule, sensor_id, at)
+        if joined is not None:
+            track.phase, track.incident = OPEN, joined.key
+            self.stats.grouped += 1
+            first, start = joined.key
+            self._emit(rule, station_id, sensor_id, sensor, track, "member", at, first, start)
+            return
+        ready = self.groups.arm(rule, sensor_id, track.since, at)
+        if ready is None:
+            track.phase = ARMED
+            return
+        for member in ready.members:
+            other = self.sensors[member].tracks
+            member_track = other.get(rule.id) if other is not None else None
+            if member_track is not None:
+                member_track.phase, member_track.incident = OPEN, ready.key
+        track.phase = OPEN
+        self._open(station_id, ready.sensor_id, sensor, rule, track, at, start=ready.start)
+
+    def _open(
+        self,
+        station_id: str,
+        sensor_id: str,
+        sensor: SensorState,
+        rule: CompiledRule,
+        track: Track,
+        at: float,
+        start: float | None = None,
+    ) -> None:
+        start = track.since if start is None else start
+        track.phase, track.incident, track.flapping = OPEN, (sensor_id, start), False
+        if rule.rule.flap is not None:
+            track.opens = [*(track.opens or []), at][-rule.rule.flap.max_opens :]
+        self.groups.opened(rule, sensor_id, start, at)
+        self._emit(rule, station_id, sensor_id, sensor, track, "open", at, sensor_id, start)
+
+    def _close(
+        self,
+        station_id: str,
+        sensor_id: str,
+        sensor: SensorState,
+        rule: CompiledRule,
+        track: Track,
+        at: float,
+    ) -> None:
+        assert track.incident is not None
+        first, start = track.incident
+        track.phase, track.flapping = IDLE, False
+        track.evidence, track.flags = None, None
+        track.last_cond = False
+        if self.groups.leave(rule.id, first, start, sensor_id):
+            self._emit(rule, station_id, sensor_id, sensor, track, "cleared", at, first, start)
+        if not rule.rule.flap:
+            track.incident = None
+        if track.removable() and sensor.tracks is not None:
+            sensor.tracks.pop(rule.id, None)
+
+    def _emit(
+        self,
+        rule: CompiledRule,
+        station_id: str,
+        sensor_id: str,
+        sensor: SensorState,
+        track: Track,
+        state: str,
+        at: float,
+        first: str,
+        start: float,
+    ) -> None:
+        opening = state != "cleared"
+        evidence = (
+            tuple(Evidence(_time(t), v) for t, v in (track.evidence or ())) if opening else ()
+        )
+        last = track.evidence[-1][1] if track.evidence else float("nan")
+        if rule.no_data_rule:
+            last = at - start if opening else 0.0  # seconds of silence
+        members = self.groups.members(rule.id, first, start) or (first,)
+        flags = sorted(track.flags or ()) + (["flapping"] if track.flapping else [])
+        self._out.append(
+            Alert(
+                rule_id=rule.id,
+                title=rule.rule.title,
+                state=state,  # type: ignore[arg-type]
+                severity=rule.rule.severity,
+                station_id=self.sensors[first].station if first in self.sensors else station_id,
+                sensor_id=first,
+                kind=rule.rule.kind,
+                field=rule.field,
+                value=last,
+                threshold=rule.threshold(track.memory, at),
+                started_at=_time(start),
+                at=_time(at),
+                target=rule.rule.case.target(),
+                evidence=evidence,
+                members=members,
+                member_id=sensor_id if state == "member" else None,
+                flags=tuple(dict.fromkeys(flags)),
             )
-        return None
+        )
+        self.stats.transitions[state] = self.stats.transitions.get(state, 0) + 1
+        if opening:
+            track.evidence = track.evidence[-1:] if track.evidence else None
+
+    def _take(self) -> list[Alert]:
+        out, self._out = self._out, []
+        return out
+
+    # -- what is open ----------------------------------------------------------------------
+    def open_incidents(self) -> list[tuple[str, str, datetime]]:
+        """(rule id, first sensor, start) of every open incident."""
+        return sorted(
+            (rule_id, first, _time(start)) for rule_id, first, start in self.groups.open_keys()
+        )
+
+    def state_counts(self) -> dict[str, int]:
+        tracks = sum(len(s.tracks) for s in self.sensors.values() if s.tracks)
+        return {
+            "sensors": len(self.sensors),
+            "stations": len(self.stations),
+            "tracks": tracks,
+            "incidents": len(self.groups.open_keys()),
+            "buffered": sum(len(s.buffer) for s in self.stations.values()),
+        }
+
+    def adopt_open(self, incidents: Sequence[tuple[str, str, datetime, Sequence[str]]]) -> int:
+        """Make cases the store holds open part of the state (a restart whose snapshot is older
+        than the case): (rule id, first sensor, start, members). Returns how many were new."""
+        adopted = 0
+        for rule_id, first, start_dt, members in incidents:
+            rule = self._by_id.get(rule_id)
+            if rule is None:
+                continue
+            start = start_dt.timestamp()
+            if self.groups.is_open(rule_id, first, start):
+                continue
+            adopted += 1
+            self.groups.restore(rule_id, first, start, list(members) or [first])
+            for member in list(members) or [first]:
+                sensor = self.sensors.get(member)
+                if sensor is not None:  # else its kind and station come with its next reading
+                    self._adopt_member(member, sensor)
+        return adopted
+
+    def _adopt_member(self, sensor_id: str, sensor: SensorState) -> None:
+        for rule_id, first, start in self.groups.open_keys():
+            rule = self._by_id.get(rule_id)
+            if rule is None or rule.rule.kind.value != sensor.kind:
+                continue
+            if self.groups.incidents[(rule_id, first, start)].members.get(sensor_id):
+                track = self._track(sensor, rule)
+                if track.phase not in (OPEN, CLEARING):
+                    track.phase, track.incident = OPEN, (first, start)
 
 
-def _alert(
-    rule: ThresholdRule,
-    station_id: str,
-    reading: Reading,
-    value: float,
-    state: SensorRuleState,
-    transition: str,
-    started_at: datetime | None = None,
-) -> Alert:
-    opening = transition == "open"
-    start = state.pending_since if opening else started_at
-    assert start is not None
-    evidence: Sequence[Evidence] = (
-        tuple(state.evidence) if opening else (Evidence(reading.ts, value),)
-    )
-    return Alert(
-        rule_id=rule.id,
-        title=rule.title,
-        state="open" if opening else "cleared",
-        severity=rule.severity,
-        station_id=station_id,
-        sensor_id=reading.sensor_id,
-        kind=reading.kind,
-        field=rule.field,
-        value=value,
-        threshold=rule.open_above if opening else rule.clear_below,
-        started_at=start,
-        at=reading.ts,
-        target=rule.case.target(),
-        evidence=tuple(evidence),
-    )
+def _remember(track: Track, t: float, value: float) -> None:
+    evidence = track.evidence
+    if evidence is None:
+        evidence = track.evidence = []
+    evidence.append((t, value))
+    if len(evidence) > EVIDENCE_LIMIT:
+        del evidence[1]  # keep the first reading (where it began) and the latest ones

@@ -11,7 +11,7 @@ from typing import Any
 
 from center.settings import CenterSettings
 from citysense.broker import MosquittoBroker, free_port
-from citysense.node import Node, build_node, serve_until_stopped
+from citysense.node import Node, build_node, node_tasks, serve_until_stopped
 from ingest.settings import IngestSettings
 
 
@@ -20,6 +20,9 @@ async def serving_node(
     broker: MosquittoBroker,
     data_dir: Path,
     tasks: Mapping[str, Coroutine[Any, Any, None]] | None = None,
+    *,
+    rules_path: Path | None = None,
+    allowed_lateness_s: float = 6.0,
 ) -> AsyncIterator[Node]:
     """Serve a fresh node (own SQLite, own ingest client id) with extra named tasks."""
     ingest = IngestSettings(
@@ -27,13 +30,16 @@ async def serving_node(
         mqtt_port=broker.port,
         client_id=f"ingest-{uuid.uuid4().hex[:8]}",
         dead_letter_path=data_dir / "dead_letters.jsonl",
+        snapshot_path=data_dir / "rules.snapshot",
+        rules_path=rules_path,
+        allowed_lateness_s=allowed_lateness_s,
     )
     center = CenterSettings(
         database_url=f"sqlite+aiosqlite:///{data_dir / 'cases.db'}", port=free_port()
     )
     async with build_node(ingest, center) as node:
         server = node.server()
-        running = {"ingest": node.consumer.run(), **(tasks or {})}
+        running = {**node_tasks(node), **(tasks or {})}
         serving = asyncio.create_task(serve_until_stopped(server, running))
         try:
             yield node

@@ -49,6 +49,9 @@ class Running:
         return result
 
 
+QUICK_RULES = Path(__file__).parent / "data" / "quick_rules.yaml"
+
+
 @pytest.fixture
 async def running(mosquitto: MosquittoBroker, tmp_path: Path) -> AsyncIterator[Running]:
     station = build_city(seed=SEED).stations[0]
@@ -62,7 +65,13 @@ async def running(mosquitto: MosquittoBroker, tmp_path: Path) -> AsyncIterator[R
         batch_interval=0.2,
     )
     async with (
-        serving_node(mosquitto, tmp_path, {"edge": agent.run()}) as node,
+        serving_node(
+            mosquitto,
+            tmp_path,
+            {"edge": agent.run()},
+            rules_path=QUICK_RULES,
+            allowed_lateness_s=0.5,
+        ) as node,
         httpx.AsyncClient(base_url=base_url(node)) as http,
     ):
         run = Running(node, http, simulated, mosquitto)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from center.schemas import CaseOut
@@ -45,6 +46,11 @@ def alert(
             Evidence(started_at + timedelta(seconds=10), value + 1),
         ),
     )
+
+
+def transition(opened: Alert, state: str, after: timedelta, **changes: object) -> Alert:
+    """Another transition of an open alert's incident (member, flapping)."""
+    return replace(opened, state=state, at=opened.at + after, **changes)  # type: ignore[arg-type]
 
 
 def cleared(opened: Alert, after: timedelta = timedelta(minutes=5)) -> Alert:
@@ -97,4 +103,7 @@ def case_out(case_id: int) -> CaseOut:
         updated_at=DETECTED,
         evidence=[],
         unregistered=True,
+        members=["st-1.cover-99"],
+        flags=[],
+        flapping=False,
     )

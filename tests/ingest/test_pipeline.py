@@ -7,17 +7,26 @@ from ingest.dedup import Deduplicator
 from ingest.fakes import MemoryAlerts, MemoryDeadLetters, MemorySink
 from ingest.pipeline import IngestPipeline
 from protocol import Channel, StationTopic, encode
-from rules import RuleEngine, load_rules
+from rules import ClockPolicy, RuleEngine, parse_rules
 from tests.factories import batch, birth, cover_info, tilt
 
 TELEMETRY = str(StationTopic("st-1", Channel.TELEMETRY))
 STATE = str(StationTopic("st-1", Channel.STATE))
+QUICK_RULES = parse_rules(
+    "rules:\n- {id: cover-tilt, title: t, kind: cover, case: {category: component},"
+    " when: {field: tilt_deg, above: 15}, hold: 3}"
+)
+
+
+def quick_engine() -> RuleEngine:
+    """A cover rule that opens after 3 s, evaluating each batch at once (no lateness)."""
+    return RuleEngine(QUICK_RULES, clock=ClockPolicy(allowed_lateness=0))
 
 
 @pytest.fixture
 def pipeline() -> IngestPipeline:
     return IngestPipeline(
-        engine=RuleEngine(load_rules()),
+        engine=quick_engine(),
         alerts=MemoryAlerts(),
         dead_letters=MemoryDeadLetters(),
         sinks=[MemorySink()],
@@ -132,7 +141,7 @@ async def _no_sleep(_: float) -> None:
 async def test_alert_delivery_is_retried_while_the_case_store_is_down() -> None:
     alerts = FlakyAlerts(3, ConnectionError("database down"))
     pipeline = IngestPipeline(
-        engine=RuleEngine(load_rules()),
+        engine=quick_engine(),
         alerts=alerts,
         dead_letters=MemoryDeadLetters(),
         sleep=_no_sleep,
@@ -149,7 +158,7 @@ async def test_alert_refused_by_the_center_is_counted_and_dead_lettered() -> Non
     alerts = FlakyAlerts(1, ValueError("unknown class"))
     dead = MemoryDeadLetters()
     pipeline = IngestPipeline(
-        engine=RuleEngine(load_rules()), alerts=alerts, dead_letters=dead, sleep=_no_sleep
+        engine=quick_engine(), alerts=alerts, dead_letters=dead, sleep=_no_sleep
     )
     await fire_message(pipeline, TELEMETRY, encode(batch([tilt(s, 70) for s in range(5)])))
     assert alerts.alerts == []

@@ -1,0 +1,104 @@
+"""Rules compiled once for evaluation: the condition tests, the debounce settings, and a fast
+screen for the common case of a sensor at rest and a plain threshold."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rules.conditions import Memory, Test, compile_condition, threshold_of
+from rules.schema import Count, Leaf, Rule, RuleSet
+from rules.state import Track
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    id: str
+    rule: Rule
+    field: str
+    when: Test
+    clear_test: Test | None
+    """None: the alert clears when ``when`` no longer holds."""
+    fast: Callable[[float], bool] | None
+    """For a plain threshold on one value: the test on that value alone, so a sensor at rest is
+    screened without a track."""
+    stateful: bool
+    hold: float
+    steady: float | None
+    count: Count | None
+    no_data_rule: bool
+
+    def clear(
+        self, values: dict[str, float], t: float, memory: Memory | None, cond: bool
+    ) -> bool | None:
+        if self.clear_test is None:
+            return not cond
+        return self.clear_test(values, t, memory)
+
+    def clear_hold(self, track: Track) -> float:
+        flap = self.rule.flap
+        if track.flapping and flap is not None:
+            return flap.quiet
+        return self.rule.clear.hold if self.rule.clear is not None else 0.0
+
+    def threshold(self, memory: Memory | None, t: float) -> float:
+        watched = self.rule.watched()
+        if not watched:
+            return self.rule.no_data or math.nan
+        return threshold_of(watched[0], memory, t)
+
+
+def _fast(rule: Rule) -> Callable[[float], bool] | None:
+    when = rule.when
+    if not isinstance(when, Leaf) or when.needs_baseline or when.needs_previous:
+        return None
+    if when.above is not None:
+        above = when.above
+        return lambda v: v > above
+    if when.below is not None:
+        below = when.below
+        return lambda v: v < below
+    if when.outside is not None:
+        low, high = when.outside
+        return lambda v: v < low or v > high
+    return None
+
+
+def _never(_values: object, _t: float, _memory: object) -> bool | None:
+    return False
+
+
+def compile_rule(rule: Rule) -> CompiledRule:
+    when = compile_condition(rule.when) if rule.when is not None else None
+    clear = (
+        compile_condition(rule.clear.when)
+        if rule.clear is not None and rule.clear.when is not None
+        else None
+    )
+    return CompiledRule(
+        id=rule.id,
+        rule=rule,
+        field=rule.primary_field,
+        when=when.test if when is not None else _never,
+        clear_test=clear.test if clear is not None else None,
+        fast=_fast(rule),
+        stateful=when is not None and when.stateful,
+        hold=rule.hold,
+        steady=rule.steady,
+        count=rule.count,
+        no_data_rule=rule.no_data is not None,
+    )
+
+
+def compile_rules(rules: RuleSet) -> tuple[dict[str, list[CompiledRule]], dict[str, CompiledRule]]:
+    """Enabled rules by sensor kind (value of ``SensorKind``) and by id."""
+    by_kind: dict[str, list[CompiledRule]] = {}
+    by_id: dict[str, CompiledRule] = {}
+    for rule in rules.rules:
+        if not rule.enabled:
+            continue
+        compiled = compile_rule(rule)
+        by_kind.setdefault(rule.kind.value, []).append(compiled)
+        by_id[rule.id] = compiled
+    return by_kind, by_id
