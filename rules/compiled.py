@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rules.conditions import Memory, Test, compile_condition, threshold_of
-from rules.schema import Count, Leaf, Rule, RuleSet
+from rules.schema import Count, Rule, RuleSet
 from rules.state import Track
 
 
@@ -20,9 +20,9 @@ class CompiledRule:
     when: Test
     clear_test: Test | None
     """None: the alert clears when ``when`` no longer holds."""
-    fast: Callable[[float], bool] | None
-    """For a plain threshold on one value: the test on that value alone, so a sensor at rest is
-    screened without a track."""
+    fast: Callable[[dict[str, float]], bool | None] | None
+    """For a rule that remembers nothing between readings: its open condition, so a sensor at
+    rest is screened without a track."""
     stateful: bool
     hold: float
     steady: float | None
@@ -49,20 +49,13 @@ class CompiledRule:
         return threshold_of(watched[0], memory, t)
 
 
-def _fast(rule: Rule) -> Callable[[float], bool] | None:
-    when = rule.when
-    if not isinstance(when, Leaf) or when.needs_baseline or when.needs_previous:
+def _fast(
+    rule: Rule, when: Test | None, stateful: bool
+) -> Callable[[dict[str, float]], bool | None] | None:
+    """The open condition alone, for rules that remember nothing between readings."""
+    if when is None or stateful:
         return None
-    if when.above is not None:
-        above = when.above
-        return lambda v: v > above
-    if when.below is not None:
-        below = when.below
-        return lambda v: v < below
-    if when.outside is not None:
-        low, high = when.outside
-        return lambda v: v < low or v > high
-    return None
+    return lambda values: when(values, 0.0, None)
 
 
 def _never(_values: object, _t: float, _memory: object) -> bool | None:
@@ -82,7 +75,7 @@ def compile_rule(rule: Rule) -> CompiledRule:
         field=rule.primary_field,
         when=when.test if when is not None else _never,
         clear_test=clear.test if clear is not None else None,
-        fast=_fast(rule),
+        fast=_fast(rule, when.test if when else None, when is not None and when.stateful),
         stateful=when is not None and when.stateful,
         hold=rule.hold,
         steady=rule.steady,

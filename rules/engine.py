@@ -134,7 +134,6 @@ class RuleEngine:
                     continue
                 self._advance(station_id, station, t, before=True)
                 self._reading(station_id, station, t, sensor_id, kind, values, flags)
-        self.stats.buffered = sum(len(s.buffer) for s in self.stations.values())
         if frontier > station.clock:
             self._advance(station_id, station, frontier)
 
@@ -230,16 +229,27 @@ class RuleEngine:
                 if track is not None and track.phase in (OPEN, CLEARING):
                     self._close(station_id, sensor_id, sensor, rule, track, t)
                 continue
-            if track is None and rule.fast is not None:
-                value = values.get(rule.field)
-                if value is None:
+            cond: bool | None = None
+            if rule.stateful:
+                if track is None:
+                    track = self._track(sensor, rule)
+                if track.phase == IDLE:  # the common case, a sensor at rest: test it here
+                    cond = rule.when(values, t, track.memory)
+                    if cond is None:
+                        self.stats.missing_field += 1
+                        continue
+                    if not cond:
+                        continue
+            elif track is None and rule.fast is not None:
+                cond = rule.fast(values)
+                if cond is None:
                     self.stats.missing_field += 1
                     continue
-                if not rule.fast(value):
+                if not cond:
                     continue
             if track is None:
                 track = self._track(sensor, rule)
-            self._step(station_id, station, sensor_id, sensor, rule, track, t, values, flags)
+            self._step(station_id, station, sensor_id, sensor, rule, track, t, values, flags, cond)
 
     def _track(self, sensor: SensorState, rule: CompiledRule) -> Track:
         if sensor.tracks is None:
@@ -262,8 +272,11 @@ class RuleEngine:
         t: float,
         values: dict[str, float],
         flags: tuple[str, ...],
+        tested: bool | None = None,
     ) -> None:
-        cond = rule.when(values, t, track.memory)
+        """One reading through one rule's state machine (``tested``: the open condition, when
+        the caller has evaluated it already; stateful tests must not see a reading twice)."""
+        cond = rule.when(values, t, track.memory) if tested is None else tested
         if cond is None:
             self.stats.missing_field += 1
             return

@@ -49,6 +49,7 @@ def test_serve_reads_its_environment_and_stops_on_ctrl_c(
         "CITYSENSE_INGEST_MQTT_PORT": str(mosquitto.port),
         "CITYSENSE_INGEST_CLIENT_ID": f"ingest-serve-{port}",
         "CITYSENSE_INGEST_DEAD_LETTER_PATH": str(tmp_path / "dead.jsonl"),
+        "CITYSENSE_INGEST_SNAPSHOT_PATH": str(tmp_path / "rules.snapshot"),
         "CITYSENSE_CENTER_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cases.db'}",
         "CITYSENSE_CENTER_PORT": str(port),
     }
@@ -74,6 +75,7 @@ def test_serve_reads_its_environment_and_stops_on_ctrl_c(
         serve.send_signal(signal.SIGINT)
         output, _ = serve.communicate(timeout=20)
     assert serve.returncode == 0, output
+    assert (tmp_path / "rules.snapshot").exists()  # the last snapshot, written on the way out
 
 
 def test_serve_refuses_bad_configuration_in_one_line() -> None:
