@@ -29,9 +29,12 @@ class SensorKind(StrEnum):
     """What a sensor measures, and so which value names its readings carry.
 
     - ``cover``: smart manhole cover — ``tilt_deg`` (angle from its installed angle),
-      optionally ``water_level_m``, ``gas_ppm``, ``battery_v``.
-    - ``pressure``: water-main pressure — ``pressure_mpa``, optionally ``battery_v``.
+      optionally ``water_level_m``, ``gas_ppm``, ``battery_v``, ``signal_dbm``.
+    - ``pressure``: water-main pressure — ``pressure_mpa``, optionally ``battery_v``,
+      ``signal_dbm``.
     - ``pole``: utility pole / street lamp — ``tilt_deg``, optionally ``vibration_g``.
+
+    ``KIND_VALUES`` is the same list with units; rules may only watch these names.
     """
 
     COVER = "cover"
@@ -75,7 +78,13 @@ class Reading(_Frozen):
     sensor_id: SensorId
     kind: SensorKind
     ts: AwareDatetime = Field(description="Device timestamp (event time).")
-    values: dict[ValueName, float] = Field(min_length=1, max_length=32)
+    values: dict[ValueName, float] = Field(
+        min_length=1,
+        max_length=32,
+        description="Measured values by name. Each kind has its own names (KIND_VALUES): "
+        + "; ".join(f"{kind.value}: {', '.join(names)}" for kind, names in KIND_VALUES.items())
+        + ". Other names are counted by the rules engine, not evaluated.",
+    )
 
     @field_validator("values")
     @classmethod

@@ -43,7 +43,8 @@ async def list_cases(
 
 @router.get("/stream", response_class=EventSourceResponse)
 async def stream_cases(broadcaster: BroadcasterDep) -> AsyncIterator[ServerSentEvent]:
-    """Server-Sent Events: ``opened`` / ``cleared`` with the ``CaseEvent`` as data, id = case id.
+    """Server-Sent Events: ``opened`` / ``updated`` / ``reopened`` / ``cleared`` with the
+    ``CaseEvent`` as data, id = case id.
 
     A client that falls behind is disconnected; it should reconnect and reload the list.
     """

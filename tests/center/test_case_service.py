@@ -10,7 +10,15 @@ import pytest
 from center import AlertRejectedError, CaseBroadcaster, CaseEvent, CaseService, CaseStats
 from center.broadcast import Subscription
 from rules.alerts import CaseTarget
-from tests.center.factories import DETECTED, T0, alert, case_out, cleared, sensor_info
+from tests.center.factories import (
+    DETECTED,
+    T0,
+    alert,
+    case_out,
+    cleared,
+    sensor_info,
+    transition,
+)
 
 
 async def _next(events: Subscription) -> CaseEvent:
@@ -89,3 +97,19 @@ async def test_close_ends_every_subscription() -> None:
         assert [event.case.id async for event in events] == [7]
     async with broadcaster.subscribe() as late:
         assert [event async for event in late] == []
+
+
+async def test_members_and_flapping_are_published_as_updated_and_reopened(
+    service: CaseService,
+) -> None:
+    opened = alert()
+    async with service.broadcaster.subscribe() as events:
+        await service.handle_alert(opened, sensor_info(), DETECTED)
+        member = transition(opened, "member", timedelta(seconds=5), members=("a", "b"))
+        await service.handle_alert(member, None, DETECTED)
+        await service.handle_alert(cleared(opened), sensor_info(), DETECTED)
+        flapping = transition(opened, "flapping", timedelta(minutes=6), flags=("flapping",))
+        await service.handle_alert(flapping, sensor_info(), DETECTED)
+        kinds = [(await _next(events)).type for _ in range(4)]
+    assert kinds == ["opened", "updated", "cleared", "reopened"]
+    assert service.stats == CaseStats(opened=1, cleared=1, members=1, reopened=1)

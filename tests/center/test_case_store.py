@@ -9,7 +9,7 @@ import pytest
 from center import AlertRejectedError, CaseStore
 from protocol import SensorKind
 from rules.alerts import CaseTarget
-from tests.center.factories import DETECTED, T0, alert, cleared, sensor_info
+from tests.center.factories import DETECTED, T0, alert, cleared, sensor_info, transition
 
 BEIJING = timezone(timedelta(hours=8))
 
@@ -190,3 +190,41 @@ async def test_get_unknown_case_is_none(store: CaseStore) -> None:
 async def test_list_rejects_bad_paging(store: CaseStore) -> None:
     with pytest.raises(ValueError, match="limit"):
         await store.list_cases(limit=0)
+
+
+async def test_a_member_joining_updates_the_open_case(store: CaseStore) -> None:
+    opened = alert(sensor_id="st-1.p-01", kind=SensorKind.PRESSURE)
+    first = await store.record_alert(opened, None, DETECTED)
+    joined = transition(opened, "member", timedelta(seconds=30), members=("st-1.p-01", "st-1.p-02"))
+    case = await store.record_alert(joined, None, DETECTED + timedelta(seconds=30))
+    assert first is not None
+    assert case is not None
+    assert (case.id, case.members, case.status) == (first.id, ["st-1.p-01", "st-1.p-02"], "open")
+    assert first.members == ["st-1.p-01"]
+    assert await store.open_incidents() == [
+        ("cover-tilt", "st-1.p-01", T0, ["st-1.p-01", "st-1.p-02"])
+    ]
+
+
+async def test_a_flapping_alert_reopens_its_cleared_case_marked(store: CaseStore) -> None:
+    opened = alert()
+    first = await store.record_alert(opened, sensor_info(), DETECTED)
+    await store.record_alert(cleared(opened), sensor_info(), DETECTED)
+    flapping = transition(opened, "flapping", timedelta(minutes=8), flags=("flapping",))
+    case = await store.record_alert(flapping, sensor_info(), DETECTED + timedelta(minutes=8))
+    assert first is not None
+    assert case is not None
+    assert case.id == first.id
+    assert (case.status, case.cleared_at, case.flapping, case.flags) == (
+        "open",
+        None,
+        True,
+        ["flapping"],
+    )
+    _, total = await store.list_cases()
+    assert total == 1
+
+
+async def test_a_member_of_no_case_changes_nothing(store: CaseStore) -> None:
+    orphan = transition(alert(), "member", timedelta(seconds=5), members=("a", "b"))
+    assert await store.record_alert(orphan, None, DETECTED) is None
