@@ -24,7 +24,9 @@ def demo(
     port: Port = 8000,
     host: Host = "127.0.0.1",
     seed: Seed = 7,
-    incident_every: Annotated[float, typer.Option(help="Seconds between cover incidents.")] = 20.0,
+    incident_every: Annotated[
+        float, typer.Option(help="Seconds between cover incidents (each lasts at least 45 s).")
+    ] = 20.0,
     data_dir: Annotated[
         Path | None,
         typer.Option(help="Where cases and dead letters go (default: a fresh temp dir)."),

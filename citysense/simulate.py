@@ -14,6 +14,9 @@ from simulator.city import City, build_city
 from simulator.fleet import SimulatedFleet, schedule_cover_incidents
 
 FIRST_INCIDENT_AFTER_S = 5.0
+MIN_INCIDENT_S = 45.0
+"""An opened cover stays open at least this long: longer than the cover-open rule's 20 s hold,
+so every incident of the demo becomes a case, however often they come."""
 
 
 async def inject_cover_incidents(
@@ -51,7 +54,10 @@ def city_tasks(
         for station_id, simulated in fleet.stations.items()
     }
     tasks["incidents"] = inject_cover_incidents(
-        fleet, every=incident_every, duration=incident_every * 1.5, console=console
+        fleet,
+        every=incident_every,
+        duration=max(incident_every * 1.5, MIN_INCIDENT_S),
+        console=console,
     )
     return tasks
 

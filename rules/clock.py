@@ -3,7 +3,8 @@
 Each batch carries ``sent_at`` (the edge clock). For the freshest reading of a batch,
 ``sent_at - ts`` is normally between zero and the batch interval. A station whose recent batches
 all show a larger gap, or a negative one (readings from the future), has device clocks that are
-off by that offset: its readings are shifted by it and flagged ``clock_skew``. A reading stamped
+off by that offset (a slow clock only once three batches agree: one old batch is more likely a
+backlog): its readings are shifted by it and flagged ``clock_skew``. A reading stamped
 before the station's birth or further than ``max_clock_error`` from the edge clock (a clock reset
 to 2000-01-01, a reading stamped 2099) cannot be placed by an offset: it is flagged
 ``clock_reset`` and evaluated at its arrival time, keeping its spacing to the batch's other
@@ -22,6 +23,9 @@ from rules.state import StationState
 from rules.stats import EngineStats
 
 OFFSET_BATCHES = 8
+BEHIND_EVIDENCE = 3
+"""Batches that must all look behind before a slow clock is assumed: one old batch is more
+likely a backlog than a slow clock. Readings from the future need no such evidence."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +72,9 @@ def check_clock(
             -OFFSET_BATCHES:
         ]
         offset = min(station.offsets)
-        if offset < -policy.ahead_tolerance or offset > policy.behind_tolerance:
+        if offset < -policy.ahead_tolerance or (
+            offset > policy.behind_tolerance and len(station.offsets) >= BEHIND_EVIDENCE
+        ):
             correction = offset
     out: list[Checked] = []
     if correction:

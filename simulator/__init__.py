@@ -10,7 +10,14 @@ from simulator.city import (
 )
 from simulator.fleet import SimulatedFleet, SimulatedStation, schedule_cover_incidents
 from simulator.incidents import CoverOpen, Incident
-from simulator.physics import CoverModel, PoleModel, PressureModel, SensorModel, model_for
+from simulator.physics import (
+    CoverModel,
+    PoleModel,
+    PressureModel,
+    SensorModel,
+    Street,
+    model_for,
+)
 
 __all__ = [
     "DEFAULT_DISTRICTS",
@@ -26,6 +33,7 @@ __all__ = [
     "SimulatedFleet",
     "SimulatedStation",
     "Station",
+    "Street",
     "build_city",
     "model_for",
     "schedule_cover_incidents",

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from protocol import Reading, SensorInfo, SensorKind
 from simulator.city import City, Station
 from simulator.devices import LOW_BATTERY_V, Battery
 from simulator.incidents import CoverOpen, Incident
-from simulator.physics import SensorModel, aware_utc, model_for
-from simulator.reporting import Reporter, ReportPolicy, default_policy
+from simulator.physics import SensorModel, Street, aware_utc, model_for
+from simulator.reporting import ReportPolicy, default_policy, micros
+from simulator.sampling import Effect, SimulatedSensor, Ticks
 from simulator.weather import Weather
-
-Effect = Callable[[str, dict[str, float], datetime], dict[str, float]]
-"""How an incident changes one sensor's values: ``(sensor_id, values, ts) -> values``."""
 
 
 def powered(sensor: SensorInfo) -> bool:
@@ -28,7 +26,8 @@ class SimulatedStation:
 
     ``read`` samples every sensor (a live demo at a fixed rate); ``read_due`` samples every
     sensor too but returns only what each device's ``ReportPolicy`` would send (heartbeats,
-    alarms, recoveries), for runs in simulated time. Both draw measurement noise from the same
+    alarms, recoveries); ``reports`` returns the same for a span of ticks, sampling only where
+    a report can fall (runs in simulated time). All draw measurement noise from the same
     streams, so use one of them per station and run.
     """
 
@@ -39,15 +38,15 @@ class SimulatedStation:
         *,
         policies: Mapping[SensorKind, ReportPolicy] | None = None,
         weather: Weather | None = None,
+        street: Street | None = None,
     ) -> None:
         self.station = station
         self.seed = seed
         self.policies = dict(policies or {})
+        self.street = street or Street()
         self._weather = weather if weather is not None else Weather(seed)
-        self._models: dict[str, SensorModel] = {}
-        self._reporters: dict[str, Reporter] = {}
+        self._devices: dict[str, SimulatedSensor] = {}
         self._incidents: list[Incident] = []
-        self._effects: dict[str, list[tuple[Incident, Effect]]] = {}
 
     @property
     def station_id(self) -> str:
@@ -62,14 +61,15 @@ class SimulatedStation:
 
     def model(self, sensor_id: str) -> SensorModel:
         """The physics of one of the station's sensors, built on first use."""
-        return self._model(self.station.sensor(sensor_id))
+        return self._device(self.station.sensor(sensor_id)).model
 
-    def _model(self, sensor: SensorInfo) -> SensorModel:
-        model = self._models.get(sensor.sensor_id)
-        if model is None:
-            model = model_for(sensor, self.seed, weather=self._weather)
-            self._models[sensor.sensor_id] = model
-        return model
+    def _device(self, sensor: SensorInfo) -> SimulatedSensor:
+        device = self._devices.get(sensor.sensor_id)
+        if device is None:
+            model = model_for(sensor, self.seed, weather=self._weather, street=self.street)
+            device = SimulatedSensor(sensor, model, self.policy(sensor))
+            self._devices[sensor.sensor_id] = device
+        return device
 
     def policy(self, sensor: SensorInfo) -> ReportPolicy:
         """The sensor's reporting policy: the station's for its kind, else the default."""
@@ -88,7 +88,7 @@ class SimulatedStation:
                 )
         effect = _effect(incident)
         for sensor in touched:
-            self._effects.setdefault(sensor.sensor_id, []).append((incident, effect))
+            self._device(sensor).touch(incident, effect)
         self._incidents.append(incident)
 
     def set_low_battery(
@@ -103,28 +103,35 @@ class SimulatedStation:
     def read(self, ts: datetime) -> list[Reading]:
         """One reading per sensor, stamped ``ts`` (converted to UTC)."""
         ts = aware_utc(ts)
-        return [self._read(sensor, ts) for sensor in self.station.sensors]
+        t_us = micros(ts)
+        readings = []
+        for sensor in self.station.sensors:
+            device = self._device(sensor)
+            readings.append(device.reading(t_us, device.values_at(t_us, ts), ts))
+        return readings
 
     def read_due(self, ts: datetime) -> list[Reading]:
         """The readings the devices report at ``ts`` under their policies (often none)."""
         ts = aware_utc(ts)
+        t_us = micros(ts)
         due = []
         for sensor in self.station.sensors:
-            reading = self._read(sensor, ts)
-            reporter = self._reporters.get(sensor.sensor_id)
-            if reporter is None:
-                reporter = self._reporters[sensor.sensor_id] = Reporter(self.policy(sensor))
-            if reporter.offer(ts, reading.values):
-                due.append(reading)
+            device = self._device(sensor)
+            values = device.values_at(t_us, ts)
+            if device.reporter.offer_us(t_us, values):
+                due.append(device.reading(t_us, values, ts))
         return due
 
-    def _read(self, sensor: SensorInfo, ts: datetime) -> Reading:
-        sensor_id = sensor.sensor_id
-        values = self._model(sensor).sample(ts)
-        for incident, effect in self._effects.get(sensor_id, ()):
-            if incident.active(ts):
-                values = effect(sensor_id, values, ts)
-        return Reading(sensor_id=sensor_id, kind=sensor.kind, ts=ts, values=values)
+    def reports(self, ticks: Ticks, first: int, stop: int) -> list[tuple[int, Reading]]:
+        """What the devices report at ticks ``first`` .. ``stop - 1`` with the time of each
+        (microseconds since the epoch), in time order, sensors in station order within a tick."""
+        found = []
+        for order, sensor in enumerate(self.station.sensors):
+            device = self._device(sensor)
+            found += [(t_us, order, values) for t_us, values in device.reports(ticks, first, stop)]
+        found.sort(key=lambda item: (item[0], item[1]))
+        devices = [self._device(sensor) for sensor in self.station.sensors]
+        return [(t_us, devices[order].reading(t_us, values)) for t_us, order, values in found]
 
 
 def _effect(incident: Incident) -> Effect:
@@ -138,13 +145,17 @@ class SimulatedFleet:
     """Every station of a city, simulated; routes incidents to the stations they touch."""
 
     def __init__(
-        self, city: City, *, policies: Mapping[SensorKind, ReportPolicy] | None = None
+        self,
+        city: City,
+        *,
+        policies: Mapping[SensorKind, ReportPolicy] | None = None,
+        street: Street | None = None,
     ) -> None:
         self.city = city
         weather = Weather(city.seed)
         self.stations: dict[str, SimulatedStation] = {
             station.station_id: SimulatedStation(
-                station, city.seed, policies=policies, weather=weather
+                station, city.seed, policies=policies, weather=weather, street=street
             )
             for station in city.stations
         }

@@ -34,6 +34,8 @@ class InjectedIncident(Incident, Protocol):
     """An incident of a known kind, with everything ground truth needs."""
 
     kind: ClassVar[str]
+    severity: ClassVar[str]
+    """The severity its case should carry: critical, urgent, or maintenance."""
 
     @property
     def start(self) -> datetime: ...
@@ -67,6 +69,8 @@ class Window(ABC):
 
     __slots__ = ()
     kind: ClassVar[str]
+    severity: ClassVar[str]
+    """The severity the case should carry: critical, urgent, or maintenance."""
     sensor_kind: ClassVar[SensorKind]
     start: datetime
     duration: timedelta

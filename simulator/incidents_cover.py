@@ -23,6 +23,7 @@ class CoverOpen(OneSensor):
     """A manhole cover lifted, displaced or missing: its tilt reads about ``angle_deg``."""
 
     kind: ClassVar[str] = "cover_open"
+    severity: ClassVar[str] = "urgent"
     sensor_kind: ClassVar[SensorKind] = SensorKind.COVER
     sensor_id: str
     start: datetime
@@ -48,6 +49,7 @@ class Flooding(Window):
     (``level_m`` above the well's alarm depth means water at the surface)."""
 
     kind: ClassVar[str] = "flooding"
+    severity: ClassVar[str] = "urgent"
     sensor_kind: ClassVar[SensorKind] = SensorKind.COVER
     covers: tuple[str, ...]
     """The flooded covers' sensor ids; the first is where the flood is reported from."""
@@ -126,6 +128,7 @@ class GasLeak(OneSensor):
     """Methane leaking into a sewer or gas well: CH4 builds up towards ``ppm``."""
 
     kind: ClassVar[str] = "gas_leak"
+    severity: ClassVar[str] = "critical"
     sensor_kind: ClassVar[SensorKind] = SensorKind.COVER
     sensor_id: str
     start: datetime

@@ -25,6 +25,7 @@ class PressureBurst(Window):
     stays down; each neighbour ``(sensor_id, factor)`` sees ``factor`` (0..1] of the drop."""
 
     kind: ClassVar[str] = "pressure_burst"
+    severity: ClassVar[str] = "urgent"
     sensor_kind: ClassVar[SensorKind] = SensorKind.PRESSURE
     sensor_id: str
     start: datetime
@@ -82,6 +83,7 @@ class PoleFall(OneSensor):
     spike of ``vibration_g`` at the impact that dies away over a few seconds."""
 
     kind: ClassVar[str] = "pole_fall"
+    severity: ClassVar[str] = "critical"
     sensor_kind: ClassVar[SensorKind] = SensorKind.POLE
     sensor_id: str
     start: datetime
@@ -113,9 +115,11 @@ class PoleFall(OneSensor):
 
 @dataclass(frozen=True, slots=True)
 class PoleCreep(OneSensor):
-    """A pole leaning slowly (foundation settling): maintenance work, not an emergency."""
+    """A pole leaning slowly (foundation settling): maintenance work on the pole's class, not
+    an emergency."""
 
     kind: ClassVar[str] = "pole_creep"
+    severity: ClassVar[str] = "maintenance"
     sensor_kind: ClassVar[SensorKind] = SensorKind.POLE
     sensor_id: str
     start: datetime
@@ -132,4 +136,4 @@ class PoleCreep(OneSensor):
         return {**values, "tilt_deg": values.get("tilt_deg", 0.0) + extra}
 
     def expected_case(self, sensor: SensorInfo) -> ExpectedCase | None:
-        return None
+        return ("component", sensor.class_code)

@@ -10,14 +10,16 @@ same scenario and seed give byte-identical files.
 from __future__ import annotations
 
 import random
+from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from protocol import (
     Channel,
     Reading,
     SensorInfo,
+    SensorKind,
     StationState,
     StationTopic,
     TelemetryBatch,
@@ -27,9 +29,17 @@ from simulator.city import City, build_city
 from simulator.faults import Fault, FaultPlan, garbage_payload
 from simulator.fleet import SimulatedFleet
 from simulator.incidents import build_incident, suits
+from simulator.physics import Street
 from simulator.recording import Record, RecordingWriter
-from simulator.scenario import FaultSpec, IncidentSpec, Scenario
+from simulator.reporting import ReportPolicy, micros, policy_for
+from simulator.sampling import Ticks, utc_from_us
+from simulator.scenario import CitySpec, FaultSpec, IncidentSpec, Scenario
+from simulator.traffic import DayClock
 from simulator.truth import GroundTruth, LabelledIncident, write_truth
+
+_Queue = deque[tuple[int, Reading]]
+CHUNK = timedelta(hours=1)
+"""The devices' reports are worked out this much simulated time at a time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +92,14 @@ class _Run:
             pressure_per_station=spec.pressure_per_station,
             poles_per_station=spec.poles_per_station,
         )
-        self.fleet = SimulatedFleet(self.city)
-        self.rng = random.Random(f"{scenario.seed}/scenario/{scenario.name}")
         self.start = scenario.start.astimezone(UTC)
+        street = Street(
+            loose_covers=spec.loose_covers,
+            wind=spec.wind,
+            clock=DayClock(spec.day_length.total_seconds(), self.start.timestamp()),
+        )
+        self.fleet = SimulatedFleet(self.city, policies=_policies(spec, street), street=street)
+        self.rng = random.Random(f"{scenario.seed}/scenario/{scenario.name}")
         self.end = scenario.start + scenario.duration
         boot = int(self.start.timestamp())
         self.edges = {sid: _Edge(sid, boot) for sid in self.fleet.stations}
@@ -127,6 +142,7 @@ class _Run:
             end=start + spec.duration,
             expected_category=expected[0] if expected else None,
             expected_class=expected[1] if expected else None,
+            expected_severity=incident.severity,
             during_outage=any(
                 f.kind == "station_offline"
                 and f.station_id == station
@@ -195,32 +211,59 @@ class _Run:
             self._publish(ts, topic, payload, retain=False)
             self.counts["duplicates"] += 1
 
-    def _garbage(self, ts: datetime) -> None:
-        for fault in self.faults.garbage_due(ts, self.scenario.edge.tick):
-            assert fault.station_id is not None
-            topic = StationTopic(fault.station_id, Channel.TELEMETRY)
-            for index in range(fault.count):
-                self._publish(ts, topic, garbage_payload(self.rng, index), retain=False)
-                self.counts["garbage"] += 1
+    def _garbage(self, ts: datetime, fault: Fault) -> None:
+        assert fault.station_id is not None
+        topic = StationTopic(fault.station_id, Channel.TELEMETRY)
+        for index in range(fault.count):
+            self._publish(ts, topic, garbage_payload(self.rng, index), retain=False)
+            self.counts["garbage"] += 1
 
     def run(self) -> GroundTruth:
-        tick, batch_every = self.scenario.edge.tick, self.scenario.edge.batch_interval
+        """Tick by tick: the devices' reports go to their station's outbox (worked out a
+        ``CHUNK`` at a time), garbage goes out at its tick, batches every ``batch_interval``."""
+        edge = self.scenario.edge
+        ticks = Ticks(micros(self.start), micros(self.start + edge.tick) - micros(self.start))
+        every_us = micros(self.start + edge.batch_interval) - micros(self.start)
+        total = ticks.first_at_or_after(micros(self.end))
+        chunk = max(1, CHUNK // edge.tick)
+        garbage: dict[int, list[Fault]] = {}
+        for fault in self.faults.faults:
+            if fault.kind == "garbage":
+                garbage.setdefault(ticks.first_at_or_after(micros(fault.start)), []).append(fault)
+        queues: dict[str, _Queue] = {s: deque() for s in self.fleet.stations}
         online = dict.fromkeys(self.fleet.stations, True)
         for station_id in sorted(self.fleet.stations):
             self._state(self.start, station_id, online=True)
-        next_batch = self.start + batch_every
-        ts = self.start
-        while ts < self.end:
-            for station_id, station in self.fleet.stations.items():
-                readings = self.faults.distort(station_id, station.read_due(ts), ts)
-                self.edges[station_id].outbox.extend(readings)
-            self._garbage(ts)
-            if ts >= next_batch:
-                self._batch_round(ts, online)
-                next_batch += batch_every
-            ts += tick
+        next_batch, worked_out = ticks.start_us + every_us, 0
+        for k in range(total):
+            if k >= worked_out:
+                stop = min(total, worked_out + chunk)
+                for station_id, station in self.fleet.stations.items():
+                    queues[station_id].extend(station.reports(ticks, worked_out, stop))
+                worked_out = stop
+            t_us = ticks.at(k)
+            for fault in garbage.get(k, ()):
+                self._garbage(utc_from_us(t_us), fault)
+            if t_us >= next_batch:
+                self._to_outboxes(queues, t_us)
+                self._batch_round(utc_from_us(t_us), online)
+                next_batch += every_us
+        self._to_outboxes(queues, None)
         self._batch_round(self.end, online, final=True)
         return self._truth()
+
+    def _to_outboxes(
+        self, queues: dict[str, deque[tuple[int, Reading]]], until: int | None
+    ) -> None:
+        """Move the reports taken up to ``until`` (all: None) into the stations' outboxes,
+        through the sensor and clock faults."""
+        for station_id, queue in queues.items():
+            outbox = self.edges[station_id].outbox
+            while queue and (until is None or queue[0][0] <= until):
+                t_us, reading = queue.popleft()
+                if self.faults.faults:
+                    (reading,) = self.faults.distort(station_id, [reading], utc_from_us(t_us))
+                outbox.append(reading)
 
     def _batch_round(self, ts: datetime, online: dict[str, bool], final: bool = False) -> None:
         for station_id in sorted(self.fleet.stations):
@@ -243,6 +286,21 @@ class _Run:
             faults=tuple(self.faults.faults),
             messages=dict(self.counts),
         )
+
+
+def _policies(spec: CitySpec, street: Street) -> dict[SensorKind, ReportPolicy]:
+    """The reporting policy of each sensor kind the scenario sets (others: the default)."""
+    kinds = {SensorKind(name): mode for name, mode in spec.reporting.items()}
+    if street.clock.speed != 1.0:
+        kinds = {kind: kinds.get(kind, "periodic") for kind in SensorKind}
+    return {
+        kind: policy_for(kind, _powered(kind), mode, day_speed=street.clock.speed)
+        for kind, mode in kinds.items()
+    }
+
+
+def _powered(kind: SensorKind) -> bool:
+    return kind is SensorKind.POLE
 
 
 def run_scenario(scenario: Scenario, out_dir: Path) -> RunOutput:

@@ -15,6 +15,16 @@ A scenario is data, checked when loaded; every mistake is reported with where an
 Durations are seconds (a number) or ``<n>s|m|h|d``; ``start`` of an incident or fault is an
 offset from the scenario's start. ``sensor: random`` / ``station: random`` pick a target from
 the seed, among sensors of the kind the incident needs.
+
+The city section also says how hard the street is (defaults: an ordinary street, 15 % loose
+covers, breezy wind, a real-time day)::
+
+    city: {loose_covers: 0.15, wind: gusty, day_length: 2h, reporting: {cover: exception}}
+
+``loose_covers``: share of covers rocked by streams of vehicles; ``wind``: calm | breezy |
+gusty; ``day_length``: the daily cycles (demand peaks, rush hours) run in this time;
+``reporting``: per sensor kind, ``periodic`` (every second while an alarm lasts) or
+``exception`` (on raise and recovery only), plus the heartbeat either way.
 """
 
 from __future__ import annotations
@@ -58,6 +68,8 @@ Duration = Annotated[timedelta, BeforeValidator(_duration)]
 Offset = Annotated[timedelta, BeforeValidator(_duration), Field(ge=timedelta(0))]
 Positive = Annotated[timedelta, BeforeValidator(_duration), Field(gt=timedelta(0))]
 
+SensorKindName = Literal["cover", "pressure", "pole"]
+ReportingMode = Literal["periodic", "exception"]
 IncidentKind = Literal[
     "cover_open", "pressure_burst", "pole_fall", "pole_creep", "flooding", "gas_leak"
 ]
@@ -83,6 +95,16 @@ class CitySpec(_Strict):
     covers_per_station: int = Field(default=3, ge=0, le=1000)
     pressure_per_station: int = Field(default=1, ge=0, le=1000)
     poles_per_station: int = Field(default=1, ge=0, le=1000)
+    loose_covers: float = Field(
+        default=0.15, ge=0.0, le=1.0, description="Share of covers rocked by streams of vehicles."
+    )
+    wind: Literal["calm", "breezy", "gusty"] = "breezy"
+    day_length: Positive = Field(
+        default=timedelta(days=1), le=timedelta(days=1), description="A compressed day."
+    )
+    reporting: dict[SensorKindName, ReportingMode] = Field(
+        default_factory=dict, description="Per sensor kind: periodic or exception."
+    )
 
 
 class EdgeSpec(_Strict):

@@ -3,6 +3,11 @@
 Per incident kind: recall, detection delay (event time from incident start to case opening,
 p50/p95), duplicate cases, cases of the wrong class; overall: false alarms per 1,000
 sensor-days. An incident kind that no enabled rule watches is reported as such, not as 0 %.
+
+A case matches an incident when its sensor, or any of its ``members`` (one case for a burst
+felt by neighbours names them all), is among the incident's sensors, and it started within
+the incident's window (± ``MATCH_SLACK``). Maintenance incidents (pole creep) expect a
+``maintenance`` case on the asset's class; a critical or urgent case on one is a false alarm.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ WATCHED_VALUE = {
     "pole_creep": ("pole", "tilt_deg"),
 }
 MATCH_SLACK = timedelta(seconds=60)
+SEVERITIES = ("critical", "urgent", "warning", "maintenance")
+EMERGENCY = ("critical", "urgent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,13 +46,31 @@ class ScoredCase:
     opened_at: datetime
     detected_at: datetime | None = None
     """When ingest saw it: the replayed publish time in a backtest, wall time when live."""
+    severity: str | None = None
+    """critical / urgent / warning / maintenance; None (older cases): taken as urgent."""
+    members: tuple[str, ...] = ()
+    """Every sensor the case names, primary first (a burst seen by its neighbours)."""
+
+    @property
+    def emergency(self) -> bool:
+        return self.severity is None or self.severity in EMERGENCY
+
+    @property
+    def sensors(self) -> tuple[str, ...]:
+        return (self.sensor_id, *self.members)
 
     @classmethod
     def from_api(cls, item: Mapping[str, Any] | Any) -> ScoredCase:
-        """From a case as ``GET /api/v1/cases`` shows it (dict) or a ``CaseOut``."""
+        """From a case as ``GET /api/v1/cases`` shows it (dict) or a ``CaseOut``; ``severity``
+        and ``members`` are read when the case carries them."""
 
         def value(name: str) -> Any:
             return item[name] if isinstance(item, Mapping) else getattr(item, name)
+
+        def optional(name: str) -> Any:
+            if isinstance(item, Mapping):
+                return item.get(name)
+            return getattr(item, name, None)
 
         def time(name: str) -> datetime:
             raw = value(name)
@@ -59,6 +84,8 @@ class ScoredCase:
             started_at=time("started_at"),
             opened_at=time("opened_at"),
             detected_at=time("detected_at"),
+            severity=optional("severity"),
+            members=tuple(str(m) for m in optional("members") or ()),
         )
 
 
@@ -69,10 +96,15 @@ class KindScore:
     rule: str | None
     """The rule(s) watching this kind's value, or None when no rule exists yet."""
     emergency: bool
-    """False for kinds that must not open an emergency case (e.g. pole creep)."""
+    """False for maintenance kinds, which must not open an emergency case (pole creep)."""
     detected: int = 0
     wrong_class: int = 0
     duplicates: int = 0
+    wrong_severity: int = 0
+    """Cases of the right class but the wrong kind of severity: maintenance on an emergency,
+    warning on a maintenance incident."""
+    emergency_cases: int = 0
+    """Critical or urgent cases on maintenance incidents: false alarms."""
     delays_s: tuple[float, ...] = ()
     """Event time from incident start to the case opening (device clocks)."""
     latencies_s: tuple[float, ...] = ()
@@ -81,7 +113,7 @@ class KindScore:
 
     @property
     def recall(self) -> float | None:
-        if self.rule is None or not self.emergency or not self.incidents:
+        if self.rule is None or not self.incidents:
             return None
         return self.detected / self.incidents
 
@@ -122,6 +154,8 @@ class Score:
                     "detected": k.detected,
                     "wrong_class": k.wrong_class,
                     "duplicates": k.duplicates,
+                    "wrong_severity": k.wrong_severity,
+                    "emergency_cases": k.emergency_cases,
                     "delay_p50_s": k.delay_percentile(50),
                     "delay_p95_s": k.delay_percentile(95),
                     "latency_p50_s": k.latency_percentile(50),
@@ -136,18 +170,18 @@ def _status(kind: KindScore) -> str:
     if kind.rule is None:
         sensor_kind, value = WATCHED_VALUE[kind.kind]
         return f"no rule watches {sensor_kind}.{value} yet"
-    return "scored" if kind.emergency else "must not open a case"
+    return "scored" if kind.emergency else "maintenance: no emergency case may open"
 
 
 def _rules_for(rules: RuleSet, kind: str) -> str | None:
     sensor_kind, value = WATCHED_VALUE[kind]
-    ids = [r.id for r in rules.rules if r.enabled and r.kind == sensor_kind and r.field == value]
+    ids = [r.id for r in rules.rules if r.enabled and r.kind == sensor_kind and value in r.fields()]
     return ",".join(ids) or None
 
 
 def _matches(case: ScoredCase, incident: LabelledIncident) -> bool:
     return (
-        case.sensor_id in incident.sensors
+        any(sensor in incident.sensors for sensor in case.sensors)
         and incident.start - MATCH_SLACK <= case.started_at <= incident.end + MATCH_SLACK
     )
 
@@ -162,9 +196,7 @@ def score(truth: GroundTruth, cases: Iterable[ScoredCase], rules: RuleSet) -> Sc
     for kind, incidents in sorted(kinds.items()):
         results.append(_score_kind(kind, incidents, all_cases, claimed, rules, truth))
     unexpected = tuple(c for i, c in enumerate(all_cases) if i not in claimed)
-    no_emergency = sum(
-        k.detected + k.wrong_class + k.duplicates for k in results if not k.emergency
-    )
+    no_emergency = sum(k.emergency_cases for k in results)
     return Score(
         scenario=truth.scenario,
         sensor_days=truth.sensor_days,
@@ -183,20 +215,26 @@ def _score_kind(
     rules: RuleSet,
     truth: GroundTruth,
 ) -> KindScore:
-    detected = wrong = duplicates = 0
+    detected = wrong = duplicates = wrong_severity = emergency_cases = 0
     delays, latencies = [], []
     timeline = (truth.start, truth.end + timedelta(days=1))
-    emergency = incidents[0].expected_class is not None
+    emergency = not incidents[0].maintenance
     for incident in incidents:
-        hits = [i for i, c in enumerate(cases) if i not in claimed and _matches(c, incident)]
-        claimed.update(hits)
-        right = [
-            cases[i]
-            for i in hits
-            if (cases[i].category, cases[i].class_code)
-            == (incident.expected_category, incident.expected_class)
+        found = [i for i, c in enumerate(cases) if i not in claimed and _matches(c, incident)]
+        claimed.update(found)
+        hits = [cases[i] for i in found]
+        if not emergency:
+            alarms = [c for c in hits if c.emergency]
+            emergency_cases += len(alarms)
+            hits = [c for c in hits if not c.emergency]
+        classed = [
+            c
+            for c in hits
+            if (c.category, c.class_code) == (incident.expected_category, incident.expected_class)
         ]
-        wrong += len(hits) - len(right)
+        wrong += len(hits) - len(classed)
+        right = [c for c in classed if (c.severity == "maintenance") != emergency]
+        wrong_severity += len(classed) - len(right)
         if right:
             detected += 1
             duplicates += len(right) - 1
@@ -213,6 +251,8 @@ def _score_kind(
         detected=detected,
         wrong_class=wrong,
         duplicates=duplicates,
+        wrong_severity=wrong_severity,
+        emergency_cases=emergency_cases,
         delays_s=tuple(delays),
         latencies_s=tuple(latencies),
     )

@@ -31,6 +31,15 @@ class LabelledIncident:
     """``None``: no emergency case should open (e.g. slow pole creep is maintenance)."""
     during_outage: bool = False
     """The station's link was down at some point during the incident."""
+    expected_severity: str | None = None
+    """critical / urgent for emergencies; ``maintenance`` for a case that is work to plan
+    (pole creep: expected on the pole's class, and no critical or urgent case may open)."""
+
+    @property
+    def maintenance(self) -> bool:
+        """A maintenance incident: an emergency case on it is a false alarm. Older truth
+        files mark it by an expected class of None."""
+        return self.expected_severity == "maintenance" or self.expected_class is None
 
 
 @dataclass(frozen=True, slots=True)

@@ -166,3 +166,12 @@ def test_engine_reads_no_wall_clock() -> None:
     for reading in old:
         alerts += engine.process("st-1", [reading], reading.ts)
     assert [a.state for a in alerts] == ["open"]
+
+
+def test_a_reconnect_birth_does_not_make_the_backlog_a_reset_clock() -> None:
+    feed = Feed(HOLD_20.replace("hold: 20", "hold: 3"))
+    feed.engine.note_birth("st-1", T0)
+    feed.engine.note_birth("st-1", T0 + timedelta(minutes=10))  # back after an outage
+    out = feed.send(*(at(60 + t, 60) for t in range(10)), sent=600)
+    assert out == [("open", "c1", 60, 63)]
+    assert feed.engine.stats.clock_reset_flagged == 0

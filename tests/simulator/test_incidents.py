@@ -120,7 +120,7 @@ EXPECTED = {
     "cover_open": "component",
     "pressure_burst": ("event", "0402"),
     "pole_fall": "component",
-    "pole_creep": None,
+    "pole_creep": "component",  # a maintenance case on the pole's class
     "flooding": ("event", "0406"),
     "gas_leak": ("event", "0403"),
 }
@@ -179,6 +179,9 @@ def test_each_kind_names_the_case_it_should_become(kind: str) -> None:
         expected = ("component", sensor.class_code)
     assert incident.expected_case(sensor) == expected
     assert isinstance(incident, InjectedIncident)
+    maintenance = kind == "pole_creep"
+    assert (incident.severity == "maintenance") == maintenance
+    assert incident.severity in ("critical", "urgent", "maintenance")
 
 
 def test_a_burst_is_seen_by_its_neighbours_attenuated() -> None:

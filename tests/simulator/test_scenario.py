@@ -35,6 +35,12 @@ def test_durations_accept_seconds_and_units() -> None:
         ("faults: [{kind: garbage, station: random, start: 1m, count: 0}]", "faults.0.count"),
         ("incidents: [{kind: cover_open, start: 5 minutes, duration: 1m}]", "not a number"),
         ("colour: red", "colour"),
+        ("city: {wind: stormy}", "city.wind: Input should be 'calm', 'breezy' or 'gusty'"),
+        ("city: {loose_covers: 1.5}", "city.loose_covers: Input should be less than or equal"),
+        ("city: {day_length: 2d}", "city.day_length: Input should be less than or equal"),
+        ("city: {day_length: 0s}", "city.day_length: Input should be greater than"),
+        ("city: {reporting: {tree: exception}}", "city.reporting.tree.\\[key\\]"),
+        ("city: {reporting: {cover: sometimes}}", "city.reporting.cover: Input should be"),
     ],
 )
 def test_mistakes_are_reported_with_where_and_why(extra: str, message: str) -> None:
@@ -45,3 +51,19 @@ def test_mistakes_are_reported_with_where_and_why(extra: str, message: str) -> N
 def test_not_yaml_is_a_scenario_error() -> None:
     with pytest.raises(ScenarioError, match="not valid YAML"):
         parse_scenario("name: [", "x.yaml")
+
+
+def test_the_street_options_parse() -> None:
+    scenario = parse_scenario(
+        BASE
+        + "city: {loose_covers: 0.2, wind: gusty, day_length: 2h, reporting: {cover: exception}}"
+    )
+    city = scenario.city
+    assert (city.loose_covers, city.wind, city.day_length) == (0.2, "gusty", timedelta(hours=2))
+    assert city.reporting == {"cover": "exception"}
+    default = parse_scenario(BASE).city
+    assert (default.loose_covers, default.wind, default.day_length) == (
+        0.15,
+        "breezy",
+        timedelta(1),
+    )
