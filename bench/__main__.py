@@ -51,6 +51,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(table(measurements))
+    for m in measurements:
+        if "bytes_per_sensor" in m.figures:
+            print(
+                f"{m.name}: {m.figures['bytes_per_sensor']:.0f} B/sensor in memory, "
+                f"{m.figures['snapshot_bytes_per_sensor']:.0f} B/sensor in the snapshot "
+                f"({m.figures['snapshot_learned_bytes_per_sensor']:.0f} with profiles learned), "
+                f"{m.params['sensors']:,} sensors"
+            )
     print(f"\n{len(measurements)} measurements in {result['seconds']:.0f} s; written to {args.out}")
 
 

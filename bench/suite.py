@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from bench.broker_rate import BASELINE_STYLE, measure_publisher
 from bench.encoding import measure_encoders
+from bench.engine import Traffic, measure_state, measure_throughput
 from bench.ingest import measure_decode, measure_end_to_end, measure_pipeline, traffic
 from bench.load import measure_loadgen
 from bench.report import Measurement, compared
@@ -32,6 +33,11 @@ class Plan:
     batch: int = 50
     processes: int = 2
     fixed_rate: float = 10_000.0
+    engine_stations: int = 200
+    engine_steps: int = 40
+    engine_chunk: int = 200
+    """Batches per ``BatchEngine.process_chunk`` call."""
+    state_sensors: int = 1_000_000
 
     def load(
         self, host: str, port: int, *, rate: float | None, qos: int, total: int | None = None
@@ -50,7 +56,19 @@ class Plan:
         )
 
 
-QUICK = Plan("quick", 2.0, 3.0, 1_000, 2_000, 200_000, (1,), ())
+QUICK = Plan(
+    "quick",
+    2.0,
+    3.0,
+    1_000,
+    2_000,
+    200_000,
+    (1,),
+    (),
+    engine_stations=100,
+    engine_steps=20,
+    state_sensors=100_000,
+)
 FULL = Plan(
     "full",
     5.0,
@@ -72,6 +90,14 @@ def in_process(plan: Plan) -> Iterator[Measurement]:
     decode = measure_decode(messages, plan.batch)
     yield decode
     yield compared(measure_pipeline(messages, plan.batch), decode, ["readings_per_s"])
+    yield from engine(plan)
+
+
+def engine(plan: Plan) -> Iterator[Measurement]:
+    """The rule engine alone: plain loop against batched path, and its state at fleet size."""
+    spec = Traffic(stations=plan.engine_stations, steps=plan.engine_steps)
+    yield from measure_throughput(spec, plan.engine_chunk)
+    yield measure_state(plan.state_sensors)
 
 
 def through_broker(

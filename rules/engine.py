@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from protocol import Reading, kind_values
 from rules.alerts import Alert, Evidence
-from rules.clock import ClockPolicy, check_clock
+from rules.clock import ClockPolicy, Row, check_clock
 from rules.compiled import CompiledRule, compile_rules
 from rules.conditions import Memory
 from rules.groups import Groups, Locate
@@ -80,11 +80,17 @@ class RuleEngine:
     ) -> list[Alert]:
         """One batch of a station; returns the transitions it caused (maybe none yet: readings
         wait for the allowed lateness). ``sent_at`` is the edge clock when it was sent."""
-        station = self._station(station_id)
         rows = [(r.ts.timestamp(), r.sensor_id, r.kind.value, r.values) for r in readings]
+        sent = sent_at.timestamp() if sent_at is not None else None
+        return self.process_rows(station_id, rows, sent)
+
+    def process_rows(self, station_id: str, rows: list[Row], sent: float | None) -> list[Alert]:
+        """``process`` on rows (event time in epoch seconds, sensor id, kind, values)."""
+        station = self._station(station_id)
         if not rows:
             return []
-        sent = sent_at.timestamp() if sent_at is not None else max(row[0] for row in rows)
+        if sent is None:
+            sent = max(row[0] for row in rows)
         checked = check_clock(station, rows, sent, self.clock_policy, self.stats)
         for t, sensor_id, kind, values, flags in checked.readings:
             self._order += 1
@@ -109,9 +115,12 @@ class RuleEngine:
         return self._take()
 
     def note_birth(self, station_id: str, ts: datetime) -> None:
-        """A station announced itself: a device time before this is a reset clock."""
+        """A station announced itself: a device time before its first birth is a reset clock."""
         station = self._station(station_id)
-        station.born = max(station.born, ts.timestamp() - self.clock_policy.birth_slack)
+        born = ts.timestamp() - self.clock_policy.birth_slack
+        # The first birth counts: a reconnect's birth must not make its own backlog "too old".
+        if station.born == float("-inf") or born < station.born:
+            station.born = born
 
     # -- evaluation in event time ----------------------------------------------------------
     def _station(self, station_id: str) -> StationState:
