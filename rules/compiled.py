@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rules.conditions import Memory, Test, compile_condition, threshold_of
-from rules.schema import Count, Rule, RuleSet
+from rules.schema import AllOf, AnyOf, Condition, Count, Rule, RuleSet
 from rules.state import Track
 
 
@@ -49,13 +49,28 @@ class CompiledRule:
         return threshold_of(watched[0], memory, t)
 
 
-def _fast(
-    rule: Rule, when: Test | None, stateful: bool
-) -> Callable[[dict[str, float]], bool | None] | None:
+def _fast(rule: Rule, stateful: bool) -> Callable[[dict[str, float]], bool | None] | None:
     """The open condition alone, for rules that remember nothing between readings."""
-    if when is None or stateful:
+    if rule.when is None or stateful:
         return None
-    return lambda values: when(values, 0.0, None)
+    return _screen(rule.when)
+
+
+def _screen(condition: Condition) -> Callable[[dict[str, float]], bool | None]:
+    """A stateless condition as closures on the values alone (no memory, no time)."""
+    if isinstance(condition, AllOf | AnyOf):
+        test = compile_condition(condition).test
+        return lambda values: test(values, 0.0, None)
+    name = condition.field
+    if condition.above is not None:
+        above = condition.above
+        return lambda values: None if (v := values.get(name)) is None else v > above
+    if condition.below is not None:
+        below = condition.below
+        return lambda values: None if (v := values.get(name)) is None else v < below
+    assert condition.outside is not None
+    low, high = condition.outside
+    return lambda values: None if (v := values.get(name)) is None else (v < low or v > high)
 
 
 def _never(_values: object, _t: float, _memory: object) -> bool | None:
@@ -75,7 +90,7 @@ def compile_rule(rule: Rule) -> CompiledRule:
         field=rule.primary_field,
         when=when.test if when is not None else _never,
         clear_test=clear.test if clear is not None else None,
-        fast=_fast(rule, when.test if when else None, when is not None and when.stateful),
+        fast=_fast(rule, when is not None and when.stateful),
         stateful=when is not None and when.stateful,
         hold=rule.hold,
         steady=rule.steady,

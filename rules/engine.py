@@ -12,6 +12,7 @@ live, replayed at ×100, or in a backtest. All state is in ``RuleEngine.state`` 
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
@@ -80,7 +81,7 @@ class RuleEngine:
     ) -> list[Alert]:
         """One batch of a station; returns the transitions it caused (maybe none yet: readings
         wait for the allowed lateness). ``sent_at`` is the edge clock when it was sent."""
-        rows = [(r.ts.timestamp(), r.sensor_id, r.kind.value, r.values) for r in readings]
+        rows = [(r.ts.timestamp(), r.sensor_id, r.kind, r.values) for r in readings]  # kind: a str
         sent = sent_at.timestamp() if sent_at is not None else None
         return self.process_rows(station_id, rows, sent)
 
@@ -133,15 +134,18 @@ class RuleEngine:
         buffer = station.buffer
         if buffer:
             buffer.sort()
-            cut = 0
-            while cut < len(buffer) and buffer[cut][0] <= frontier:
-                cut += 1
+            cut = bisect_right(buffer, frontier, key=_event_time)
             ready, station.buffer = buffer[:cut], buffer[cut:]
+            timers = station.timers
+            scans = self._no_data_min is not None
             for t, _order, sensor_id, kind, values, flags in ready:
                 if t < station.clock:
                     self._late(station_id, station, t, sensor_id, kind, values, flags)
                     continue
-                self._advance(station_id, station, t, before=True)
+                if (timers and timers[0][0] < t) or (scans and t >= station.next_scan):
+                    self._advance(station_id, station, t, before=True)
+                elif t > station.clock:
+                    station.clock = t
                 self._reading(station_id, station, t, sensor_id, kind, values, flags)
         if frontier > station.clock:
             self._advance(station_id, station, frontier)
@@ -570,6 +574,10 @@ class RuleEngine:
                 track = self._track(sensor, rule)
                 if track.phase not in (OPEN, CLEARING):
                     track.phase, track.incident = OPEN, (first, start)
+
+
+def _event_time(item: BufferedReading) -> float:
+    return item[0]
 
 
 def _remember(track: Track, t: float, value: float) -> None:
