@@ -30,6 +30,7 @@ from rules.state import (
     IDLE,
     OPEN,
     PENDING,
+    BufferedReading,
     SensorState,
     StationState,
     Track,
