@@ -82,7 +82,7 @@ class RuleEngine:
     ) -> list[Alert]:
         """One batch of a station; returns the transitions it caused (maybe none yet: readings
         wait for the allowed lateness). ``sent_at`` is the edge clock when it was sent."""
-        rows = [(r.ts.timestamp(), r.sensor_id, r.kind, r.values) for r in readings]  # kind: a str
+        rows: list[Row] = [(r.ts.timestamp(), r.sensor_id, r.kind, r.values) for r in readings]
         sent = sent_at.timestamp() if sent_at is not None else None
         return self.process_rows(station_id, rows, sent)
 
