@@ -16,6 +16,7 @@ class EngineCollector(Collector):
 
     def __init__(self, engine: RuleEngine) -> None:
         self.engine = engine
+        self.snapshot_bytes = 0
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         stats = self.engine.stats
@@ -33,6 +34,11 @@ class EngineCollector(Collector):
         for name, value in self.engine.state_counts().items():
             state.add_metric([name], value)
         yield state
+        yield GaugeMetricFamily(
+            "citysense_rules_snapshot_bytes",
+            "Size of the last snapshot of the rules engine's state written to disk",
+            value=self.snapshot_bytes,
+        )
 
 
 class IngestMetrics:
@@ -82,6 +88,10 @@ class IngestMetrics:
             "Failed alert deliveries retried (case store unavailable)",
             registry=self.registry,
         )
+
+    def snapshot_written(self, size: int) -> None:
+        if self._engine_collector is not None:
+            self._engine_collector.snapshot_bytes = size
 
     def watch_engine(self, engine: RuleEngine) -> None:
         """Export ``engine``'s counters and state size (replacing an engine watched before)."""

@@ -53,6 +53,7 @@ async def save(pipeline: IngestPipeline, path: Path) -> int:
     async with pipeline.evaluating:
         data = snapshot(pipeline.engine)
     await asyncio.to_thread(write_atomically, path, data)
+    pipeline.metrics.snapshot_written(len(data))
     return len(data)
 
 

@@ -1,11 +1,13 @@
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from ingest.dedup import Deduplicator
 from ingest.fakes import MemoryAlerts, MemoryDeadLetters, MemorySink
 from ingest.pipeline import IngestPipeline
+from ingest.rules_state import load_engine, save
 from protocol import Channel, StationTopic, encode
 from rules import ClockPolicy, RuleEngine, parse_rules
 from tests.factories import batch, birth, cover_info, tilt
@@ -164,3 +166,32 @@ async def test_alert_refused_by_the_center_is_counted_and_dead_lettered() -> Non
     assert alerts.alerts == []
     assert [(t, r) for t, _, r, _ in dead.letters] == [("alert", "alert_refused")]
     assert pipeline.metrics.registry.get_sample_value("citysense_ingest_alerts_refused_total") == 1
+
+
+async def test_engine_counters_and_state_size_are_on_metrics(pipeline: IngestPipeline) -> None:
+    stamped_2000 = tilt(0, 80).model_copy(update={"ts": datetime(2000, 1, 1, tzinfo=UTC)})
+    await fire_message(pipeline, TELEMETRY, encode(batch([tilt(1, 2), stamped_2000], seq=1)))
+    text = pipeline.metrics.render().decode()
+    assert 'citysense_rules_readings_total{outcome="clock_reset_flagged"} 1.0' in text
+    assert 'citysense_rules_readings_total{outcome="late_skipped"}' in text
+    assert 'citysense_rules_state{part="sensors"} 1.0' in text
+    assert "citysense_rules_snapshot_bytes 0.0" in text
+
+
+async def test_snapshots_are_written_atomically_and_counted(
+    pipeline: IngestPipeline, tmp_path: Path
+) -> None:
+    await fire_message(pipeline, TELEMETRY, encode(batch([tilt(1, 80)], seq=1)))
+    size = await save(pipeline, tmp_path / "state" / "rules.snapshot")
+    assert (tmp_path / "state" / "rules.snapshot").stat().st_size == size
+    assert not (tmp_path / "state" / "rules.snapshot.tmp").exists()
+    text = pipeline.metrics.render().decode()
+    assert f"citysense_rules_snapshot_bytes {float(size)}" in text
+
+
+def test_a_damaged_snapshot_is_kept_aside_and_the_engine_starts_fresh(tmp_path: Path) -> None:
+    path = tmp_path / "rules.snapshot"
+    path.write_bytes(b"{half a snapsh")
+    engine = load_engine(QUICK_RULES, path, ClockPolicy())
+    assert engine.state_counts()["sensors"] == 0
+    assert (tmp_path / "rules.snapshot.bad").read_bytes() == b"{half a snapsh"
