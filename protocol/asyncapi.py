@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 from pydantic.json_schema import models_json_schema
 
+from protocol.codec import REJECT_REASONS
 from protocol.models import SCHEMA_VERSION, StationState, TelemetryBatch
 from protocol.topics import STATION_ID_PATTERN, TOPIC_ROOT, Channel
 
@@ -52,7 +53,10 @@ def build_document() -> dict[str, Any]:
             "title": "citysense MQTT interface",
             "version": f"{SCHEMA_VERSION}.0.0",
             "description": "Edge agents on shared IoT base stations publish sensor readings and "
-            "their presence; ingest consumes them. Generated from protocol/models.py.",
+            "their presence; ingest consumes them. Generated from protocol/models.py. Ingest "
+            "refuses a message with one reason of: "
+            + ", ".join(REJECT_REASONS)
+            + " (docs/contract.md says when); a refused message is dead-lettered and counted.",
         },
         "defaultContentType": "application/json",
         "channels": {

@@ -1,20 +1,42 @@
-"""Encode and decode payloads; every failure becomes a ``PayloadError`` with a reason code."""
+"""Encode and decode payloads; every failure becomes a ``PayloadError`` with a reason code.
+
+Decoding parses and validates in one pass (pydantic-core's JSON parser): no Python recursion,
+nesting deeper than the parser's limit (200 levels; a valid payload has 4) is ``too_deep``.
+Whatever goes wrong inside, only ``PayloadError`` leaves ``decode_*``.
+"""
 
 from __future__ import annotations
 
-import json
-from typing import Literal, TypeVar
+from collections.abc import Iterable
+from typing import Final, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails, from_json
 
-from protocol.models import StationState, TelemetryBatch
+from protocol.models import SCHEMA_VERSION, TIME_FIELDS, StationState, TelemetryBatch
 from protocol.topics import StationTopic
 
 RejectReason = Literal[
-    "bad_topic", "not_json", "bad_version", "invalid", "station_mismatch", "too_large"
+    "bad_topic",
+    "too_large",
+    "not_json",
+    "too_deep",
+    "bad_version",
+    "invalid",
+    "unknown_value",
+    "missing_value",
+    "bad_time",
+    "station_mismatch",
+    "foreign_sensor",
 ]
+"""Why a message is refused; the ``reason`` label of ``citysense_ingest_rejected_total``."""
+REJECT_REASONS: Final[tuple[RejectReason, ...]] = get_args(RejectReason)
 MAX_PAYLOAD_BYTES = 1 << 20
 M = TypeVar("M", bound=BaseModel)
+
+_MODEL_REASONS: Final[frozenset[str]] = frozenset({"unknown_value", "missing_value"})
+"""Error types the models raise themselves, named after their reject reason."""
+_OUT_OF_RANGE: Final = frozenset({"greater_than_equal", "less_than"})
 
 
 class PayloadError(ValueError):
@@ -30,30 +52,70 @@ def encode(message: BaseModel) -> bytes:
     return message.model_dump_json().encode()
 
 
-def _load(payload: bytes, known_version: int) -> object:
+def decode_telemetry(topic: StationTopic, payload: bytes) -> TelemetryBatch:
+    batch = _decode(TelemetryBatch, payload)
+    _check_station(topic, batch.station_id)
+    _check_sensors(topic, (reading.sensor_id for reading in batch.readings))
+    return batch
+
+
+def decode_state(topic: StationTopic, payload: bytes) -> StationState:
+    state = _decode(StationState, payload)
+    _check_station(topic, state.station_id)
+    _check_sensors(topic, (sensor.sensor_id for sensor in state.sensors))
+    return state
+
+
+def _decode(model: type[M], payload: bytes) -> M:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise PayloadError("too_large", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
     try:
-        document = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError("not_json", str(exc)) from None
-    if not isinstance(document, dict):
-        raise PayloadError("invalid", "payload is not a JSON object")
-    version = document.get("v")
-    if version != known_version:
-        raise PayloadError("bad_version", f"schema version {version!r}, expected {known_version}")
-    return document
-
-
-def _validate(model: type[M], document: object) -> M:
-    try:
-        return model.model_validate(document)
+        message = model.model_validate_json(payload)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise PayloadError(
-            "invalid", f"{where}: {first['msg']} ({exc.error_count()} errors)"
-        ) from None
+        raise _refusal(exc, payload) from None
+    except RecursionError:
+        raise PayloadError("too_deep", "nested too deeply") from None
+    except (ArithmeticError, TypeError, ValueError) as exc:  # a decoder bug must not kill ingest
+        raise PayloadError("invalid", f"{type(exc).__name__}: {exc}") from None
+    if "v" not in message.model_fields_set:
+        raise PayloadError("bad_version", f"no schema version, expected {SCHEMA_VERSION}")
+    return message
+
+
+def _refusal(exc: ValidationError, payload: bytes) -> PayloadError:
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    first = errors[0]
+    if first["type"] == "json_invalid":
+        too_deep = "recursion limit" in first["msg"]
+        return PayloadError("too_deep" if too_deep else "not_json", first["msg"])
+    if first["loc"] == ():
+        return PayloadError("invalid", "payload is not a JSON object")
+    version = next((error for error in errors if error["loc"] == ("v",)), None)
+    if version is not None:
+        return PayloadError("bad_version", f"v: {version['msg']}, expected {SCHEMA_VERSION}")
+    if _lacks_version(payload):
+        return PayloadError("bad_version", f"no schema version, expected {SCHEMA_VERSION}")
+    where = ".".join(str(part) for part in first["loc"])
+    return PayloadError(_reason(first), f"{where}: {first['msg']} ({exc.error_count()} errors)")
+
+
+def _reason(error: ErrorDetails) -> RejectReason:
+    kind, loc = error["type"], error["loc"]
+    if kind in _MODEL_REASONS:
+        return "unknown_value" if kind == "unknown_value" else "missing_value"
+    if kind in _OUT_OF_RANGE and loc and loc[-1] in TIME_FIELDS:
+        return "bad_time"
+    return "invalid"
+
+
+def _lacks_version(payload: bytes) -> bool:
+    """Whether a payload that failed validation has no ``v`` at all (a version the default
+    would otherwise fill in). Only on the refusal path: parses the payload a second time."""
+    try:
+        document = from_json(payload)
+    except ValueError:
+        return False
+    return isinstance(document, dict) and "v" not in document
 
 
 def _check_station(topic: StationTopic, station_id: str) -> None:
@@ -63,13 +125,12 @@ def _check_station(topic: StationTopic, station_id: str) -> None:
         )
 
 
-def decode_telemetry(topic: StationTopic, payload: bytes) -> TelemetryBatch:
-    batch = _validate(TelemetryBatch, _load(payload, 1))
-    _check_station(topic, batch.station_id)
-    return batch
-
-
-def decode_state(topic: StationTopic, payload: bytes) -> StationState:
-    state = _validate(StationState, _load(payload, 1))
-    _check_station(topic, state.station_id)
-    return state
+def _check_sensors(topic: StationTopic, sensor_ids: Iterable[str]) -> None:
+    """A station speaks only for its own sensors: ids ``<station_id>.<local id>``."""
+    prefix = topic.station_id + "."
+    for sensor_id in sensor_ids:
+        if not sensor_id.startswith(prefix) or len(sensor_id) == len(prefix):
+            raise PayloadError(
+                "foreign_sensor",
+                f"sensor {sensor_id!r} is not one of station {topic.station_id!r}'s",
+            )

@@ -1,17 +1,28 @@
 """Payload models: one frozen pydantic model per MQTT payload.
 
 Every payload carries ``v`` (its schema version). A consumer rejects versions it does not
-know with a reason instead of guessing. Timestamps are timezone-aware (RFC 3339 with offset);
-naive timestamps are rejected because they cannot be placed in event time.
+know with a reason instead of guessing. Numbers are strict: a JSON string or boolean is never
+read as a number (an integer is a fine float: JSON has one number type). Timestamps are
+timezone-aware RFC 3339 inside ``[TIME_MIN, TIME_END)``; naive timestamps are rejected because
+they cannot be placed in event time. The wire contract as prose: ``docs/contract.md``.
 """
 
 from __future__ import annotations
 
-import math
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from protocol.gbt30428 import COMPONENT_MINOR
 from protocol.topics import STATION_ID_PATTERN
@@ -20,9 +31,24 @@ SCHEMA_VERSION: Final = 1
 MAX_READINGS_PER_BATCH = 1000
 SEQ_MAX = 2**64 - 1
 
+TIME_MIN: Final = datetime(1970, 1, 1, tzinfo=UTC)
+TIME_END: Final = datetime(2100, 1, 1, tzinfo=UTC)
+"""Every timestamp on the wire lies in ``[TIME_MIN, TIME_END)`` UTC. A device clock reset to
+2000-01-01 is inside (the rules engine flags it); year 9999 is not (it overflows on the way to
+UTC). ``boot_epoch`` is bounded the same way, in Unix seconds."""
+BOOT_EPOCH_END: Final = int(TIME_END.timestamp())
+TIME_FIELDS: Final = frozenset({"ts", "sent_at", "boot_epoch"})
+"""Fields whose range errors are reported as ``bad_time`` rather than ``invalid``."""
+
+# Patterns are anchored with ``^…$``: pydantic checks them with Rust's regex, where ``$`` is the
+# end of the text (no trailing newline slips through), and JSON Schema reads them the same way.
 SensorId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
 StationId = Annotated[str, Field(pattern=STATION_ID_PATTERN)]
 ValueName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+"""A finite JSON number; never a string or a boolean."""
+WireTime = Annotated[AwareDatetime, Field(ge=TIME_MIN, lt=TIME_END)]
+_TIME_RULE = "RFC 3339 with offset, in [1970-01-01, 2100-01-01) UTC"
 
 
 class SensorKind(StrEnum):
@@ -34,7 +60,7 @@ class SensorKind(StrEnum):
       ``signal_dbm``.
     - ``pole``: utility pole / street lamp — ``tilt_deg``, optionally ``vibration_g``.
 
-    ``KIND_VALUES`` is the same list with units; rules may only watch these names.
+    ``KIND_VALUES`` is the same list with units; ``PRIMARY_VALUE`` the one every reading has.
     """
 
     COVER = "cover"
@@ -61,67 +87,153 @@ KIND_VALUES: Final[dict[SensorKind, dict[str, str]]] = {
     },
 }
 """The payload model of each kind: the value names its readings may carry, with their units.
-A rule may only watch one of these; a reading carrying another name is counted, not evaluated."""
+A reading carrying another name is refused (``unknown_value``)."""
+PRIMARY_VALUE: Final[dict[SensorKind, str]] = {
+    SensorKind.COVER: "tilt_deg",
+    SensorKind.PRESSURE: "pressure_mpa",
+    SensorKind.POLE: "tilt_deg",
+}
+"""The value every reading of a kind carries; a reading without it is refused
+(``missing_value``). The other names of ``KIND_VALUES`` are optional."""
+_NAMES = {kind: frozenset(names) for kind, names in KIND_VALUES.items()}
+assert all(PRIMARY_VALUE[kind] in _NAMES[kind] for kind in SensorKind)
 
 
 def kind_values(kind: SensorKind) -> frozenset[str]:
-    return frozenset(KIND_VALUES[kind])
+    return _NAMES[kind]
+
+
+def values_schema(kind: SensorKind) -> dict[str, Any]:
+    """JSON Schema of one kind's ``values``, from ``KIND_VALUES`` and ``PRIMARY_VALUE``."""
+    return {
+        "type": "object",
+        "properties": {
+            name: {"type": "number", "description": unit}
+            for name, unit in KIND_VALUES[kind].items()
+        },
+        "required": [PRIMARY_VALUE[kind]],
+        "additionalProperties": False,
+    }
+
+
+def _values_by_kind(schema: dict[str, Any]) -> None:
+    schema["allOf"] = [
+        {
+            "if": {"properties": {"kind": {"const": kind.value}}},
+            "then": {"properties": {"values": values_schema(kind)}},
+        }
+        for kind in SensorKind
+    ]
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def _version_required(schema: dict[str, Any]) -> None:
+    schema["required"] = ["v", *schema.get("required", ())]
+
+
+class _Versioned(_Frozen):
+    """A payload with a schema version: defaulted in Python, required on the wire."""
+
+    model_config = ConfigDict(json_schema_extra=_version_required)
+
+    v: Literal[1] = Field(
+        default=SCHEMA_VERSION, description="Schema version; required on the wire."
+    )
+
+    @field_validator("v", mode="before")
+    @classmethod
+    def _integer(cls, value: object) -> object:
+        if type(value) is not int:
+            raise ValueError(f"the version is an integer, not {type(value).__name__}")
+        return value
+
+
 class Reading(_Frozen):
     """One sample of one sensor, stamped by the device's own clock."""
 
-    sensor_id: SensorId
+    model_config = ConfigDict(json_schema_extra=_values_by_kind)
+
+    sensor_id: SensorId = Field(
+        description="`<station_id>.<local id>`: a station publishes only its own sensors."
+    )
     kind: SensorKind
-    ts: AwareDatetime = Field(description="Device timestamp (event time).")
-    values: dict[ValueName, float] = Field(
+    ts: WireTime = Field(
+        description=f"Device clock when the sample was taken (event time); {_TIME_RULE}. "
+        "Device clocks drift and reset: the rules engine checks them against `sent_at`."
+    )
+    values: dict[ValueName, Number] = Field(
         min_length=1,
         max_length=32,
-        description="Measured values by name. Each kind has its own names (KIND_VALUES): "
-        + "; ".join(f"{kind.value}: {', '.join(names)}" for kind, names in KIND_VALUES.items())
-        + ". Other names are counted by the rules engine, not evaluated.",
+        description="Measured values by name; each kind has its own names (with units below) "
+        "and one it always carries: "
+        + "; ".join(
+            f"{kind.value}: {PRIMARY_VALUE[kind]} required, "
+            + ", ".join(name for name in names if name != PRIMARY_VALUE[kind])
+            + " optional"
+            for kind, names in KIND_VALUES.items()
+        )
+        + ". A name the kind lacks, or a missing required one, refuses the batch.",
     )
 
-    @field_validator("values")
-    @classmethod
-    def _finite(cls, values: dict[str, float]) -> dict[str, float]:
-        bad = [name for name, value in values.items() if not math.isfinite(value)]
-        if bad:
-            raise ValueError(f"non-finite values for {', '.join(sorted(bad))}")
-        return values
+    @model_validator(mode="after")
+    def _values_of_kind(self) -> Self:
+        names, values = _NAMES[self.kind], self.values
+        if not names.issuperset(values):
+            raise PydanticCustomError(
+                "unknown_value",
+                "a {kind} reading has no value {unknown}",
+                {"kind": self.kind.value, "unknown": ", ".join(sorted(set(values) - names))},
+            )
+        if PRIMARY_VALUE[self.kind] not in values:
+            raise PydanticCustomError(
+                "missing_value",
+                "a {kind} reading needs {name}",
+                {"kind": self.kind.value, "name": PRIMARY_VALUE[self.kind]},
+            )
+        return self
 
 
-class TelemetryBatch(_Frozen):
+BootEpoch = Annotated[
+    StrictInt,
+    Field(
+        ge=0,
+        lt=BOOT_EPOCH_END,
+        description="Unix seconds (UTC) of the edge agent's boot, from the edge clock; changes "
+        "on every boot. With `seq` it identifies a batch.",
+    ),
+]
+
+
+class TelemetryBatch(_Versioned):
     """A batch of readings from one station's edge agent.
 
     ``(station_id, boot_epoch, seq)`` identifies the batch: ingest uses it to drop
     re-sent batches. ``seq`` starts at 0 on every boot and increases by one per batch.
+    Every reading's sensor belongs to the station (its id starts with ``<station_id>.``).
     """
 
-    v: Literal[1] = SCHEMA_VERSION
     station_id: StationId
-    boot_epoch: int = Field(ge=0, le=SEQ_MAX, description="Changes on every agent boot.")
-    seq: int = Field(ge=0, le=SEQ_MAX, description="Batch sequence number within a boot.")
-    sent_at: AwareDatetime = Field(description="Edge clock when the batch was sent.")
+    boot_epoch: BootEpoch
+    seq: StrictInt = Field(ge=0, le=SEQ_MAX, description="Batch sequence number within a boot.")
+    sent_at: WireTime = Field(description=f"Edge clock when the batch was sent; {_TIME_RULE}.")
     readings: list[Reading] = Field(min_length=1, max_length=MAX_READINGS_PER_BATCH)
 
 
 class SensorInfo(_Frozen):
     """A sensor as installed: what it is, which asset it watches, and where."""
 
-    sensor_id: SensorId
+    sensor_id: SensorId = Field(description="`<station_id>.<local id>`.")
     kind: SensorKind
     class_code: str = Field(
-        pattern=r"^01\d\d$", description="GB/T 30428 component class of the watched asset."
+        pattern=r"^01[0-9]{2}$", description="GB/T 30428 component class of the watched asset."
     )
-    component_id: str = Field(pattern=r"^\d{16}$", description="16-digit component id.")
-    grid_code: str = Field(pattern=r"^\d{14}$", description="14-digit responsibility grid.")
-    lon: float = Field(ge=-180, le=180)
-    lat: float = Field(ge=-90, le=90)
+    component_id: str = Field(pattern=r"^[0-9]{16}$", description="16-digit component id.")
+    grid_code: str = Field(pattern=r"^[0-9]{14}$", description="14-digit responsibility grid.")
+    lon: Number = Field(ge=-180, le=180)
+    lat: Number = Field(ge=-90, le=90)
     address: str = Field(default="", max_length=200)
 
     @field_validator("class_code")
@@ -132,12 +244,19 @@ class SensorInfo(_Frozen):
         return code
 
 
-class StationState(_Frozen):
+class StationState(_Versioned):
     """Retained birth (``online``, with the station's sensors) or death (``offline``)."""
 
-    v: Literal[1] = SCHEMA_VERSION
     station_id: StationId
     status: Literal["online", "offline"]
-    boot_epoch: int = Field(ge=0, le=SEQ_MAX)
-    ts: AwareDatetime
-    sensors: list[SensorInfo] = Field(default_factory=list, max_length=10_000)
+    boot_epoch: BootEpoch
+    ts: WireTime = Field(
+        description="Edge clock when the session came up (birth), or when the death was "
+        f"written (the last will is written as the session comes up); {_TIME_RULE}."
+    )
+    sensors: list[SensorInfo] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="The station's sensor inventory (birth); each sensor id starts with "
+        "`<station_id>.`.",
+    )

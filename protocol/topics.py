@@ -18,6 +18,9 @@ from enum import StrEnum
 
 TOPIC_ROOT = "citysense/v1"
 STATION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+"""Published in the AsyncAPI document and used by pydantic (Rust regex: ``$`` is the end of the
+text). Python's ``re`` lets ``$`` match before a final newline, so Python code uses
+``fullmatch``."""
 _STATION_ID = re.compile(STATION_ID_PATTERN)
 
 
@@ -38,7 +41,7 @@ class StationTopic:
     channel: Channel
 
     def __post_init__(self) -> None:
-        if not _STATION_ID.match(self.station_id):
+        if not _STATION_ID.fullmatch(self.station_id):
             raise TopicError(f"invalid station id {self.station_id!r}")
 
     def __str__(self) -> str:

@@ -22,6 +22,8 @@ def test_subscription_filter_covers_every_station() -> None:
         "citysense/v1/stations/st-1/firmware",
         "citysense/v1/stations/+/telemetry",
         "citysense/v1/stations//telemetry",
+        "citysense/v1/stations/st-1\n/telemetry",
+        "citysense/v1/stations/st-1/telemetry\n",
     ],
 )
 def test_foreign_topics_are_refused(topic: str) -> None:
@@ -29,6 +31,7 @@ def test_foreign_topics_are_refused(topic: str) -> None:
         StationTopic.parse(topic)
 
 
-def test_station_id_is_validated_when_built() -> None:
+@pytest.mark.parametrize("station_id", ["a/b", "st-1\n", "\nst-1", "", "-st", "x" * 65])
+def test_station_id_is_validated_when_built(station_id: str) -> None:
     with pytest.raises(TopicError):
-        StationTopic("a/b", Channel.STATE)
+        StationTopic(station_id, Channel.STATE)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from protocol import Reading
 from rules import parse_rules
 from tests.factories import T0
 from tests.rules.harness import Feed, at, rule, rules_yaml
@@ -122,8 +123,14 @@ def test_an_alert_carries_where_it_began_its_evidence_and_the_threshold() -> Non
 
 
 def test_values_a_kind_does_not_have_are_counted() -> None:
+    """The wire contract refuses such a reading; the engine, fed from elsewhere (an old
+    recording, a test), still counts it rather than evaluate nothing silently."""
     feed = Feed(rules_yaml(rule("when: {field: tilt_deg, above: 20}")))
-    feed.send(at(0, None, "c1", tilt=80))
+    good = at(0, 1, "c1")
+    foreign = Reading.model_construct(
+        sensor_id="c1", kind=good.kind, ts=good.ts, values={"tilt": 80.0}
+    )
+    feed.send(foreign)
     assert feed.engine.stats.unknown_value == 1
     assert feed.engine.stats.missing_field == 1
     assert feed.alerts == []
