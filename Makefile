@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-dev
 ARGS    ?=
 
-.PHONY: demo test lint bench services mosquitto postgres asyncapi openapi clean
+.PHONY: demo test lint bench services mosquitto postgres victoria-metrics asyncapi openapi clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ asyncapi: $(STAMP)
 openapi: $(STAMP)
 	$(PY) -m center.openapi > docs/openapi.json
 
-services: mosquitto postgres
+services: mosquitto postgres victoria-metrics
 
 # Tests start their own Mosquitto from broker_config/; they need the binary.
 mosquitto:
@@ -43,6 +43,16 @@ mosquitto:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
 	  else \
 	    echo "mosquitto is missing; install it with: sudo apt-get install mosquitto"; exit 1; \
+	  fi; }
+
+# Tests start their own VictoriaMetrics (the time-series store) on a free port; they need the binary.
+victoria-metrics:
+	@command -v victoria-metrics >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's victoria-metrics"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq victoria-metrics >/dev/null; \
+	  else \
+	    echo "victoria-metrics is missing; install it with: sudo apt-get install victoria-metrics"; exit 1; \
 	  fi; }
 
 # The PostgreSQL half of the case-store tests needs a server on 127.0.0.1:5432

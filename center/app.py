@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from center.api import cases, dashboard
+from center.api import cases, dashboard, sensors, stations
+from center.api import rejects as rejects_api
 from center.api.system import HealthProbe, MetricsExporter, system_router
 from center.errors import StoreError
 from center.service import CaseService
+from center.views import HealthCheck, RegistryView, RejectStore
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +28,27 @@ def create_app(
     *,
     health: HealthProbe | None = None,
     metrics: MetricsExporter | None = None,
+    checks: Mapping[str, HealthCheck] | None = None,
+    registry: RegistryView | None = None,
+    rejects: RejectStore | None = None,
 ) -> FastAPI:
-    """The API (``/api/v1/cases``…), ``/healthz``, ``/metrics`` (when given) and the dashboard.
+    """The API (``/api/v1/cases``, ``/stations``, ``/sensors``, ``/rejects``), ``/healthz``,
+    ``/metrics`` (when given) and the dashboard.
 
     ``health()`` entries are merged into ``{"status": "ok"}`` (it may override ``status``).
+    ``checks`` are the dependency probes ``/healthz`` runs: 503 unless all are ok.
+    Without ``registry`` the stations and sensors routes answer 503, without ``rejects``
+    the rejects route does.
     """
     app = FastAPI(title="citysense center", version="1", summary="Urgent-handling center")
     app.state.service = service
+    app.state.registry = registry
+    app.state.rejects = rejects
     app.add_exception_handler(StoreError, _store_unavailable)
     app.include_router(cases.router)
-    app.include_router(system_router(health, metrics))
+    app.include_router(stations.router)
+    app.include_router(sensors.router)
+    app.include_router(rejects_api.router)
+    app.include_router(system_router(health, metrics, checks))
     app.include_router(dashboard.router)
     return app

@@ -11,8 +11,11 @@ class AlertRejectedError(CenterError, ValueError):
     """An alert that cannot become a case (unknown class, naive timestamp, wrong sensor)."""
 
 
-class StoreError(CenterError):
-    """The case store failed: database unreachable, or an unexpected database error."""
+class StoreError(CenterError, ConnectionError):
+    """The case store failed: database unreachable, or an unexpected database error.
+
+    A ``ConnectionError``, so a caller that knows nothing of the center (ingest) can tell it
+    from a refusal (``ValueError``) and retry it."""
 
 
 class MigrationError(StoreError):

@@ -216,6 +216,11 @@ class CaseStore:
             rows = (await session.scalars(page)).all()
             return [CaseOut.model_validate(row) for row in rows], total
 
+    async def ping(self) -> None:
+        """Raises ``StoreError`` when the database does not answer."""
+        async with self._session() as session:
+            await session.execute(select(1))
+
     async def get_case(self, case_id: int) -> CaseOut | None:
         async with self._session() as session:
             row = await session.get(CaseRow, case_id)

@@ -84,12 +84,14 @@ def serve(
     from center.settings import CenterSettings
     from citysense.node import build_node, run_node
     from ingest.settings import IngestSettings
+    from ingest.sinks.settings import SinkSettings
     from rules import RuleError
 
     configure_logging(verbose)
     try:
         ingest = IngestSettings()
         center = CenterSettings()
+        sinks = SinkSettings()
     except ValidationError as exc:
         console.print(f"[red]bad configuration[/]: {exc}")
         raise typer.Exit(2) from None
@@ -99,7 +101,7 @@ def serve(
         ingest = ingest.model_copy(update={"mqtt_port": mqtt_port})
 
     async def main() -> None:
-        async with build_node(ingest, center) as node:
+        async with build_node(ingest, center, sinks) as node:
             console.print(f"serving on http://{center.host}:{center.port}/")
             await run_node(node)
 
@@ -146,6 +148,7 @@ def edge(
 
 # Commands that live in their own modules (imports inside them stay lazy for a fast --help).
 from citysense.cli_recording import record, replay  # noqa: E402
+from citysense.cli_rejects import rejects_app  # noqa: E402
 from citysense.cli_scenarios import backtest, score, simulate  # noqa: E402
 
 app.command()(simulate)
@@ -153,6 +156,7 @@ app.command()(record)
 app.command()(replay)
 app.command()(backtest)
 app.command()(score)
+app.add_typer(rejects_app, name="rejects")
 
 
 if __name__ == "__main__":

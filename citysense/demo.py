@@ -15,6 +15,7 @@ from citysense.embedded_broker import embedded_broker
 from citysense.node import build_node, node_tasks, serve_until_stopped
 from citysense.simulate import city_tasks, describe
 from ingest.settings import IngestSettings
+from ingest.sinks.settings import SinkSettings
 from simulator.city import build_city
 
 BrokerChoice = Literal["auto", "mosquitto", "embedded"]
@@ -64,7 +65,8 @@ async def run_demo(
         center = CenterSettings(
             database_url=f"sqlite+aiosqlite:///{data_dir / 'cases.db'}", host=host, port=port
         )
-        node = await stack.enter_async_context(build_node(ingest, center))
+        sinks = SinkSettings(recorder_dir=data_dir / "recordings")
+        node = await stack.enter_async_context(build_node(ingest, center, sinks))
         city = build_city(seed=seed)
         tasks = city_tasks(
             city,

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Coroutine, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
 
@@ -22,12 +25,18 @@ from center import (
     migrate,
 )
 from center.metrics import CaseCollector
+from center.views import HealthCheck
+from ingest.checkpoint import keep_saved, load, replay, save_last
 from ingest.consumer import IngestConsumer
 from ingest.dead_letters import JsonlDeadLetters
 from ingest.pipeline import IngestPipeline
-from ingest.rules_state import keep_saved, load_engine
+from ingest.registry import StationRegistry
 from ingest.settings import IngestSettings
+from ingest.sinks.recorder import RecorderPosition, read_recorded
+from ingest.sinks.settings import SinkSettings, build_recorder, build_store
 from rules import DEFAULT_RULES_FILE, ClockPolicy, load_rules
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -53,30 +62,91 @@ class Node:
 
 
 @asynccontextmanager
-async def build_node(ingest: IngestSettings, center: CenterSettings) -> AsyncIterator[Node]:
-    """Migrate the case store and wire the parts; disposes the database engine on exit."""
+async def build_node(
+    ingest: IngestSettings, center: CenterSettings, sinks: SinkSettings | None = None
+) -> AsyncIterator[Node]:
+    """Migrate the case store, wire the parts, restore ingest's checkpoint and replay its
+    journal; closes the sinks and the database engine on exit."""
+    sinks = sinks or SinkSettings()
     await migrate(center.database_url)
     engine = create_engine(center.database_url)
-    try:
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(engine.dispose)
         service = CaseService(CaseStore(engine), CaseBroadcaster())
         rule_set = load_rules(ingest.rules_path or DEFAULT_RULES_FILE)
         clock = ClockPolicy(allowed_lateness=ingest.allowed_lateness_s)
-        rules_engine = load_engine(rule_set, ingest.snapshot_path, clock)
-        rules_engine.adopt_open(await service.store.open_incidents())
-        pipeline = IngestPipeline(
-            engine=rules_engine,
-            alerts=service,
-            dead_letters=JsonlDeadLetters(ingest.dead_letter_path),
+        checkpoint = load(rule_set, ingest.snapshot_path, clock)
+        store = build_store(sinks)
+        journal = build_recorder(sinks)
+        for closing in (store, journal):
+            if closing is not None:
+                stack.push_async_callback(closing.aclose)
+        dead_letters = JsonlDeadLetters(
+            ingest.dead_letter_path,
+            max_bytes=ingest.dead_letter_max_bytes,
+            keep=ingest.dead_letter_keep,
         )
+        stack.callback(dead_letters.close)
+        pipeline = IngestPipeline(
+            engine=checkpoint.engine,
+            dedup=checkpoint.dedup,
+            alerts=service,
+            dead_letters=dead_letters,
+            sinks=[store] if store is not None else [],
+            registry=StationRegistry(silent_after=timedelta(seconds=ingest.silent_after_s)),
+            journal=journal,
+        )
+        if journal is not None and sinks.recorder_dir is not None:
+            at = checkpoint.position
+            since = None if at is None else RecorderPosition(at.file, at.offset)
+            records = read_recorded(sinks.recorder_dir, since=since)
+            replayed = await replay(pipeline, records)
+            log.info("replayed %d journal records after the checkpoint", replayed)
+        if ingest.snapshot_path is not None:  # runs before the sinks close
+            stack.push_async_callback(save_last, pipeline, ingest.snapshot_path)
+        checkpoint.engine.adopt_open(await service.store.open_incidents())
         consumer = IngestConsumer(
-            pipeline, host=ingest.mqtt_host, port=ingest.mqtt_port, client_id=ingest.client_id
+            pipeline,
+            host=ingest.mqtt_host,
+            port=ingest.mqtt_port,
+            client_id=ingest.client_id,
+            max_group=ingest.max_group,
         )
         pipeline.metrics.registry.register(CaseCollector(service))
         node = Node(pipeline, consumer, service, FastAPI(), center, ingest)
-        node.app = create_app(service, health=node.health, metrics=pipeline.metrics.render)
+        node.app = create_app(
+            service,
+            health=node.health,
+            metrics=pipeline.metrics.render,
+            checks=_health_checks(consumer, service, sinks.victoria_url),
+            registry=pipeline.registry,
+            rejects=dead_letters,
+        )
         yield node
-    finally:
-        await engine.dispose()
+
+
+def _health_checks(
+    consumer: IngestConsumer, service: CaseService, store_url: str | None
+) -> dict[str, HealthCheck]:
+    async def broker() -> tuple[bool, str]:
+        up = consumer.connected.is_set()
+        return up, "connected" if up else "not connected"
+
+    async def database() -> tuple[bool, str]:
+        await service.store.ping()
+        return True, "answers"
+
+    checks: dict[str, HealthCheck] = {"broker": broker, "database": database}
+    if store_url is not None:
+        url = store_url
+
+        async def timeseries() -> tuple[bool, str]:
+            async with httpx.AsyncClient(timeout=2) as client:
+                answer = await client.get(f"{url}/health")
+            return answer.status_code == 200, f"HTTP {answer.status_code}"
+
+        checks["timeseries"] = timeseries
+    return checks
 
 
 async def serve_until_stopped(
@@ -91,10 +161,10 @@ async def serve_until_stopped(
 
 
 def node_tasks(node: Node) -> dict[str, Coroutine[Any, Any, None]]:
-    """The node's background work: the MQTT consumer and the rules-state snapshots."""
+    """The node's background work: the MQTT consumer and the checkpoints."""
     tasks = {"ingest": node.consumer.run()}
     if node.ingest.snapshot_path is not None:
-        tasks["rules-snapshots"] = keep_saved(
+        tasks["checkpoints"] = keep_saved(
             node.pipeline, node.ingest.snapshot_path, node.ingest.snapshot_every_s
         )
     return tasks

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -81,6 +81,28 @@ class IngestMetrics:
         self.alerts_refused = Counter(
             "citysense_ingest_alerts_refused",
             "Alerts the center refused (kept as dead letters)",
+            registry=self.registry,
+        )
+        self.stalled = Gauge(
+            "citysense_ingest_stalled",
+            "1 while ingest waits for a dependency (nothing taken, nothing acknowledged)",
+            ["dependency"],
+            registry=self.registry,
+        )
+        self.retries = Counter(
+            "citysense_ingest_retries",
+            "Transient failures retried, by dependency",
+            ["dependency"],
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "citysense_ingest_in_flight",
+            "Messages received and not yet acknowledged to the broker",
+            registry=self.registry,
+        )
+        self.acked = Counter(
+            "citysense_ingest_acknowledged",
+            "Messages acknowledged to the broker (after their unit of work committed)",
             registry=self.registry,
         )
         self.alert_retries = Counter(

@@ -1,20 +1,32 @@
 """One message in: decode, validate, de-duplicate, store, evaluate rules, hand alerts on.
 
-``IngestPipeline.handle(topic, payload)`` never raises for bad input: a message it refuses goes
-to the dead letters with a reason and a counter, and the next message is processed as usual.
+A message is one unit of work. ``IngestPipeline.handle(topic, payload)`` never raises: what
+goes wrong is classified. Bad input is dead-lettered with a reason and a counter. A refusal
+downstream (a ``ValueError``: the time-series store answers 4xx, the center refuses an alert) is
+dead-lettered too. A transient failure (``ConnectionError``, ``TimeoutError``, ``OSError``: a
+store or the dead-letter file unavailable) is retried with backoff, in place, while the
+``citysense_ingest_stalled`` gauge says so: nothing further is taken, nothing is acknowledged
+(the consumer acknowledges a group only after ``commit``), and the broker holds the rest. Any
+other exception is a bug: logged with its traceback, dead-lettered as ``internal_error``, and the
+next message is processed. ``handle_group`` handles messages and then ``commit``s: the sinks are
+flushed and the journal (write-ahead log of accepted messages) is made durable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 from ingest.dedup import Deduplicator
+from ingest.errors import PermanentSinkError, TransientSinkError
 from ingest.metrics import IngestMetrics
 from ingest.ports import AlertHandler, DeadLetterSink, ReadingSink
-from ingest.registry import StationRegistry
+from ingest.registry import RegistryConflict, StationRegistry
 from protocol import (
     Channel,
     PayloadError,
@@ -26,6 +38,27 @@ from protocol import (
 )
 from protocol.backoff import Backoff
 from rules import Alert, RuleEngine
+
+TRANSIENT: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    TimeoutError,
+    OSError,
+    TransientSinkError,
+)
+"""Failures worth waiting out: retried in place, never dead-lettered."""
+T = TypeVar("T")
+
+
+class Journal(Protocol):
+    """Where accepted messages are kept, in order, before they are acknowledged (the recorder,
+    ``ingest.sinks.recorder.RecorderSink``)."""
+
+    async def write_message(self, topic: str, payload: bytes, received_at: datetime) -> None: ...
+
+    async def flush(self) -> Any:
+        """Make what was written durable; returns the position after it (``file``, ``offset``)."""
+        ...
+
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +80,7 @@ class IngestPipeline:
         metrics: IngestMetrics | None = None,
         clock: Callable[[], datetime] = utc_now,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        journal: Journal | None = None,
     ) -> None:
         self.engine = engine
         self.alerts = alerts
@@ -57,47 +91,105 @@ class IngestPipeline:
         self.metrics = metrics or IngestMetrics()
         self.clock = clock
         self.sleep = sleep
+        self.journal = journal
+        self.replaying = False
+        """True while the journal is replayed after a restart: nothing is written to it."""
+        self.clock_override: datetime | None = None
+        """The receive time to use instead of the clock (a replay uses the journal's)."""
+        self.last_position: Any = None
+        """The journal position after the last commit."""
         self.evaluating = asyncio.Lock()
-        """Held while a batch is evaluated and its alerts delivered (snapshots wait for it)."""
+        """Held while a message is handled (checkpoints wait for it)."""
         self.engine.set_locator(self.registry.location)
         self.metrics.watch_engine(self.engine)
 
+    async def handle_group(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Handle messages in order, then ``commit``: after this they may be acknowledged."""
+        for topic, payload in messages:
+            await self.handle(topic, payload)
+        await self.commit()
+
+    async def commit(self) -> Any:
+        """Flush the sinks and make the journal durable, retrying while that fails; returns the
+        journal position after it (None without a journal)."""
+        for sink in self.sinks:
+            flush = getattr(sink, "flush", None)
+            if flush is not None:
+                await self._retry("sink", flush)
+        journal = self.journal
+        if journal is not None and not self.replaying:
+            self.last_position = await self._retry("journal", journal.flush)
+        return self.last_position
+
     async def handle(self, topic: str, payload: bytes) -> None:
-        received_at = self.clock()
+        received_at = self.clock_override or self.clock()
+        try:
+            async with self.evaluating:
+                await self._handle(topic, payload, received_at)
+        except Exception as exc:  # a bug: keep the message, keep going
+            log.exception("internal error on a message on %s", topic)
+            self.metrics.rejected.labels("internal_error").inc()
+            await self._dead_letter(topic, payload, "internal_error", repr(exc), received_at)
+
+    async def _handle(self, topic: str, payload: bytes, received_at: datetime) -> None:
         try:
             station_topic = StationTopic.parse(topic)
         except TopicError as exc:
-            self._reject(topic, payload, PayloadError("bad_topic", str(exc)), received_at)
+            await self._reject(topic, payload, PayloadError("bad_topic", str(exc)), received_at)
             return
         self.metrics.messages.labels(station_topic.channel.value).inc()
         try:
             if station_topic.channel is Channel.STATE:
                 state = decode_state(station_topic, payload)
-                self.registry.update(state)
+                try:
+                    self.registry.update(state, received_at)
+                except RegistryConflict as conflict:
+                    self.metrics.rejected.labels(conflict.reason).inc()
+                    log.warning("birth on %s refused: %s", topic, conflict.detail)
+                    await self._dead_letter(
+                        topic, payload, conflict.reason, conflict.detail, received_at
+                    )
+                    return
+                await self._journal(topic, payload, received_at)
                 if state.status == "online":
                     self.engine.note_birth(state.station_id, state.ts)
                 return
             batch = decode_telemetry(station_topic, payload)
         except PayloadError as exc:
-            self._reject(topic, payload, exc, received_at)
+            await self._reject(topic, payload, exc, received_at)
             return
-        await self._accept(batch, received_at)
+        await self._accept(topic, payload, batch, received_at)
 
-    async def _accept(self, batch: TelemetryBatch, received_at: datetime) -> None:
-        if not self.dedup.first_time(batch.station_id, batch.boot_epoch, batch.seq):
+    async def _journal(self, topic: str, payload: bytes, received_at: datetime) -> None:
+        journal = self.journal
+        if journal is not None and not self.replaying:
+            await self._retry(
+                "journal", partial(journal.write_message, topic, payload, received_at)
+            )
+
+    async def _accept(
+        self, topic: str, payload: bytes, batch: TelemetryBatch, received_at: datetime
+    ) -> None:
+        if self.dedup.seen(batch.station_id, batch.boot_epoch, batch.seq):
             self.metrics.duplicates.inc()
             return
+        await self._journal(topic, payload, received_at)
         for sink in self.sinks:
-            await sink.write_batch(batch, received_at)
+            try:
+                await self._retry("sink", partial(sink.write_batch, batch, received_at))
+            except (ValueError, PermanentSinkError) as exc:  # refused for good: keep it
+                self.metrics.rejected.labels("sink_refused").inc()
+                await self._dead_letter(topic, payload, "sink_refused", str(exc), received_at)
+        self.registry.saw_batch(batch, received_at)
         self.metrics.batches.inc()
         self.metrics.readings.inc(len(batch.readings))
         unregistered = sum(1 for r in batch.readings if self.registry.sensor(r.sensor_id) is None)
         if unregistered:
             self.metrics.unregistered.inc(unregistered)
-        async with self.evaluating:
-            await self._deliver_all(
-                self.engine.process(batch.station_id, batch.readings, batch.sent_at), received_at
-            )
+        await self._deliver_all(
+            self.engine.process(batch.station_id, batch.readings, batch.sent_at), received_at
+        )
+        self.dedup.remember(batch.station_id, batch.boot_epoch, batch.seq)
 
     async def drain(self, received_at: datetime | None = None) -> None:
         """Evaluate what the reorder buffers still hold (end of a backtest, clean shutdown)."""
@@ -110,31 +202,62 @@ class IngestPipeline:
             await self._deliver(alert, received_at)
 
     async def _deliver(self, alert: Alert, received_at: datetime) -> None:
-        """Hand an alert on. The engine has moved on, so a transient failure (the case store is
-        down) is retried until it succeeds: ingest stalls and the broker queues behind it.
-        An alert the handler refuses (``ValueError``) is counted and kept as a dead letter."""
-        backoff = Backoff(initial=0.2, maximum=10.0)
+        """Hand an alert on, retrying while the center is unavailable; an alert the center
+        refuses, or that fails in an unexpected way, is counted and kept as a dead letter."""
         sensor = self.registry.sensor(alert.sensor_id)
-        while True:
-            try:
-                await self.alerts.handle_alert(alert, sensor, received_at)
-                return
-            except ValueError as exc:
-                self.metrics.alerts_refused.inc()
-                log.error("alert refused by the center: %s (%s)", exc, alert)
-                self.dead_letters.write(
-                    "alert", repr(alert).encode(), "alert_refused", str(exc), received_at
-                )
-                return
-            except Exception as exc:
-                self.metrics.alert_retries.inc()
-                delay = backoff.next_delay()
-                log.warning("alert delivery failed (%s); retrying in %.1fs", exc, delay)
-                await self.sleep(delay)
+        try:
+            await self._retry(
+                "center", lambda: self.alerts.handle_alert(alert, sensor, received_at)
+            )
+            return
+        except ValueError as exc:
+            reason, detail = "alert_refused", str(exc)
+        except Exception as exc:
+            log.exception("alert %s on %s failed", alert.rule_id, alert.sensor_id)
+            reason, detail = "alert_failed", repr(exc)
+        self.metrics.alerts_refused.inc()
+        log.error("alert kept as a dead letter (%s: %s): %s", reason, detail, alert)
+        await self._retry(
+            "dead_letters",
+            partial(self.dead_letters.put_alert, alert, reason, detail, received_at),
+        )
 
-    def _reject(
+    async def _retry(self, what: str, attempt: Callable[[], Any]) -> Any:
+        """Run ``attempt`` (sync or async) until it stops failing transiently."""
+        backoff = Backoff(initial=0.2, maximum=10.0)
+        stalled = False
+        try:
+            while True:
+                try:
+                    result = attempt()
+                    if inspect.isawaitable(result):
+                        result = await result
+                    return result
+                except TRANSIENT as exc:
+                    if not stalled:
+                        stalled = True
+                        self.metrics.stalled.labels(what).set(1)
+                    self.metrics.retries.labels(what).inc()
+                    if what == "center":
+                        self.metrics.alert_retries.inc()
+                    delay = backoff.next_delay()
+                    log.warning("%s unavailable (%s); retrying in %.1fs", what, exc, delay)
+                    await self.sleep(delay)
+        finally:
+            if stalled:
+                self.metrics.stalled.labels(what).set(0)
+
+    async def _dead_letter(
+        self, topic: str, payload: bytes, reason: str, detail: str, received_at: datetime
+    ) -> None:
+        await self._retry(
+            "dead_letters",
+            partial(self.dead_letters.put, topic, payload, reason, detail, received_at),
+        )
+
+    async def _reject(
         self, topic: str, payload: bytes, error: PayloadError, received_at: datetime
     ) -> None:
         self.metrics.rejected.labels(error.reason).inc()
         log.warning("rejected message on %s: %s", topic, error)
-        self.dead_letters.write(topic, payload, error.reason, error.detail, received_at)
+        await self._dead_letter(topic, payload, error.reason, error.detail, received_at)

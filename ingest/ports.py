@@ -10,7 +10,10 @@ from rules import Alert
 
 
 class ReadingSink(Protocol):
-    """Where accepted batches are stored (time-series store, recorder)."""
+    """Where accepted batches are stored (time-series store, recorder). ``write_batch`` may
+    buffer; a sink that does has ``async flush()``, which ingest calls before it acknowledges.
+    Errors: ``ingest.errors.TransientSinkError`` (retried), ``PermanentSinkError`` (refused for
+    good: the batches are dead-lettered)."""
 
     async def write_batch(self, batch: TelemetryBatch, received_at: datetime) -> None: ...
 
@@ -24,8 +27,14 @@ class AlertHandler(Protocol):
 
 
 class DeadLetterSink(Protocol):
-    """Keeps every rejected message, with its reason, for inspection and replay."""
+    """Keeps every rejected message and refused alert, with its reason, for inspection and
+    replay. Each call returns once the letter is kept, or raises an ``OSError`` (ingest then
+    stops acknowledging and retries: a letter is never dropped)."""
 
-    def write(
+    async def put(
         self, topic: str, payload: bytes, reason: str, detail: str, received_at: datetime
+    ) -> None: ...
+
+    async def put_alert(
+        self, alert: Alert, reason: str, detail: str, received_at: datetime
     ) -> None: ...

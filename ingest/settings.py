@@ -18,5 +18,12 @@ class IngestSettings(BaseSettings):
     allowed_lateness_s: float = Field(default=6.0, ge=0, le=600)
     """How long readings wait for stragglers before evaluation (a bit over one batch interval)."""
     snapshot_path: Path | None = Path("data/rules.snapshot")
-    """Where the rules engine's state is written; restored from on start. None: kept in RAM."""
+    """Ingest's checkpoint (rules engine, de-duplication, journal position); restored from on
+    start. None: kept in RAM only."""
     snapshot_every_s: float = Field(default=2.0, gt=0, le=3600)
+    dead_letter_max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    dead_letter_keep: int = Field(default=5, ge=0)
+    silent_after_s: float = Field(default=300.0, gt=0)
+    """A station that sent nothing for this long is shown as silent."""
+    max_group: int = Field(default=200, ge=1, le=10_000)
+    """Messages handled before one commit and their acknowledgements."""

@@ -13,6 +13,7 @@ from center.settings import CenterSettings
 from citysense.broker import MosquittoBroker, free_port
 from citysense.node import Node, build_node, node_tasks, serve_until_stopped
 from ingest.settings import IngestSettings
+from ingest.sinks.settings import SinkSettings
 
 
 @asynccontextmanager
@@ -23,6 +24,7 @@ async def serving_node(
     *,
     rules_path: Path | None = None,
     allowed_lateness_s: float = 6.0,
+    victoria_url: str | None = None,
 ) -> AsyncIterator[Node]:
     """Serve a fresh node (own SQLite, own ingest client id) with extra named tasks."""
     ingest = IngestSettings(
@@ -37,7 +39,8 @@ async def serving_node(
     center = CenterSettings(
         database_url=f"sqlite+aiosqlite:///{data_dir / 'cases.db'}", port=free_port()
     )
-    async with build_node(ingest, center) as node:
+    sinks = SinkSettings(recorder_dir=data_dir / "journal", victoria_url=victoria_url)
+    async with build_node(ingest, center, sinks) as node:
         server = node.server()
         running = {**node_tasks(node), **(tasks or {})}
         serving = asyncio.create_task(serve_until_stopped(server, running))

@@ -50,6 +50,7 @@ def test_serve_reads_its_environment_and_stops_on_ctrl_c(
         "CITYSENSE_INGEST_CLIENT_ID": f"ingest-serve-{port}",
         "CITYSENSE_INGEST_DEAD_LETTER_PATH": str(tmp_path / "dead.jsonl"),
         "CITYSENSE_INGEST_SNAPSHOT_PATH": str(tmp_path / "rules.snapshot"),
+        "CITYSENSE_SINK_RECORDER_DIR": str(tmp_path / "journal"),
         "CITYSENSE_CENTER_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cases.db'}",
         "CITYSENSE_CENTER_PORT": str(port),
     }

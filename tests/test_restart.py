@@ -131,6 +131,7 @@ def test_kill_mid_incident_restart_one_case_cleared_on_recovery(
         "CITYSENSE_INGEST_RULES_PATH": str(QUICK_RULES),
         "CITYSENSE_INGEST_ALLOWED_LATENESS_S": "0.3",
         "CITYSENSE_INGEST_SNAPSHOT_PATH": str(tmp_path / "rules.snapshot"),
+        "CITYSENSE_SINK_RECORDER_DIR": str(tmp_path / "journal"),
         "CITYSENSE_INGEST_SNAPSHOT_EVERY_S": snapshot_every,
         "CITYSENSE_CENTER_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cases.db'}",
         "CITYSENSE_CENTER_PORT": str(port),

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request, status
 
 from center.broadcast import CaseBroadcaster
 from center.service import CaseService
 from center.store import CaseStore
+from center.views import RegistryView, RejectStore
 
 
 def get_service(request: Request) -> CaseService:
@@ -31,3 +32,25 @@ def get_broadcaster(service: ServiceDep) -> CaseBroadcaster:
 
 StoreDep = Annotated[CaseStore, Depends(get_store)]
 BroadcasterDep = Annotated[CaseBroadcaster, Depends(get_broadcaster)]
+
+
+def get_registry(request: Request) -> RegistryView:
+    registry: RegistryView | None = request.app.state.registry
+    if registry is None:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, detail="no station registry on this node"
+        )
+    return registry
+
+
+def get_rejects(request: Request) -> RejectStore:
+    rejects: RejectStore | None = request.app.state.rejects
+    if rejects is None:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, detail="no dead letters on this node"
+        )
+    return rejects
+
+
+RegistryDep = Annotated[RegistryView, Depends(get_registry)]
+RejectsDep = Annotated[RejectStore, Depends(get_rejects)]

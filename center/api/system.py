@@ -1,24 +1,63 @@
-"""``/healthz`` and ``/metrics``: what the composition root reports about the node."""
+"""``/healthz`` and ``/metrics``: what the composition root reports about the node.
+
+``/healthz`` runs the injected dependency checks (broker, database, time-series store…)
+concurrently, each within ``CHECK_TIMEOUT_S``; it answers 503 unless every one is ok. A check
+that raises or times out counts as down.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+
+from center.views import HealthCheck
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CHECK_TIMEOUT_S = 2.0
 
 HealthProbe = Callable[[], Mapping[str, object]]
 MetricsExporter = Callable[[], bytes]
 
+HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Every dependency check is ok."},
+    503: {"description": "A dependency is down: see `checks`."},
+}
 
-def system_router(health: HealthProbe | None, metrics: MetricsExporter | None) -> APIRouter:
+
+async def run_check(check: HealthCheck, limit_s: float = CHECK_TIMEOUT_S) -> dict[str, object]:
+    try:
+        async with asyncio.timeout(limit_s):
+            ok, detail = await check()
+    except TimeoutError:
+        ok, detail = False, f"no answer within {limit_s:g}s"
+    except Exception as exc:
+        ok, detail = False, f"{type(exc).__name__}: {exc}"
+    return {"ok": bool(ok), "detail": detail}
+
+
+def system_router(
+    health: HealthProbe | None,
+    metrics: MetricsExporter | None,
+    checks: Mapping[str, HealthCheck] | None = None,
+) -> APIRouter:
     router = APIRouter(tags=["system"])
+    named = dict(checks or {})
 
-    @router.get("/healthz")
-    async def healthz() -> dict[str, object]:
-        details = dict(health()) if health is not None else {}
-        return {"status": "ok", **details}
+    @router.get("/healthz", response_model=dict[str, object], responses=HEALTH_RESPONSES)
+    async def healthz() -> JSONResponse:
+        """``status`` (``ok`` / ``unavailable``), the node's counters, and with dependency
+        checks configured ``checks``: ``{name: {"ok": bool, "detail": str}}``."""
+        results = await asyncio.gather(*(run_check(check) for check in named.values()))
+        all_ok = all(result["ok"] for result in results)
+        body: dict[str, object] = {"status": "ok" if all_ok else "unavailable"}
+        body.update(health() if health is not None else {})
+        if named:
+            body["checks"] = dict(zip(named, results, strict=True))
+        return JSONResponse(body, status_code=200 if all_ok else 503)
 
     if metrics is not None:
         export = metrics

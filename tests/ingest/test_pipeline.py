@@ -4,11 +4,13 @@ from pathlib import Path
 
 import pytest
 
+from ingest.checkpoint import load, save
+from ingest.dead_letters import DeadLetterError
 from ingest.dedup import Deduplicator
+from ingest.errors import PermanentSinkError
 from ingest.fakes import MemoryAlerts, MemoryDeadLetters, MemorySink
 from ingest.pipeline import IngestPipeline
-from ingest.rules_state import load_engine, save
-from protocol import Channel, StationTopic, encode
+from protocol import Channel, StationTopic, TelemetryBatch, encode
 from rules import ClockPolicy, RuleEngine, parse_rules
 from tests.factories import batch, birth, cover_info, tilt
 
@@ -164,7 +166,7 @@ async def test_alert_refused_by_the_center_is_counted_and_dead_lettered() -> Non
     )
     await fire_message(pipeline, TELEMETRY, encode(batch([tilt(s, 70) for s in range(5)])))
     assert alerts.alerts == []
-    assert [(t, r) for t, _, r, _ in dead.letters] == [("alert", "alert_refused")]
+    assert [(a.state, reason) for a, reason, _ in dead.alerts] == [("open", "alert_refused")]
     assert pipeline.metrics.registry.get_sample_value("citysense_ingest_alerts_refused_total") == 1
 
 
@@ -189,9 +191,76 @@ async def test_snapshots_are_written_atomically_and_counted(
     assert f"citysense_rules_snapshot_bytes {float(size)}" in text
 
 
-def test_a_damaged_snapshot_is_kept_aside_and_the_engine_starts_fresh(tmp_path: Path) -> None:
+def test_a_damaged_checkpoint_is_kept_aside_and_ingest_starts_fresh(tmp_path: Path) -> None:
     path = tmp_path / "rules.snapshot"
     path.write_bytes(b"{half a snapsh")
-    engine = load_engine(QUICK_RULES, path, ClockPolicy())
-    assert engine.state_counts()["sensors"] == 0
+    checkpoint = load(QUICK_RULES, path, ClockPolicy())
+    assert checkpoint.engine.state_counts()["sensors"] == 0
+    assert checkpoint.position is None
     assert (tmp_path / "rules.snapshot.bad").read_bytes() == b"{half a snapsh"
+
+
+async def test_an_alert_failing_in_an_unexpected_way_is_kept_not_retried_forever() -> None:
+    alerts = FlakyAlerts(1, OverflowError("date value out of range"))
+    dead = MemoryDeadLetters()
+    pipeline = IngestPipeline(
+        engine=quick_engine(), alerts=alerts, dead_letters=dead, sleep=_no_sleep
+    )
+    await fire_message(pipeline, TELEMETRY, encode(batch([tilt(s, 70) for s in range(5)])))
+    assert [reason for _, reason, _ in dead.alerts] == ["alert_failed"]
+    # the next message is processed as usual
+    await fire_message(pipeline, TELEMETRY, encode(batch([tilt(9, 1)], seq=1)))
+    assert pipeline.metrics.registry.get_sample_value("citysense_ingest_batches_total") == 2
+
+
+async def test_a_dead_letter_store_that_cannot_write_stalls_instead_of_crashing() -> None:
+    dead = MemoryDeadLetters(fail_with=DeadLetterError("disk full"))
+    slept: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        slept.append(delay)
+        if len(slept) == 3:
+            dead.fail_with = None  # the operator frees some space
+
+    pipeline = IngestPipeline(
+        engine=quick_engine(), alerts=MemoryAlerts(), dead_letters=dead, sleep=sleep
+    )
+    await fire_message(pipeline, TELEMETRY, b"\x00garbage")
+    assert len(slept) == 3
+    assert [reason for _, _, reason, _ in dead.letters] == ["not_json"]
+    registry = pipeline.metrics.registry
+    assert (
+        registry.get_sample_value("citysense_ingest_retries_total", {"dependency": "dead_letters"})
+        == 3
+    )
+    assert (
+        registry.get_sample_value("citysense_ingest_stalled", {"dependency": "dead_letters"}) == 0
+    )
+
+
+async def test_a_birth_claiming_another_stations_sensor_is_dead_lettered(
+    pipeline: IngestPipeline,
+) -> None:
+    await fire_message(pipeline, STATE, encode(birth(sensors=[cover_info("st-1.cover-01")])))
+    other = birth("st-2", sensors=[cover_info("st-1.cover-01")])
+    await fire_message(pipeline, str(StationTopic("st-2", Channel.STATE)), encode(other))
+    assert (
+        pipeline.metrics.rejected_count("foreign_sensor")
+        + pipeline.metrics.rejected_count("sensor_claimed")
+        == 1
+    )
+    assert pipeline.registry.owner("st-1.cover-01") == "st-1"
+
+
+async def test_a_sink_refusing_a_batch_for_good_dead_letters_it_and_rules_still_run() -> None:
+    class Refusing(MemorySink):
+        async def write_batch(self, batch: TelemetryBatch, received_at: datetime) -> None:
+            raise PermanentSinkError("victoria", "bad_request", "400: cannot parse")
+
+    dead, alerts = MemoryDeadLetters(), MemoryAlerts()
+    pipeline = IngestPipeline(
+        engine=quick_engine(), alerts=alerts, dead_letters=dead, sinks=[Refusing()]
+    )
+    await fire_message(pipeline, TELEMETRY, encode(batch([tilt(s, 70) for s in range(5)])))
+    assert [reason for _, _, reason, _ in dead.letters] == ["sink_refused"]
+    assert len(alerts.alerts) == 1

@@ -1,0 +1,85 @@
+"""Read-only views the composition root injects into the app: the station registry and the
+dead letters. Ingest implements them (``ingest.registry.StationRegistry``,
+``ingest.dead_letters.JsonlDeadLetters``); the center never imports ingest."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from protocol import Reading, SensorInfo
+
+HealthCheck = Callable[[], Awaitable[tuple[bool, str]]]
+"""A dependency probe for ``/healthz``: ``(ok, detail)``. Exceptions and timeouts count as down."""
+
+
+class StationRecord(Protocol):
+    @property
+    def station_id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def boot_epoch(self) -> int: ...
+    @property
+    def status_since(self) -> datetime: ...
+    @property
+    def last_seen(self) -> datetime | None: ...
+    @property
+    def sensor_count(self) -> int: ...
+
+
+class SensorRecord(Protocol):
+    @property
+    def sensor_id(self) -> str: ...
+    @property
+    def info(self) -> SensorInfo | None: ...
+    @property
+    def owner_station_id(self) -> str | None: ...
+    @property
+    def reporting_station_id(self) -> str | None: ...
+    @property
+    def last_seen(self) -> datetime | None: ...
+    @property
+    def latest(self) -> Reading | None: ...
+
+
+class RegistryView(Protocol):
+    """Stations by id, and one sensor. Cheap, in-memory: called on the event loop."""
+
+    def stations(self) -> Sequence[StationRecord]: ...
+
+    def sensor_summary(self, sensor_id: str) -> SensorRecord | None: ...
+
+
+class RejectRecord(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def received_at(self) -> datetime: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def station_id(self) -> str | None: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def detail(self) -> str: ...
+    @property
+    def payload(self) -> bytes: ...
+
+
+class RejectStore(Protocol):
+    """Dead letters, newest first, filtered; one page and the number that matched."""
+
+    async def list_rejects(
+        self,
+        *,
+        reason: str | None = None,
+        station_id: str | None = None,
+        since: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[Sequence[RejectRecord], int]: ...

@@ -1,0 +1,149 @@
+"""Ingest's state on disk: what makes a restart exact.
+
+Accepted messages go to the journal (the recorder's rotating files, ``ingest/sinks/recorder``)
+and are made durable before they are acknowledged to the broker. Every few seconds a checkpoint
+is written: the rules engine's state, the de-duplication state and the journal position they
+cover, in one file, atomically (written, flushed to disk, renamed over the old one). On start,
+ingest loads the checkpoint and replays the journal after its position through the pipeline
+(sinks and case store take the replay idempotently: the time-series store de-duplicates equal
+points, cases are unique on their key), then takes what the broker sends again: what was
+replayed is recognised as a duplicate and acknowledged, the rest is new.
+
+A checkpoint is taken only while no message is being handled (the pipeline's ``evaluating``
+lock) and right after a commit, so engine, de-duplication and journal position agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ingest.dedup import Deduplicator
+from ingest.pipeline import IngestPipeline
+from rules import ClockPolicy, RuleEngine, RuleSet, SnapshotError, restore, snapshot
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class JournalPosition:
+    file: str
+    offset: int
+
+
+@dataclass
+class Checkpoint:
+    engine: RuleEngine
+    dedup: Deduplicator
+    position: JournalPosition | None
+    """Where in the journal the replay starts; None: from its beginning (or nothing to replay)."""
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_suffix(path.suffix + ".tmp")
+    with scratch.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    scratch.replace(path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def encode_checkpoint(
+    engine: RuleEngine, dedup: Deduplicator, position: JournalPosition | None
+) -> bytes:
+    head = {
+        "version": CHECKPOINT_VERSION,
+        "journal": None if position is None else [position.file, position.offset],
+        "dedup": dedup.to_dict(),
+    }
+    # the engine's own snapshot is embedded as it is, not parsed and dumped again
+    return json.dumps(head)[:-1].encode() + b',"engine":' + snapshot(engine) + b"}"
+
+
+def load(rules: RuleSet, path: Path | None, clock: ClockPolicy) -> Checkpoint:
+    """The checkpoint at ``path``, or a fresh start when there is none. A damaged checkpoint is
+    kept aside (``.bad``) and ingest starts fresh, loudly: the journal is then replayed from
+    its beginning."""
+    fresh = Checkpoint(RuleEngine(rules, clock=clock), Deduplicator(), None)
+    if path is None or not path.exists():
+        return fresh
+    try:
+        document = json.loads(path.read_bytes())
+        if not isinstance(document, dict) or document.get("version") != CHECKPOINT_VERSION:
+            raise SnapshotError(f"checkpoint version {document.get('version')!r} unknown")
+        engine = restore(rules, json.dumps(document["engine"]).encode(), clock=clock)
+        dedup = Deduplicator.from_dict(document["dedup"])
+        journal = document["journal"]
+        position = None if journal is None else JournalPosition(str(journal[0]), int(journal[1]))
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        aside = path.with_suffix(path.suffix + ".bad")
+        log.error("checkpoint %s unusable (%s); kept as %s, starting fresh", path, exc, aside)
+        path.replace(aside)
+        return fresh
+    log.info("restored from %s: %s", path, engine.state_counts())
+    return Checkpoint(engine, dedup, position)
+
+
+async def save(pipeline: IngestPipeline, path: Path) -> int:
+    """Commit, then write a checkpoint of the pipeline's state and the journal position."""
+    async with pipeline.evaluating:
+        await pipeline.commit()
+        data = encode_checkpoint(pipeline.engine, pipeline.dedup, _position(pipeline.last_position))
+    await asyncio.to_thread(write_atomically, path, data)
+    pipeline.metrics.snapshot_written(len(data))
+    return len(data)
+
+
+def _position(position: object) -> JournalPosition | None:
+    file, offset = getattr(position, "file", None), getattr(position, "offset", None)
+    if isinstance(file, str) and isinstance(offset, int):
+        return JournalPosition(file, offset)
+    return None
+
+
+async def keep_saved(pipeline: IngestPipeline, path: Path, every: float) -> None:
+    """Write a checkpoint every ``every`` seconds (the last one is ``save_last``'s job: a
+    cancelled task cannot be relied on to finish awaiting)."""
+    while True:
+        await asyncio.sleep(every)
+        await save(pipeline, path)
+
+
+async def save_last(pipeline: IngestPipeline, path: Path) -> None:
+    """The checkpoint on the way out; when the last commit cannot be made (a store is down),
+    the previous checkpoint and the journal still cover everything acknowledged."""
+    try:
+        await asyncio.wait_for(save(pipeline, path), timeout=10)
+    except Exception:
+        log.exception("no last checkpoint; the previous one and the journal cover the rest")
+
+
+async def replay(pipeline: IngestPipeline, records: Iterable[Any]) -> int:
+    """Feed journal records (``topic``, ``payload``, ``ts``) through the pipeline without
+    writing them to the journal again; returns how many."""
+    count = 0
+    pipeline.replaying = True
+    try:
+        for record in records:
+            pipeline.clock_override = record.ts
+            await pipeline.handle(record.topic, record.payload)
+            count += 1
+        await pipeline.commit()
+    finally:
+        pipeline.replaying = False
+        pipeline.clock_override = None
+    return count

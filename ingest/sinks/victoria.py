@@ -1,0 +1,263 @@
+"""Telemetry into VictoriaMetrics (or any InfluxDB v2 write API) through ``influxdb-client``.
+
+Readings are buffered as line protocol (``ingest.sinks.lines``) and posted in chunks of about
+``batch_points`` points, gzip-compressed, to ``/api/v2/write`` (VictoriaMetrics ignores org,
+bucket and token). The client is the library's synchronous ``WriteApi`` run on one dedicated
+worker thread: the event loop only awaits it, and the library's level-9 gzip runs off the loop
+(its async client compresses on the loop: see ``docs/sinks.md`` for the measurements).
+
+Contract (the consumer acknowledges MQTT messages only after ``flush()`` returned):
+
+- ``write_batch`` buffers the batch and posts full chunks (or everything, once the oldest
+  buffered point waited ``flush_interval_s``). When it raises, the sink does not hold that
+  batch: the caller redelivers it. Batches buffered earlier stay buffered.
+- ``flush`` posts everything buffered; when it returns, the store has accepted it all.
+- 429, 5xx, timeouts and connection errors are retried with jittered exponential backoff,
+  honouring ``Retry-After``; when the attempts are spent, ``TransientSinkError`` (nothing is
+  dropped: the next ``flush`` tries again). Any other 4xx is ``PermanentSinkError`` naming the
+  refused batches, which the sink then no longer holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Final, Self
+
+import urllib3.exceptions
+from influxdb_client.client.influxdb_client import InfluxDBClient
+from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.domain.write_precision import WritePrecision
+from influxdb_client.rest import ApiException
+
+from ingest.errors import BatchKey, PermanentSinkError, TransientSinkError
+from ingest.sinks.lines import batch_line, reading_lines
+from protocol import TelemetryBatch
+from protocol.backoff import Backoff
+
+log = logging.getLogger(__name__)
+
+SINK: Final = "victoria"
+ORG: Final = "citysense"
+BUCKET: Final = "citysense"
+"""VictoriaMetrics ignores org and bucket; an InfluxDB 2.x behind the same API would use them."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard one chunk is retried before ``TransientSinkError``."""
+
+    attempts: int = 5
+    initial_s: float = 0.5
+    maximum_s: float = 10.0
+    max_retry_after_s: float = 60.0
+    """A ``Retry-After`` longer than this is not slept through: the caller gets the error
+    (with ``retry_after``) at once and backs off itself."""
+
+
+@dataclass(eq=False, slots=True)
+class _Pending:
+    """One batch's lines waiting in the buffer (compared by identity)."""
+
+    key: BatchKey
+    lines: list[str]
+    since: float
+
+
+@dataclass(slots=True)
+class SinkStats:
+    points_written: int = 0
+    chunks_written: int = 0
+    retries: int = 0
+    points_refused: int = 0
+    transient_failures: int = 0
+
+
+@dataclass
+class VictoriaSink:
+    url: str
+    token: str | None = None
+    batch_points: int = 5000
+    max_buffered_points: int = 200_000
+    flush_interval_s: float = 1.0
+    timeout_s: float = 10.0
+    gzip: bool = True
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    monotonic: Callable[[], float] = time.monotonic
+    stats: SinkStats = field(default_factory=SinkStats)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch_points <= self.max_buffered_points:
+            raise ValueError(f"need 1 <= {self.batch_points=} <= {self.max_buffered_points=}")
+        self._client = InfluxDBClient(
+            url=self.url.rstrip("/"),
+            token=self.token or "",  # VictoriaMetrics ignores it; none sends no header
+            org=ORG,
+            enable_gzip=self.gzip,
+            timeout=int(self.timeout_s * 1000),
+            retries=False,  # retried here, where Retry-After and our backoff apply
+        )
+        self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="victoria-write")
+        self._pending: deque[_Pending] = deque()
+        self._points = 0
+        self._sending = asyncio.Lock()
+
+    @property
+    def pending_points(self) -> int:
+        """Points buffered and not yet accepted by the store."""
+        return self._points
+
+    async def write_batch(self, batch: TelemetryBatch, received_at: datetime) -> None:
+        lines = reading_lines(batch)
+        lines.append(batch_line(batch, received_at))
+        if self._points + len(lines) > self.max_buffered_points:
+            await self.flush()
+            if self._points + len(lines) > self.max_buffered_points:
+                raise TransientSinkError(
+                    SINK, f"buffer full ({self._points} points) while the store catches up"
+                )
+        entry = _Pending(BatchKey(batch.station_id, batch.boot_epoch, batch.seq), lines, 0.0)
+        entry.since = self.monotonic()
+        self._pending.append(entry)
+        self._points += len(lines)
+        try:
+            if self._points >= self.batch_points:
+                await self._send(everything=False)
+            if self._pending and self.monotonic() - self._pending[0].since >= self.flush_interval_s:
+                await self._send(everything=True)
+        except (TransientSinkError, PermanentSinkError):
+            self._release([entry])  # the caller redelivers this batch
+            raise
+
+    async def flush(self) -> None:
+        """Post everything buffered; returns once the store accepted all of it."""
+        await self._send(everything=True)
+
+    async def aclose(self) -> None:
+        """Flush, then close the HTTP pool and the worker thread (also when the flush fails)."""
+        try:
+            await self.flush()
+        finally:
+            if self._points:
+                log.warning("closing with %d points not accepted by the store", self._points)
+            self._client.close()  # type: ignore[no-untyped-call]
+            self._executor.shutdown(wait=False)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _send(self, *, everything: bool) -> None:
+        async with self._sending:
+            while self._pending and (everything or self._points >= self.batch_points):
+                chunk = self._take_chunk()
+                lines = [line for entry in chunk for line in entry.lines]
+                try:
+                    await self._post(lines)
+                except PermanentSinkError as exc:
+                    self._release(chunk)
+                    self.stats.points_refused += len(lines)
+                    keys = tuple(entry.key for entry in chunk)
+                    raise PermanentSinkError(SINK, exc.reason, exc.detail, keys) from None
+                except TransientSinkError:
+                    self.stats.transient_failures += 1
+                    raise
+                self._release(chunk)
+                self.stats.points_written += len(lines)
+                self.stats.chunks_written += 1
+
+    def _take_chunk(self) -> list[_Pending]:
+        """Whole batches from the front, about ``batch_points`` points (at least one batch)."""
+        chunk: list[_Pending] = []
+        points = 0
+        for entry in self._pending:
+            if chunk and points + len(entry.lines) > self.batch_points:
+                break
+            chunk.append(entry)
+            points += len(entry.lines)
+        return chunk
+
+    def _release(self, entries: list[_Pending]) -> None:
+        gone = {id(entry) for entry in entries}
+        kept = [entry for entry in self._pending if id(entry) not in gone]
+        self._pending = deque(kept)
+        self._points = sum(len(entry.lines) for entry in kept)
+
+    async def _post(self, lines: list[str]) -> None:
+        backoff = Backoff(initial=self.retry.initial_s, maximum=self.retry.maximum_s)
+        loop = asyncio.get_running_loop()
+        for attempt in range(1, self.retry.attempts + 1):
+            try:
+                await loop.run_in_executor(self._executor, self._post_now, lines)
+                return
+            except ApiException as exc:
+                status = int(exc.status or 0)
+                detail = _detail(exc)
+                if status != 429 and status < 500:
+                    raise PermanentSinkError(SINK, f"http_{status}", detail) from None
+                retry_after = parse_retry_after(exc.retry_after, datetime.now(UTC))
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                detail, retry_after = f"{type(exc).__name__}: {exc}", None
+            if attempt == self.retry.attempts or (
+                retry_after is not None and retry_after > self.retry.max_retry_after_s
+            ):
+                raise TransientSinkError(
+                    SINK,
+                    f"{detail} (gave up after {attempt} attempts)",
+                    attempts=attempt,
+                    retry_after=retry_after,
+                )
+            delay = retry_after if retry_after is not None else backoff.next_delay()
+            self.stats.retries += 1
+            log.warning("write of %d points failed (%s); retry in %.2fs", len(lines), detail, delay)
+            await self.sleep(delay)
+
+    def _post_now(self, lines: list[str]) -> None:
+        """Runs on the worker thread: join, gzip (the library) and POST."""
+        body = "\n".join(lines)
+        # WritePrecision.NS is the plain string "ns", typed by the library as the class itself.
+        precision: WritePrecision = WritePrecision.NS  # type: ignore[assignment]
+        self._write_api.write(bucket=BUCKET, org=ORG, record=body, write_precision=precision)
+
+
+def _detail(exc: ApiException) -> str:
+    body = exc.body
+    if isinstance(body, bytes):
+        body = body.decode(errors="replace")
+    text = str(body).strip() if body else str(exc.reason)
+    return f"HTTP {exc.status}: {text[:500]}"
+
+
+def parse_retry_after(value: object, now: datetime) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delay-seconds or an HTTP date)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - now).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None

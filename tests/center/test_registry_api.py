@@ -1,0 +1,103 @@
+"""``/api/v1/stations`` and ``/api/v1/sensors/{id}`` over the real in-memory registry."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+
+import httpx
+import pytest
+
+from center import CaseBroadcaster, CaseService, CaseStore, create_app, create_engine
+from ingest.registry import StationRegistry
+from protocol import StationState
+from tests.factories import T0, batch, birth, cover_info, tilt
+
+NOW = T0 + timedelta(minutes=10)
+
+
+def unconnected_service() -> CaseService:
+    """A case service whose database is never touched by these routes."""
+    return CaseService(CaseStore(create_engine("sqlite+aiosqlite:///:memory:")), CaseBroadcaster())
+
+
+@pytest.fixture
+def registry() -> StationRegistry:
+    now = [NOW]
+    registry = StationRegistry(silent_after=timedelta(minutes=5), clock=lambda: now[0])
+    registry.update(birth("st-a", [cover_info("st-a.cover-1"), cover_info("st-a.cover-2")]), T0)
+    registry.update(birth("st-b", [cover_info("st-b.cover-1")]), NOW)
+    registry.saw_batch(batch([tilt(1, 3.5, "st-b.cover-1")], station_id="st-b"), NOW)
+    registry.update(StationState(station_id="st-c", status="offline", boot_epoch=4, ts=T0), NOW)
+    return registry
+
+
+async def _client(registry: StationRegistry | None) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(unconnected_service(), registry=registry)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://center") as client:
+        yield client
+
+
+@pytest.fixture
+async def client(registry: StationRegistry) -> AsyncIterator[httpx.AsyncClient]:
+    async for client in _client(registry):
+        yield client
+
+
+async def test_stations_list_presence_last_seen_and_sensor_count(
+    client: httpx.AsyncClient,
+) -> None:
+    body = (await client.get("/api/v1/stations")).json()
+    assert body["total"] == 3
+    assert [(s["station_id"], s["status"], s["sensor_count"]) for s in body["items"]] == [
+        ("st-a", "silent", 2),
+        ("st-b", "online", 1),
+        ("st-c", "offline", 0),
+    ]
+    assert body["items"][1]["last_seen"] == "2026-07-01T08:10:00Z"
+    assert body["items"][0]["status_since"] == "2026-07-01T08:00:00Z"
+
+
+async def test_stations_filter_and_page(client: httpx.AsyncClient) -> None:
+    online = (await client.get("/api/v1/stations", params={"status": "online"})).json()
+    assert [s["station_id"] for s in online["items"]] == ["st-b"]
+    page = (await client.get("/api/v1/stations", params={"limit": 1, "offset": 1})).json()
+    assert (page["total"], [s["station_id"] for s in page["items"]]) == (3, ["st-b"])
+    assert (await client.get("/api/v1/stations", params={"limit": 0})).status_code == 422
+
+
+async def test_sensor_with_birth_info_and_latest_reading(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/v1/sensors/st-b.cover-1")
+    assert response.status_code == 200
+    sensor = response.json()
+    assert sensor["registered"] is True
+    assert (sensor["owner_station_id"], sensor["reporting_station_id"]) == ("st-b", "st-b")
+    assert (sensor["kind"], sensor["class_code"], sensor["lon"]) == ("cover", "0103", 113.68)
+    assert sensor["last_seen"] == "2026-07-01T08:10:00Z"
+    assert sensor["latest"] == {"ts": "2026-07-01T08:00:01Z", "values": {"tilt_deg": 3.5}}
+
+
+async def test_sensor_born_but_silent_has_no_latest(client: httpx.AsyncClient) -> None:
+    sensor = (await client.get("/api/v1/sensors/st-a.cover-2")).json()
+    assert (sensor["last_seen"], sensor["latest"], sensor["owner_station_id"]) == (
+        None,
+        None,
+        "st-a",
+    )
+
+
+async def test_unknown_sensor_is_a_json_404(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/v1/sensors/nobody")
+    assert (response.status_code, response.json()) == (404, {"detail": "sensor nobody not known"})
+
+
+async def test_without_a_registry_the_routes_answer_503() -> None:
+    async for client in _client(None):
+        assert (await client.get("/api/v1/stations")).status_code == 503
+        assert (await client.get("/api/v1/sensors/x")).status_code == 503
+
+
+def test_registry_last_seen_is_wall_time(registry: StationRegistry) -> None:
+    (station,) = [s for s in registry.stations() if s.station_id == "st-b"]
+    assert isinstance(station.last_seen, datetime)
