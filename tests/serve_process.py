@@ -1,0 +1,165 @@
+"""``citysense serve`` as a real process for tests that kill it, and a paced edge that publishes
+numbered batches so every batch can be accounted for."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from citysense.broker import MosquittoBroker, free_port
+from protocol import (
+    Channel,
+    Reading,
+    SensorKind,
+    StationState,
+    StationTopic,
+    TelemetryBatch,
+    encode,
+)
+from tests.factories import cover_info
+
+QUICK_RULES = Path(__file__).parent / "data" / "quick_rules.yaml"
+
+
+def serve_env(
+    broker: MosquittoBroker, data: Path, *, victoria_url: str | None = None, **extra: str
+) -> dict[str, str]:
+    """The environment of a node on a free HTTP port with everything under ``data``."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "CITYSENSE_INGEST_MQTT_PORT": str(broker.port),
+        "CITYSENSE_INGEST_CLIENT_ID": f"ingest-{data.name}-{port}",
+        "CITYSENSE_INGEST_DEAD_LETTER_PATH": str(data / "dead.jsonl"),
+        "CITYSENSE_INGEST_RULES_PATH": str(QUICK_RULES),
+        "CITYSENSE_INGEST_ALLOWED_LATENESS_S": "0.3",
+        "CITYSENSE_INGEST_SNAPSHOT_PATH": str(data / "checkpoint.json"),
+        "CITYSENSE_INGEST_SNAPSHOT_EVERY_S": "0.5",
+        "CITYSENSE_SINK_RECORDER_DIR": str(data / "journal"),
+        "CITYSENSE_CENTER_DATABASE_URL": f"sqlite+aiosqlite:///{data / 'cases.db'}",
+        "CITYSENSE_CENTER_PORT": str(port),
+        **extra,
+    }
+    if victoria_url is not None:
+        env["CITYSENSE_SINK_VICTORIA_URL"] = victoria_url
+        env["CITYSENSE_SINK_FLUSH_INTERVAL_S"] = "0.2"
+    return env
+
+
+@contextmanager
+def serve(env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "citysense.cli", "serve"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)  # also closes the pipe of a killed process
+
+
+def api(env: dict[str, str], path: str) -> Any:
+    url = f"http://127.0.0.1:{env['CITYSENSE_CENTER_PORT']}{path}"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        if path == "/metrics":
+            return response.read().decode()
+        return json.load(response)
+
+
+def metric(env: dict[str, str], name: str, **labels: str) -> float:
+    """One sample from the node's ``/metrics`` (0 when absent)."""
+    try:
+        text = api(env, "/metrics")
+    except OSError:
+        return 0.0
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    pattern = re.escape(name) + (r"\{" + re.escape(wanted) + r"\}" if labels else "") + r" (\S+)"
+    match = re.search(r"^" + pattern + r"$", text, re.MULTILINE)
+    return float(match[1]) if match else 0.0
+
+
+def wait_for(check: Callable[[], Any], within: float, what: str) -> Any:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+        except OSError:
+            result = None
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: not within {within}s")
+
+
+class NumberedEdge:
+    """One station publishing numbered batches of cover readings at QoS 1 (as its edge agent
+    would), from a birth on. ``tilt`` of the first cover can be raised to open a case."""
+
+    def __init__(self, broker: MosquittoBroker, station_id: str, covers: int = 5) -> None:
+        self.station_id = station_id
+        self.sensors = [f"{station_id}.cover-{i:02d}" for i in range(covers)]
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edge-{station_id}")
+        self.client.max_queued_messages_set(0)
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        self.seq = 0
+        self.pending: list[mqtt.MQTTMessageInfo] = []
+        self.t0 = datetime.now(UTC)
+        birth = StationState(
+            station_id=station_id,
+            status="online",
+            boot_epoch=1,
+            ts=self.t0,
+            sensors=[cover_info(s) for s in self.sensors],
+        )
+        topic = str(StationTopic(station_id, Channel.STATE))
+        self.client.publish(topic, encode(birth), qos=1, retain=True).wait_for_publish(5)
+        self.topic = str(StationTopic(station_id, Channel.TELEMETRY))
+
+    def publish(self, tilt: float = 1.0) -> None:
+        """One batch: a reading of every cover, stamped 10 ms apart per batch (unique times).
+        Published without waiting (as fast as a busy station's backlog); ``flush`` waits."""
+        ts = self.t0 + timedelta(milliseconds=10 * self.seq)
+        readings = [
+            Reading(
+                sensor_id=sensor,
+                kind=SensorKind.COVER,
+                ts=ts,
+                values={"tilt_deg": tilt if i == 0 else 1.0},
+            )
+            for i, sensor in enumerate(self.sensors)
+        ]
+        batch = TelemetryBatch(
+            station_id=self.station_id, boot_epoch=1, seq=self.seq, sent_at=ts, readings=readings
+        )
+        self.seq += 1
+        self.pending.append(self.client.publish(self.topic, encode(batch), qos=1))
+
+    def flush(self) -> None:
+        """Wait until the broker has every batch published so far (PUBACK)."""
+        for info in self.pending:
+            info.wait_for_publish(30)
+        self.pending.clear()
+
+    def close(self) -> None:
+        self.flush()
+        self.client.loop_stop()
+        self.client.disconnect()

@@ -1,0 +1,279 @@
+"""At-least-once in, exactly-once stored: ``citysense serve`` killed with SIGKILL mid-stream,
+VictoriaMetrics stopped for 30 s, the case database cut off; every batch the edge sent is
+counted in the store, in the journal, and in the cases.
+
+The de-duplication that makes the store exact is ours (journal replay and re-sent batches are
+recognised by (station, boot, seq)) and VictoriaMetrics' own (``-dedup.minScrapeInterval``:
+a point written twice with the same time is kept once), which production must enable too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from citysense.broker import MosquittoBroker
+from ingest.sinks.recorder import read_recorded
+from protocol import StationTopic
+from tests.center.conftest import DEFAULT_POSTGRES_URL, POSTGRES_URL_ENV, _admin, _run_aside
+from tests.conftest import VictoriaMetrics
+from tests.serve_process import NumberedEdge, api, metric, serve, serve_env, wait_for
+
+pytestmark = pytest.mark.integration
+
+COVERS = 5
+
+
+def stored_seqs(victoria: VictoriaMetrics, station_id: str) -> list[int]:
+    """Every batch sequence number the store holds for a station (one point per batch)."""
+    series = victoria.export(f'{{__name__="citysense_batch_seq",station="{station_id}"}}')
+    return sorted(int(v) for s in series for v in s["values"])  # type: ignore[attr-defined]
+
+
+def stored_readings(victoria: VictoriaMetrics, station_id: str) -> int:
+    series = victoria.export(f'{{__name__="cover_tilt_deg",station="{station_id}"}}')
+    return sum(len(s["values"]) for s in series)  # type: ignore[arg-type]
+
+
+def journal_seqs(journal: Path, station_id: str) -> Counter[int]:
+    import json
+
+    seqs: Counter[int] = Counter()
+    for record in read_recorded(journal):
+        if StationTopic.parse(record.topic).station_id == station_id and record.topic.endswith(
+            "telemetry"
+        ):
+            seqs[json.loads(record.payload)["seq"]] += 1
+    return seqs
+
+
+def cases(env: dict[str, str]) -> list[dict[str, object]]:
+    return list(api(env, "/api/v1/cases?limit=500")["items"])
+
+
+def test_kill_9_mid_stream_every_batch_stored_exactly_once(
+    mosquitto: MosquittoBroker, victoria: VictoriaMetrics, tmp_path: Path
+) -> None:
+    station = f"st-once-{uuid.uuid4().hex[:6]}"
+    env = serve_env(mosquitto, tmp_path, victoria_url=victoria.url)
+    edge = NumberedEdge(mosquitto, station, covers=COVERS)
+    total = 3000
+    incident = range(1000, 1600)  # 6 s of event time with the first cover open
+
+    def send(count: int) -> None:
+        for _ in range(count):
+            edge.publish(75.0 if edge.seq in incident else 1.0)
+        edge.flush()
+
+    try:
+        with serve(env) as first:
+            wait_for(lambda: api(env, "/healthz")["mqtt_connected"], 30, "first start")
+            send(1000)  # faster than ingest takes it: a backlog when the kill comes
+            wait_for(lambda: metric(env, "citysense_ingest_acknowledged_total") > 300, 30, "acks")
+            first.send_signal(signal.SIGKILL)
+        send(1000)  # the broker queues these for ingest's persistent session
+        with serve(env):
+            wait_for(lambda: api(env, "/healthz")["mqtt_connected"], 30, "restart")
+            send(total - 2000)
+            wait_for(lambda: len(stored_seqs(victoria, station)) >= total, 60, "all stored")
+            time.sleep(1.0)  # anything late or doubled would show now
+            assert stored_seqs(victoria, station) == list(range(total))
+            assert stored_readings(victoria, station) == total * COVERS
+            journal = journal_seqs(tmp_path / "journal", station)
+            assert set(journal) == set(range(total))
+            assert max(journal.values()) == 1, "a batch accepted twice"
+            opened = wait_for(lambda: cases(env), 30, "the incident's case")
+            assert [(c["sensor_id"], c["status"]) for c in opened] == [(edge.sensors[0], "cleared")]
+    finally:
+        edge.close()
+
+
+def test_store_stopped_for_30s_ingest_holds_then_stores_everything_once(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    store = VictoriaMetrics(tmp_path / "vm")
+    (tmp_path / "vm").mkdir()
+    store.start()
+    station = f"st-down-{uuid.uuid4().hex[:6]}"
+    env = serve_env(
+        mosquitto,
+        tmp_path,
+        victoria_url=store.url,
+        CITYSENSE_SINK_RETRY_ATTEMPTS="2",
+        CITYSENSE_SINK_RETRY_MAX_S="0.5",
+    )
+    edge = NumberedEdge(mosquitto, station, covers=COVERS)
+    try:
+        with serve(env):
+            wait_for(lambda: api(env, "/healthz")["mqtt_connected"], 30, "start")
+            for _ in range(200):
+                edge.publish()
+            edge.flush()
+            wait_for(lambda: len(stored_seqs(store, station)) == 200, 30, "before the outage")
+            store.stop()
+            for _ in range(800):
+                edge.publish()
+            edge.flush()
+            wait_for(
+                lambda: metric(env, "citysense_ingest_stalled", dependency="sink"), 30, "stall"
+            )
+            acked = metric(env, "citysense_ingest_acknowledged_total")
+            in_flight = []
+            for _ in range(25):  # 30 s outage in all
+                time.sleep(1)
+                in_flight.append(metric(env, "citysense_ingest_in_flight"))
+            assert metric(env, "citysense_ingest_acknowledged_total") == acked  # nothing acked
+            assert max(in_flight) <= 100  # the broker's max_inflight_messages (broker_config)
+            health = api_status(env)
+            assert health == 503
+            store.start()
+            wait_for(lambda: len(stored_seqs(store, station)) >= 1000, 60, "after the outage")
+            time.sleep(1.0)
+            assert stored_seqs(store, station) == list(range(1000))
+            assert stored_readings(store, station) == 1000 * COVERS
+            assert metric(env, "citysense_ingest_stalled", dependency="sink") == 0
+    finally:
+        edge.close()
+        store.stop()
+
+
+def api_status(env: dict[str, str]) -> int:
+    import urllib.error
+
+    try:
+        api(env, "/healthz")
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    return 200
+
+
+class Cuttable:
+    """A TCP proxy in front of PostgreSQL that the test can cut and restore."""
+
+    def __init__(self, target_port: int) -> None:
+        from citysense.broker import free_port
+
+        self.port = free_port()
+        self.target_port = target_port
+        self.open = True
+        self._loop = asyncio.new_event_loop()
+        self._connections: list[asyncio.StreamWriter] = []
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(5)
+
+    async def _serve(self) -> None:
+        self._server = await asyncio.start_server(self._pipe, "127.0.0.1", self.port)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.open:
+            writer.close()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        self._connections += [writer, up_writer]
+
+        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(copy(reader, up_writer), copy(up_reader, writer))
+
+    def cut(self) -> None:
+        def close_all() -> None:
+            self.open = False
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()
+
+        self._loop.call_soon_threadsafe(close_all)
+
+    def restore(self) -> None:
+        self.open = True
+
+    def close(self) -> None:
+        self.cut()
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+    async def _shutdown(self) -> None:
+        self._server.close()
+        await self._server.wait_closed()
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                task.cancel()
+
+
+@pytest.fixture
+def cuttable_database() -> Iterator[tuple[str, Cuttable]]:
+    """A throw-away PostgreSQL database reached through a proxy the test can cut."""
+    admin = make_url(os.environ.get(POSTGRES_URL_ENV, DEFAULT_POSTGRES_URL))
+    name = f"citysense_test_{secrets.token_hex(6)}"
+    _run_aside(_admin(admin, f'CREATE DATABASE "{name}"'))
+    proxy = Cuttable(admin.port or 5432)
+    try:
+        url = admin.set(
+            drivername="postgresql+asyncpg", database=name, host="127.0.0.1", port=proxy.port
+        )
+        yield url.render_as_string(hide_password=False), proxy
+    finally:
+        proxy.close()
+        _run_aside(_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def test_case_database_cut_off_ingest_holds_then_the_cases_appear(
+    mosquitto: MosquittoBroker, cuttable_database: tuple[str, Cuttable], tmp_path: Path
+) -> None:
+    url, proxy = cuttable_database
+    station = f"st-db-{uuid.uuid4().hex[:6]}"
+    env = serve_env(mosquitto, tmp_path, CITYSENSE_CENTER_DATABASE_URL=url)
+    edge = NumberedEdge(mosquitto, station, covers=COVERS)
+    try:
+        with serve(env):
+            wait_for(lambda: api(env, "/healthz")["mqtt_connected"], 30, "start")
+            for _ in range(100):
+                edge.publish()
+            edge.flush()
+            wait_for(lambda: metric(env, "citysense_ingest_acknowledged_total") >= 101, 30, "acks")
+            proxy.cut()
+            for _ in range(400):  # an incident while the database is away
+                edge.publish(75.0)
+            for _ in range(100):
+                edge.publish()
+            edge.flush()
+            wait_for(
+                lambda: metric(env, "citysense_ingest_stalled", dependency="center"), 30, "stall"
+            )
+            acked = metric(env, "citysense_ingest_acknowledged_total")
+            time.sleep(10)
+            assert metric(env, "citysense_ingest_acknowledged_total") == acked
+            assert api_status(env) == 503
+            proxy.restore()
+            wait_for(lambda: metric(env, "citysense_ingest_acknowledged_total") >= 601, 60, "acks")
+            opened = wait_for(lambda: cases(env), 30, "the case")
+            assert [(c["sensor_id"], c["status"]) for c in opened] == [(edge.sensors[0], "cleared")]
+            assert metric(env, "citysense_ingest_batches_total") == 600
+    finally:
+        edge.close()
