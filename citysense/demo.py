@@ -14,6 +14,7 @@ from citysense.broker import MosquittoBroker, free_port
 from citysense.embedded_broker import embedded_broker
 from citysense.node import build_node, node_tasks, serve_until_stopped
 from citysense.simulate import city_tasks, describe
+from citysense.victoria import VictoriaMetrics
 from ingest.settings import IngestSettings
 from ingest.sinks.settings import SinkSettings
 from simulator.city import build_city
@@ -65,7 +66,14 @@ async def run_demo(
         center = CenterSettings(
             database_url=f"sqlite+aiosqlite:///{data_dir / 'cases.db'}", host=host, port=port
         )
-        sinks = SinkSettings(recorder_dir=data_dir / "recordings")
+        store_url = None
+        if VictoriaMetrics.available():
+            store = stack.enter_context(VictoriaMetrics(data_dir / "victoria-metrics"))
+            store_url = store.url
+            console.print(f"time-series store: victoria-metrics at {store.url}")
+        else:
+            console.print("time-series store: none (victoria-metrics not installed); journal only")
+        sinks = SinkSettings(recorder_dir=data_dir / "recordings", victoria_url=store_url)
         node = await stack.enter_async_context(build_node(ingest, center, sinks))
         city = build_city(seed=seed)
         tasks = city_tasks(

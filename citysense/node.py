@@ -118,7 +118,7 @@ async def build_node(
             service,
             health=node.health,
             metrics=pipeline.metrics.render,
-            checks=_health_checks(consumer, service, sinks.victoria_url),
+            checks=_health_checks(pipeline, consumer, service, sinks.victoria_url),
             registry=pipeline.registry,
             rejects=dead_letters,
         )
@@ -126,7 +126,10 @@ async def build_node(
 
 
 def _health_checks(
-    consumer: IngestConsumer, service: CaseService, store_url: str | None
+    pipeline: IngestPipeline,
+    consumer: IngestConsumer,
+    service: CaseService,
+    store_url: str | None,
 ) -> dict[str, HealthCheck]:
     async def broker() -> tuple[bool, str]:
         up = consumer.connected.is_set()
@@ -136,7 +139,11 @@ def _health_checks(
         await service.store.ping()
         return True, "answers"
 
-    checks: dict[str, HealthCheck] = {"broker": broker, "database": database}
+    async def ingest() -> tuple[bool, str]:
+        waiting = sorted(pipeline.stalled)
+        return not waiting, f"stalled on {', '.join(waiting)}" if waiting else "flowing"
+
+    checks: dict[str, HealthCheck] = {"broker": broker, "database": database, "ingest": ingest}
     if store_url is not None:
         url = store_url
 

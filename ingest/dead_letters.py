@@ -203,6 +203,9 @@ class _FileIndex:
                         offset, lines = self._read(source, file, offset, lines, letters)
                 except FileNotFoundError:
                     continue
+                except OSError as exc:  # not a readable file (a directory in its place…)
+                    log.warning("dead letters in %s cannot be read: %s", file, exc)
+                    continue
                 seen[key] = (offset, lines, letters)
                 result.extend(letters)
             self._files = seen

@@ -8,7 +8,30 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ingest.dedup import Deduplicator
 from rules import RuleEngine
+
+
+class DedupCollector(Collector):
+    """Sequence gaps per station, and batches too old to be checked, read at scrape time."""
+
+    def __init__(self, dedup: Deduplicator) -> None:
+        self.dedup = dedup
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        gaps = GaugeMetricFamily(
+            "citysense_ingest_gaps",
+            "Batch sequence numbers skipped and not (yet) re-sent, per station",
+            labels=["station"],
+        )
+        for station, count in sorted(self.dedup.gaps().items()):
+            gaps.add_metric([station], count)
+        yield gaps
+        yield CounterMetricFamily(
+            "citysense_ingest_unverifiable_batches",
+            "Batches older than the de-duplication window: accepted unchecked",
+            value=self.dedup.unverifiable,
+        )
 
 
 class EngineCollector(Collector):
@@ -45,6 +68,7 @@ class IngestMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self._engine_collector: EngineCollector | None = None
+        self._dedup_collector: DedupCollector | None = None
         self.messages = Counter(
             "citysense_ingest_messages",
             "MQTT messages received",
@@ -114,6 +138,13 @@ class IngestMetrics:
     def snapshot_written(self, size: int) -> None:
         if self._engine_collector is not None:
             self._engine_collector.snapshot_bytes = size
+
+    def watch_dedup(self, dedup: Deduplicator) -> None:
+        """Export ``dedup``'s gaps (replacing one watched before)."""
+        if self._dedup_collector is not None:
+            self.registry.unregister(self._dedup_collector)
+        self._dedup_collector = DedupCollector(dedup)
+        self.registry.register(self._dedup_collector)
 
     def watch_engine(self, engine: RuleEngine) -> None:
         """Export ``engine``'s counters and state size (replacing an engine watched before)."""

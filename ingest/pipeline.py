@@ -96,12 +96,15 @@ class IngestPipeline:
         """True while the journal is replayed after a restart: nothing is written to it."""
         self.clock_override: datetime | None = None
         """The receive time to use instead of the clock (a replay uses the journal's)."""
+        self.stalled: set[str] = set()
+        """Dependencies ingest is waiting for right now (nothing is acknowledged meanwhile)."""
         self.last_position: Any = None
         """The journal position after the last commit."""
         self.evaluating = asyncio.Lock()
         """Held while a message is handled (checkpoints wait for it)."""
         self.engine.set_locator(self.registry.location)
         self.metrics.watch_engine(self.engine)
+        self.metrics.watch_dedup(self.dedup)
 
     async def handle_group(self, messages: Sequence[tuple[str, bytes]]) -> None:
         """Handle messages in order, then ``commit``: after this they may be acknowledged."""
@@ -173,6 +176,19 @@ class IngestPipeline:
         if self.dedup.seen(batch.station_id, batch.boot_epoch, batch.seq):
             self.metrics.duplicates.inc()
             return
+        owner = self.registry.owner
+        foreign = next(
+            (
+                r.sensor_id
+                for r in batch.readings
+                if owner(r.sensor_id) not in (None, batch.station_id)
+            ),
+            None,
+        )
+        if foreign is not None:  # a sensor another station's birth registered
+            detail = f"sensor {foreign} belongs to {owner(foreign)}, not {batch.station_id}"
+            await self._reject(topic, payload, PayloadError("foreign_sensor", detail), received_at)
+            return
         await self._journal(topic, payload, received_at)
         for sink in self.sinks:
             try:
@@ -236,6 +252,7 @@ class IngestPipeline:
                 except TRANSIENT as exc:
                     if not stalled:
                         stalled = True
+                        self.stalled.add(what)
                         self.metrics.stalled.labels(what).set(1)
                     self.metrics.retries.labels(what).inc()
                     if what == "center":
@@ -245,6 +262,7 @@ class IngestPipeline:
                     await self.sleep(delay)
         finally:
             if stalled:
+                self.stalled.discard(what)
                 self.metrics.stalled.labels(what).set(0)
 
     async def _dead_letter(

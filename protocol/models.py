@@ -16,6 +16,7 @@ from typing import Annotated, Any, Final, Literal, Self
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictInt,
@@ -47,7 +48,23 @@ StationId = Annotated[str, Field(pattern=STATION_ID_PATTERN)]
 ValueName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 """A finite JSON number; never a string or a boolean."""
-WireTime = Annotated[AwareDatetime, Field(ge=TIME_MIN, lt=TIME_END)]
+
+
+def _rfc3339_only(value: object) -> object:
+    """A time on the wire is an RFC 3339 string: never a number of seconds, in any form."""
+    if isinstance(value, str):
+        if not (value[4:5] == "-" and value[7:8] == "-"):
+            raise ValueError(f"time {value[:40]!r} is not RFC 3339 (YYYY-MM-DDThh:mm:ss±hh:mm)")
+    elif not isinstance(value, datetime):
+        raise ValueError(f"a time is an RFC 3339 string, not {type(value).__name__}")
+    return value
+
+
+WireTime = Annotated[
+    AwareDatetime,
+    BeforeValidator(_rfc3339_only),
+    Field(ge=TIME_MIN, lt=TIME_END),
+]
 _TIME_RULE = "RFC 3339 with offset, in [1970-01-01, 2100-01-01) UTC"
 
 

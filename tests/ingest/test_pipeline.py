@@ -264,3 +264,10 @@ async def test_a_sink_refusing_a_batch_for_good_dead_letters_it_and_rules_still_
     await fire_message(pipeline, TELEMETRY, encode(batch([tilt(s, 70) for s in range(5)])))
     assert [reason for _, _, reason, _ in dead.letters] == ["sink_refused"]
     assert len(alerts.alerts) == 1
+
+
+async def test_sequence_gaps_are_on_metrics(pipeline: IngestPipeline) -> None:
+    for seq in (0, 1, 4):
+        await fire_message(pipeline, TELEMETRY, encode(batch([tilt(seq, 1)], seq=seq)))
+    text = pipeline.metrics.render().decode()
+    assert 'citysense_ingest_gaps{station="st-1"} 2.0' in text
