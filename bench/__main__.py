@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         file=sys.stderr,
     )
     started = time.monotonic()
-    measurements = run(plan, _progress)
+    measurements = run(plan, _progress, args.out.parent)
     command = shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
     result = document(
         measurements,

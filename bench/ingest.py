@@ -3,7 +3,8 @@
 In-process, ``IngestPipeline.handle`` gets pre-encoded load-generator batches (fakes from
 ``ingest.fakes``, the default rules); its baseline is ``protocol.decode_telemetry`` alone over the
 same messages. End to end, the load generator publishes through Mosquitto to the real
-``IngestConsumer`` (aiomqtt, persistent session, QoS 1) feeding the pipeline in this process.
+``IngestConsumer`` (paho, persistent session, QoS 1, manual acknowledgement) feeding the
+pipeline in this process.
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ def measure_end_to_end(spec: LoadSpec) -> Measurement:
     pipeline.check_accepted(stats.messages)
     measurement = _rates(
         "ingest_end_to_end",
-        "load generator → mosquitto → IngestConsumer (aiomqtt) → IngestPipeline",
+        "load generator → mosquitto → IngestConsumer (paho) → IngestPipeline",
         {
             "stations": spec.stations,
             "batch_size": spec.batch,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
@@ -18,12 +19,30 @@ CONNECT_TIMEOUT_S = 10.0
 class CountingSubscriber:
     """Counts messages and bytes on ``topic_filter`` and when the first and last one arrived.
 
-    paho runs its network loop in its own thread; the counters are only written there.
+    paho runs its network loop in its own thread; the counters are only written there. With a
+    ``client_id`` and ``clean_session=False`` it resumes a persistent session (the drain
+    baselines of ``bench.drain``) and counts what the broker queued for it.
     """
 
-    def __init__(self, host: str, port: int, topic_filter: str, qos: int) -> None:
-        self.host, self.port, self.topic_filter, self.qos = host, port, topic_filter, qos
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        topic_filter: str | Sequence[str],
+        qos: int,
+        *,
+        client_id: str = "",
+        clean_session: bool = True,
+    ) -> None:
+        self.host, self.port, self.qos = host, port, qos
+        filters = [topic_filter] if isinstance(topic_filter, str) else list(topic_filter)
+        self.filters = [(f, qos) for f in filters]
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=clean_session,
+            protocol=mqtt.MQTTv311,
+        )
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
@@ -35,7 +54,7 @@ class CountingSubscriber:
         self, client: mqtt.Client, _u: object, _f: object, code: Any, _p: object
     ) -> None:
         if not code.is_failure:
-            client.subscribe(self.topic_filter, self.qos)
+            client.subscribe(self.filters)
 
     def _on_subscribe(self, _c: object, _u: object, _mid: int, _codes: object, _p: object) -> None:
         self._subscribed.set()

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
+from bench.acceptance import StackPlan, measure_stack
 from bench.broker_rate import BASELINE_STYLE, measure_publisher
 from bench.encoding import measure_encoders
 from bench.engine import Traffic, measure_state, measure_throughput
 from bench.ingest import measure_decode, measure_end_to_end, measure_pipeline, traffic
 from bench.load import measure_loadgen
 from bench.report import Measurement, compared
+from bench.stack import Services
+from bench.victoria import PrivateVictoria
 from citysense.broker import MosquittoBroker
 from simulator.loadgen import LoadSpec
 
@@ -38,6 +42,16 @@ class Plan:
     engine_chunk: int = 200
     """Batches per ``BatchEngine.process_chunk`` call."""
     state_sensors: int = 1_000_000
+    stack: StackPlan = field(
+        default_factory=lambda: StackPlan(
+            messages_b100=10_000,
+            messages_b1=50_000,
+            profile_messages=4_000,
+            latency_seconds=10.0,
+            latency_every_s=0.05,
+        )
+    )
+    """The whole-stack phases (bench/acceptance.py)."""
 
     def load(
         self, host: str, port: int, *, rate: float | None, qos: int, total: int | None = None
@@ -68,6 +82,13 @@ QUICK = Plan(
     engine_stations=100,
     engine_steps=20,
     state_sensors=100_000,
+    stack=StackPlan(
+        messages_b100=1_500,
+        messages_b1=5_000,
+        profile_messages=1_000,
+        latency_seconds=3.0,
+        latency_every_s=0.05,
+    ),
 )
 FULL = Plan(
     "full",
@@ -124,8 +145,12 @@ def through_broker(
             yield compared(client, raw[qos], ["messages_per_s"])
 
 
-def run(plan: Plan, progress: Progress) -> list[Measurement]:
-    """Every measurement of ``plan``; ``progress`` sees each one as it is made."""
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def run(plan: Plan, progress: Progress, results_dir: Path = RESULTS_DIR) -> list[Measurement]:
+    """Every measurement of ``plan``; ``progress`` sees each one as it is made. The profile's
+    files go to ``results_dir``."""
     done: list[Measurement] = []
 
     def record(measurement: Measurement) -> None:
@@ -138,4 +163,15 @@ def run(plan: Plan, progress: Progress) -> list[Measurement]:
     with MosquittoBroker() as broker:
         for measurement in through_broker(plan, broker.host, broker.port, pipeline):
             record(measurement)
+        with PrivateVictoria() as victoria:
+            process = broker._process  # its CPU is reported beside the node's
+            services = Services(
+                broker.host,
+                broker.port,
+                victoria.url,
+                broker_pid=None if process is None else process.pid,
+                victoria_pid=victoria.pid,
+            )
+            for measurement in measure_stack(plan.stack, services, results_dir):
+                record(measurement)
     return done

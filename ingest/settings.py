@@ -20,7 +20,9 @@ class IngestSettings(BaseSettings):
     snapshot_path: Path | None = Path("data/rules.snapshot")
     """Ingest's checkpoint (rules engine, de-duplication, journal position); restored from on
     start. None: kept in RAM only."""
-    snapshot_every_s: float = Field(default=2.0, gt=0, le=3600)
+    snapshot_every_s: float = Field(default=10.0, gt=0, le=3600)
+    """A checkpoint serialises the whole rules engine on the event loop (63 % of ingest's time
+    under a backlog at 2 s, `make bench`); the journal replays what came after it."""
     dead_letter_max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     dead_letter_keep: int = Field(default=5, ge=0)
     silent_after_s: float = Field(default=300.0, gt=0)

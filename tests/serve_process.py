@@ -118,6 +118,7 @@ class NumberedEdge:
         self.sensors = [f"{station_id}.cover-{i:02d}" for i in range(covers)]
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edge-{station_id}")
         self.client.max_queued_messages_set(0)
+        self.client.max_inflight_messages_set(1000)
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
         self.seq = 0
@@ -152,6 +153,8 @@ class NumberedEdge:
         )
         self.seq += 1
         self.pending.append(self.client.publish(self.topic, encode(batch), qos=1))
+        if len(self.pending) >= 20_000:  # packet ids are 16 bits: never that many outstanding
+            self.flush()
 
     def flush(self) -> None:
         """Wait until the broker has every batch published so far (PUBACK)."""

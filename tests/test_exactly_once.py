@@ -277,3 +277,54 @@ def test_case_database_cut_off_ingest_holds_then_the_cases_appear(
             assert metric(env, "citysense_ingest_batches_total") == 600
     finally:
         edge.close()
+
+
+def test_overload_three_times_the_sustained_rate_then_half_loses_and_doubles_nothing(
+    mosquitto: MosquittoBroker, victoria: VictoriaMetrics, tmp_path: Path
+) -> None:
+    """Publishers at 3× what ingest sustains (measured first, in the same run), then at half
+    of it; accounting by sequence number at the end: every batch stored once, none twice. The
+    broker's queue (``max_queued_messages`` in broker_config/) absorbs the backlog; gaps it would
+    cause are counted by ingest (``citysense_ingest_gaps``) and must be zero here."""
+    station = f"st-load-{uuid.uuid4().hex[:6]}"
+    env = serve_env(mosquitto, tmp_path, victoria_url=victoria.url)
+    edge = NumberedEdge(mosquitto, station, covers=COVERS)
+    try:
+        with serve(env):
+            wait_for(lambda: api(env, "/healthz")["mqtt_connected"], 30, "start")
+            # what ingest sustains: a pre-filled burst, timed from first to last acknowledgement
+            base = metric(env, "citysense_ingest_acknowledged_total")
+            for _ in range(3000):
+                edge.publish()
+            edge.flush()
+            started = time.monotonic()
+            wait_for(
+                lambda: metric(env, "citysense_ingest_acknowledged_total") >= base + 3000,
+                120,
+                "the burst",
+            )
+            sustained = 3000 / (time.monotonic() - started)
+            for rate, seconds in ((3 * sustained, 10.0), (sustained / 2, 10.0)):
+                _paced(edge, rate, seconds)
+            sent = edge.seq
+            wait_for(lambda: len(stored_seqs(victoria, station)) >= sent, 300, "drained")
+            time.sleep(1.0)
+            assert stored_seqs(victoria, station) == list(range(sent))
+            journal = journal_seqs(tmp_path / "journal", station)
+            assert (len(journal), max(journal.values())) == (sent, 1)
+            assert metric(env, "citysense_ingest_gaps", station=station) == 0
+            print(f"ingest sustained {sustained:.0f} batches/s; {sent} batches, 0 lost, 0 twice")
+    finally:
+        edge.close()
+
+
+def _paced(edge: NumberedEdge, rate: float, seconds: float) -> None:
+    start = time.monotonic()
+    sent = 0
+    while (elapsed := time.monotonic() - start) < seconds:
+        due = int(rate * elapsed)
+        while sent < due:
+            edge.publish()
+            sent += 1
+        time.sleep(0.005)
+    edge.flush()

@@ -23,7 +23,9 @@ pytestmark = pytest.mark.integration
 def station() -> SimulatedStation:
     """A simulated station under a fresh id, so retained states of other tests stay out."""
     base = build_city(seed=7).stations[0]
-    unique = dataclasses.replace(base, station_id=f"st-test-{uuid.uuid4().hex[:12]}")
+    station_id = f"st-test-{uuid.uuid4().hex[:12]}"
+    plan = dataclasses.replace(base.plan, station_id=station_id)  # its sensors are named by it
+    unique = dataclasses.replace(base, station_id=station_id, plan=plan)
     return SimulatedStation(unique, seed=7)
 
 

@@ -1,0 +1,186 @@
+"""Reading → case on the SSE stream, under a steady load.
+
+A node with ``bench/data/latency_rules.yaml`` (the cover rule with hold 0) and an allowed lateness
+of 0 (a reading is evaluated as soon as its station's watermark reaches it, not 6 s later)
+serves its HTTP API; a client follows ``/api/v1/cases/stream``. The load generator publishes
+100-reading batches at a steady rate (half the measured maximum) while this process publishes an
+incident every ``every_s``: a one-reading batch of a fresh station whose cover reads 80°. The
+latency of an incident is from just before its ``publish`` to its ``opened`` event on the stream
+(both on this process's monotonic clock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from bench.report import BenchError, Measurement
+from bench.stack import Services, node_on
+from citysense.node import Node, node_tasks, serve_until_stopped
+from protocol import Channel, Reading, SensorKind, StationTopic, TelemetryBatch, encode
+from simulator.loadgen import LoadSpec, run_load
+
+LATENCY_RULES = Path(__file__).resolve().parent / "data" / "latency_rules.yaml"
+WARMUP_S = 2.0
+"""The load runs this long before the first incident (its processes start, the rate settles)."""
+SETTLE_S = 3.0
+START_TIMEOUT_S = 15.0
+
+
+def incident(station_id: str) -> tuple[str, bytes]:
+    now = datetime.now(UTC)
+    batch = TelemetryBatch(
+        station_id=station_id,
+        boot_epoch=1,
+        seq=0,
+        sent_at=now,
+        readings=[
+            Reading(
+                sensor_id=f"{station_id}.cover-01",
+                kind=SensorKind.COVER,
+                ts=now,
+                values={"tilt_deg": 80.0, "water_level_m": 0.3, "battery_v": 3.6},
+            )
+        ],
+    )
+    return str(StationTopic(station_id, Channel.TELEMETRY)), encode(batch)
+
+
+async def _follow(url: str, opened: dict[str, float], ready: asyncio.Event) -> None:
+    async with (
+        httpx.AsyncClient(timeout=None) as client,
+        client.stream("GET", f"{url}/api/v1/cases/stream") as answer,
+    ):
+        event = ""
+        async for line in answer.aiter_lines():
+            if line.startswith(":"):
+                ready.set()
+            elif line.startswith("event:"):
+                event = line.removeprefix("event:").strip()
+            elif line.startswith("data:") and event == "opened":
+                seen = time.monotonic()
+                case = json.loads(line.removeprefix("data:"))["case"]
+                opened.setdefault(case["sensor_id"], seen)
+
+
+async def _publish_incidents(
+    services: Services, seconds: float, every_s: float, published: dict[str, float]
+) -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    client.connect(services.mqtt_host, services.mqtt_port, keepalive=30)
+    client.loop_start()
+    run = uuid.uuid4().hex[:6]
+    try:
+        started = time.monotonic()
+        n = 0
+        while time.monotonic() - started < seconds:
+            station = f"inc-{run}-{n:05d}"
+            topic, payload = incident(station)
+            published[f"{station}.cover-01"] = time.monotonic()
+            client.publish(topic, payload, qos=1)
+            n += 1
+            await asyncio.sleep(max(0.0, started + n * every_s - time.monotonic()))
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+async def _wait_up(node: Node, url: str) -> None:
+    async with asyncio.timeout(START_TIMEOUT_S), httpx.AsyncClient() as client:
+        while True:
+            try:
+                if (await client.get(f"{url}/healthz")).status_code < 500:
+                    break
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.05)
+        await node.consumer.connected.wait()
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * p // 100))
+    return ordered[int(rank) - 1]
+
+
+async def _measure(
+    services: Services, workdir: Path, rate: float, seconds: float, every_s: float
+) -> tuple[dict[str, float], dict[str, float], float]:
+    published: dict[str, float] = {}
+    opened: dict[str, float] = {}
+    async with node_on(services, workdir, rules_path=LATENCY_RULES, allowed_lateness_s=0.0) as node:
+        url = f"http://127.0.0.1:{node.center.port}"
+        server = node.server()
+        serving = asyncio.create_task(serve_until_stopped(server, node_tasks(node)))
+        try:
+            await _wait_up(node, url)
+            ready = asyncio.Event()
+            follower = asyncio.create_task(_follow(url, opened, ready))
+            await asyncio.wait_for(ready.wait(), START_TIMEOUT_S)
+            spec = LoadSpec(
+                services.mqtt_host,
+                services.mqtt_port,
+                stations=100,
+                rate=rate,
+                batch=100,
+                qos=1,
+                processes=2,
+                duration=WARMUP_S + seconds + 0.5,
+                station_prefix="lat",
+            )
+            load = asyncio.create_task(asyncio.to_thread(run_load, spec))
+            await asyncio.sleep(WARMUP_S)
+            await _publish_incidents(services, seconds, every_s, published)
+            stats = await load
+            deadline = time.monotonic() + SETTLE_S
+            while len(opened) < len(published) and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(serving, timeout=15)
+    return published, opened, stats.achieved_readings_per_s
+
+
+def measure_case_latency(
+    services: Services, workdir: Path, *, rate: float, seconds: float, every_s: float
+) -> Measurement:
+    published, opened, achieved = asyncio.run(_measure(services, workdir, rate, seconds, every_s))
+    latencies = [(opened[s] - t) * 1000 for s, t in published.items() if s in opened]
+    if not latencies:
+        raise BenchError(f"none of {len(published)} incidents reached the case stream")
+    return Measurement(
+        name="node_case_latency",
+        title="reading → case on /api/v1/cases/stream, under a steady load (hold 0, lateness 0)",
+        group="stack",
+        params={
+            "target_readings_per_s": rate,
+            "target": "half of node_drain_b100 readings/s",
+            "batch_size": 100,
+            "incident_every_s": every_s,
+            "seconds": seconds,
+            "rules": "bench/data/latency_rules.yaml",
+            "allowed_lateness_s": 0.0,
+        },
+        figures={
+            "p50_ms": percentile(latencies, 50),
+            "p90_ms": percentile(latencies, 90),
+            "p99_ms": percentile(latencies, 99),
+            "max_ms": max(latencies),
+            "incidents": float(len(published)),
+            "cases_seen": float(len(latencies)),
+            "loadgen_readings_per_s": achieved,
+        },
+    )
