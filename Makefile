@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-bench: $(STAMP) mosquitto
+bench: $(STAMP) mosquitto victoria-metrics
 	$(PY) -m bench $(ARGS)
 
 asyncapi: $(STAMP)

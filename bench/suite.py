@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +15,8 @@ from bench.ingest import measure_decode, measure_end_to_end, measure_pipeline, t
 from bench.load import measure_loadgen
 from bench.report import Measurement, compared
 from bench.stack import Services
-from bench.victoria import PrivateVictoria
 from citysense.broker import MosquittoBroker
+from citysense.victoria import VictoriaMetrics
 from simulator.loadgen import LoadSpec
 
 BROKER_FIGURES = ("messages_per_s", "bytes_per_s")
@@ -163,7 +164,10 @@ def run(plan: Plan, progress: Progress, results_dir: Path = RESULTS_DIR) -> list
     with MosquittoBroker() as broker:
         for measurement in through_broker(plan, broker.host, broker.port, pipeline):
             record(measurement)
-        with PrivateVictoria() as victoria:
+        with (
+            tempfile.TemporaryDirectory(prefix="citysense-bench-vm-") as scratch,
+            VictoriaMetrics(Path(scratch)) as victoria,
+        ):
             process = broker._process  # its CPU is reported beside the node's
             services = Services(
                 broker.host,

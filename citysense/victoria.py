@@ -43,6 +43,10 @@ class VictoriaMetrics:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
     def start(self, timeout: float = 15.0) -> VictoriaMetrics:
         binary = shutil.which("victoria-metrics")
         if binary is None:

@@ -8,15 +8,10 @@ snapshot was written (only the store knows the case).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +29,9 @@ from protocol import (
     TelemetryBatch,
     encode,
 )
+from tests import serve_process
 from tests.factories import cover_info
+from tests.serve_process import serve
 
 QUICK_RULES = Path(__file__).parent / "data" / "quick_rules.yaml"
 STATION = "st-restart"
@@ -81,26 +78,8 @@ class Station:
         self.client.disconnect()
 
 
-@contextmanager
-def serve(env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "citysense.cli", "serve"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-        process.communicate(timeout=20)  # also closes the pipe of a killed process
-
-
 def api(port: int, path: str) -> Any:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
-        return json.load(response)
+    return serve_process.api({"CITYSENSE_CENTER_PORT": str(port)}, path)
 
 
 def wait_for(check: Callable[[], Any], within: float, *, station: Station, tilt: float) -> Any:
