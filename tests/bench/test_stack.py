@@ -24,11 +24,10 @@ TINY = StackPlan(
 
 
 @pytest.mark.integration
-def test_whole_stack_measurements_run_tiny(
-    mosquitto: MosquittoBroker, victoria: VictoriaMetrics, tmp_path: Path
-) -> None:
-    services = Services(mosquitto.host, mosquitto.port, victoria.url)
-    measured = {m.name: m for m in measure_stack(TINY, services, tmp_path)}
+def test_whole_stack_measurements_run_tiny(victoria: VictoriaMetrics, tmp_path: Path) -> None:
+    with MosquittoBroker() as broker:  # its own: no retained births of other tests to drain
+        services = Services(broker.host, broker.port, victoria.url)
+        measured = {m.name: m for m in measure_stack(TINY, services, tmp_path)}
     assert list(measured) == [
         "drain_mosquitto_sub_b100",
         "drain_paho_b100",
