@@ -4,6 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from ingest.sinks import RecorderSink, SinkSettings, VictoriaSink, build_sinks
+from ingest.sinks.settings import build_store
 
 
 def test_without_a_store_url_the_recorder_alone_keeps_telemetry() -> None:
@@ -44,3 +45,15 @@ def test_no_sink_at_all_is_allowed_but_said(
 def test_a_store_url_must_be_http() -> None:
     with pytest.raises(ValidationError, match="http"):
         SinkSettings(victoria_url="localhost:8428")
+
+
+def test_gzip_is_on_for_a_remote_store_and_off_on_loopback() -> None:
+    def gzip_of(url: str, **extra: object) -> bool:
+        store = build_store(SinkSettings(victoria_url=url, **extra))
+        assert store is not None
+        return store.gzip
+
+    assert gzip_of("http://vm.example:8428")
+    assert not gzip_of("http://127.0.0.1:8428")
+    assert not gzip_of("http://localhost:8428")
+    assert gzip_of("http://127.0.0.1:8428", gzip=True)
