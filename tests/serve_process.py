@@ -113,7 +113,11 @@ class NumberedEdge:
     """One station publishing numbered batches of cover readings at QoS 1 (as its edge agent
     would), from a birth on. ``tilt`` of the first cover can be raised to open a case."""
 
-    def __init__(self, broker: MosquittoBroker, station_id: str, covers: int = 5) -> None:
+    def __init__(
+        self, broker: MosquittoBroker, station_id: str, covers: int = 5, *, realtime: bool = False
+    ) -> None:
+        self.realtime = realtime
+        """Stamp batches with the wall clock (a live station) instead of 10 ms apart."""
         self.station_id = station_id
         self.sensors = [f"{station_id}.cover-{i:02d}" for i in range(covers)]
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edge-{station_id}")
@@ -138,7 +142,7 @@ class NumberedEdge:
     def publish(self, tilt: float = 1.0) -> None:
         """One batch: a reading of every cover, stamped 10 ms apart per batch (unique times).
         Published without waiting (as fast as a busy station's backlog); ``flush`` waits."""
-        ts = self.t0 + timedelta(milliseconds=10 * self.seq)
+        ts = datetime.now(UTC) if self.realtime else self.t0 + timedelta(milliseconds=10 * self.seq)
         readings = [
             Reading(
                 sensor_id=sensor,
