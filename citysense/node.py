@@ -32,7 +32,7 @@ from ingest.dead_letters import JsonlDeadLetters
 from ingest.pipeline import IngestPipeline
 from ingest.registry import StationRegistry
 from ingest.settings import IngestSettings
-from ingest.sinks.recorder import RecorderPosition, read_recorded
+from ingest.sinks.recorder import read_recorded
 from ingest.sinks.settings import SinkSettings, build_recorder, build_store
 from rules import DEFAULT_RULES_FILE, ClockPolicy, load_rules
 
@@ -97,9 +97,7 @@ async def build_node(
             journal=journal,
         )
         if journal is not None and sinks.recorder_dir is not None:
-            at = checkpoint.position
-            since = None if at is None else RecorderPosition(at.file, at.offset)
-            records = read_recorded(sinks.recorder_dir, since=since)
+            records = read_recorded(sinks.recorder_dir, since=checkpoint.position)
             replayed = await replay(pipeline, records)
             log.info("replayed %d journal records after the checkpoint", replayed)
         if ingest.snapshot_path is not None:  # runs before the sinks close

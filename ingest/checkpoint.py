@@ -26,6 +26,7 @@ from typing import Any
 
 from ingest.dedup import Deduplicator
 from ingest.pipeline import IngestPipeline
+from ingest.sinks.recorder import RecorderPosition
 from rules import ClockPolicy, RuleEngine, RuleSet, SnapshotError, restore, snapshot
 
 log = logging.getLogger(__name__)
@@ -33,17 +34,11 @@ log = logging.getLogger(__name__)
 CHECKPOINT_VERSION = 1
 
 
-@dataclass(frozen=True, slots=True)
-class JournalPosition:
-    file: str
-    offset: int
-
-
 @dataclass
 class Checkpoint:
     engine: RuleEngine
     dedup: Deduplicator
-    position: JournalPosition | None
+    position: RecorderPosition | None
     """Where in the journal the replay starts; None: from its beginning (or nothing to replay)."""
 
 
@@ -63,7 +58,7 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 def encode_checkpoint(
-    engine: RuleEngine, dedup: Deduplicator, position: JournalPosition | None
+    engine: RuleEngine, dedup: Deduplicator, position: RecorderPosition | None
 ) -> bytes:
     head = {
         "version": CHECKPOINT_VERSION,
@@ -88,7 +83,7 @@ def load(rules: RuleSet, path: Path | None, clock: ClockPolicy) -> Checkpoint:
         engine = restore(rules, json.dumps(document["engine"]).encode(), clock=clock)
         dedup = Deduplicator.from_dict(document["dedup"])
         journal = document["journal"]
-        position = None if journal is None else JournalPosition(str(journal[0]), int(journal[1]))
+        position = None if journal is None else RecorderPosition(str(journal[0]), int(journal[1]))
     except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
         aside = path.with_suffix(path.suffix + ".bad")
         log.error("checkpoint %s unusable (%s); kept as %s, starting fresh", path, exc, aside)
@@ -102,17 +97,16 @@ async def save(pipeline: IngestPipeline, path: Path) -> int:
     """Commit, then write a checkpoint of the pipeline's state and the journal position."""
     async with pipeline.evaluating:
         await pipeline.commit()
-        data = encode_checkpoint(pipeline.engine, pipeline.dedup, _position(pipeline.last_position))
+        data = encode_checkpoint(
+            pipeline.engine, pipeline.dedup, _position_of(pipeline.last_position)
+        )
     await asyncio.to_thread(write_atomically, path, data)
     pipeline.metrics.snapshot_written(len(data))
     return len(data)
 
 
-def _position(position: object) -> JournalPosition | None:
-    file, offset = getattr(position, "file", None), getattr(position, "offset", None)
-    if isinstance(file, str) and isinstance(offset, int):
-        return JournalPosition(file, offset)
-    return None
+def _position_of(position: object) -> RecorderPosition | None:
+    return position if isinstance(position, RecorderPosition) else None
 
 
 async def keep_saved(pipeline: IngestPipeline, path: Path, every: float) -> None:

@@ -556,7 +556,8 @@ class BatchEngine:
             station = engine.stations[station_id]
             for t, _order, sensor_id, kind, values, flags in tuples[bounds[i] : bounds[i + 1]]:
                 if t < station.clock:
-                    engine._late(station_id, station, t, sensor_id, kind, values, flags)
+                    late = (*flags, "late")
+                    engine._reading(station_id, station, t, sensor_id, kind, values, late)
                     continue
                 engine._advance(station_id, station, t, before=True)
                 engine._reading(station_id, station, t, sensor_id, kind, values, flags)

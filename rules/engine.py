@@ -141,7 +141,8 @@ class RuleEngine:
             scans = self._no_data_min is not None
             for t, _order, sensor_id, kind, values, flags in ready:
                 if t < station.clock:
-                    self._late(station_id, station, t, sensor_id, kind, values, flags)
+                    late = (*flags, "late")  # past the allowed lateness: in order only per sensor
+                    self._reading(station_id, station, t, sensor_id, kind, values, late)
                     continue
                 if (timers and timers[0][0] < t) or (scans and t >= station.next_scan):
                     self._advance(station_id, station, t, before=True)
@@ -150,23 +151,6 @@ class RuleEngine:
                 self._reading(station_id, station, t, sensor_id, kind, values, flags)
         if frontier > station.clock:
             self._advance(station_id, station, frontier)
-
-    def _late(
-        self,
-        station_id: str,
-        station: StationState,
-        t: float,
-        sensor_id: str,
-        kind: str,
-        values: dict[str, float],
-        flags: tuple[str, ...],
-    ) -> None:
-        sensor = self.sensors.get(sensor_id)
-        if sensor is not None and t <= sensor.last_t:
-            self.stats.late_skipped += 1
-            return
-        self.stats.late_evaluated += 1
-        self._reading(station_id, station, t, sensor_id, kind, values, (*flags, "late"))
 
     def _advance(
         self, station_id: str, station: StationState, now: float, *, before: bool = False
@@ -231,6 +215,8 @@ class RuleEngine:
         elif t <= sensor.last_t:
             self.stats.late_skipped += 1
             return
+        if flags and flags[-1] == "late":
+            self.stats.late_evaluated += 1
         sensor.last_t = t
         self.stats.readings_evaluated += 1
         known = self._known_values.get(kind)  # type: ignore[call-overload]
