@@ -57,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"{m.name}: {m.figures['bytes_per_sensor']:.0f} B/sensor in memory, "
                 f"{m.figures['snapshot_bytes_per_sensor']:.0f} B/sensor in the snapshot "
                 f"({m.figures['snapshot_learned_bytes_per_sensor']:.0f} with profiles learned), "
+                f"{m.figures['batched_bytes_per_sensor']:.0f} B/sensor for the batched path, "
                 f"{m.params['sensors']:,} sensors"
             )
     print(f"\n{len(measurements)} measurements in {result['seconds']:.0f} s; written to {args.out}")

@@ -161,11 +161,35 @@ def measure_throughput(spec: Traffic, chunk: int) -> Iterator[Measurement]:
     def convert() -> None:
         chunks(batches, chunk)
 
+    # Steady state: an engine that has met every sensor (the first two steps, untimed: the
+    # first is released by the second), timed on the rest without the final drain; first sight
+    # and drain happen once per sensor and per run.
+    warm = -(-2 * spec.stations // chunk) * chunk
+    steady_n = readings_in(batches[warm:])
+    steady_plain = RuleEngine(rules)
+    steady_columns = BatchEngine(RuleEngine(rules))
+    for station_id, readings, sent in batches[:warm]:
+        steady_plain.process(station_id, readings, sent)
+    for part in ready[: warm // chunk]:
+        steady_columns.process_chunk(part)
+
+    def plain_steady() -> None:
+        for station_id, readings, sent in batches[warm:]:
+            steady_plain.process(station_id, readings, sent)
+
+    def columns_steady() -> None:
+        for part in ready[warm // chunk :]:
+            steady_columns.process_chunk(part)
+
     seconds = {
         "engine_plain": _timed(plain),
         "engine_batched_columns": _timed(batched_columns),
         "engine_batched_readings": _timed(batched_readings),
         "engine_columns_from_readings": _timed(convert),
+    }
+    steady = {
+        "engine_plain_steady": _timed(plain_steady),
+        "engine_batched_columns_steady": _timed(columns_steady),
     }
     if repr(column_alerts) != repr(plain_alerts):  # repr: a NaN value is not == itself
         raise BenchError("the batched path's alerts differ from the plain loop's")
@@ -174,12 +198,23 @@ def measure_throughput(spec: Traffic, chunk: int) -> Iterator[Measurement]:
         "engine_batched_columns": "BatchEngine.process_chunk on ready columns",
         "engine_batched_readings": "BatchEngine: columns built from readings, then processed",
         "engine_columns_from_readings": "Chunk.from_batches alone (pydantic readings → columns)",
+        "engine_plain_steady": "RuleEngine.process, every sensor met (no first sight, no drain)",
+        "engine_batched_columns_steady": "BatchEngine on ready columns, every sensor met before",
     }
     base = _engine_measurement("engine_plain", titles, seconds, n, params, len(plain_alerts))
     yield base
     for name in list(seconds)[1:]:
         found = _engine_measurement(name, titles, seconds, n, params, len(plain_alerts))
         yield compared(found, base, ["readings_per_s"])
+    steady_params = {**params, "readings": steady_n, "warm_batches": warm}
+    base = _engine_measurement(
+        "engine_plain_steady", titles, steady, steady_n, steady_params, len(plain_alerts)
+    )
+    yield base
+    found = _engine_measurement(
+        "engine_batched_columns_steady", titles, steady, steady_n, steady_params, len(plain_alerts)
+    )
+    yield compared(found, base, ["readings_per_s"])
 
 
 def _engine_measurement(
@@ -204,11 +239,13 @@ def _engine_measurement(
     )
 
 
-def fleet_batches(sensors: int, per_station: int = 50) -> Iterator[Batch]:
-    """One batch per station reading every sensor once: a fleet in the ``MIX`` ratio."""
-    rng = random.Random(1)
+def fleet_batches(sensors: int, per_station: int = 50, step: int = 0) -> Iterator[Batch]:
+    """One batch per station reading every sensor once: a fleet in the ``MIX`` ratio (``step``:
+    the how-manieth batch of each station)."""
+    rng = random.Random(1 + step)
     kinds = _kinds(per_station)
-    sent = T0 + timedelta(seconds=INTERVAL)
+    start = T0 + timedelta(seconds=step * INTERVAL)
+    sent = start + timedelta(seconds=INTERVAL)
     for s in range(math.ceil(sensors / per_station)):
         name = f"fl-{s:06d}"
         count = min(per_station, sensors - s * per_station)
@@ -216,7 +253,7 @@ def fleet_batches(sensors: int, per_station: int = 50) -> Iterator[Batch]:
             Reading(
                 sensor_id=f"{name}-{k:03d}",
                 kind=SensorKind(kinds[k]),
-                ts=T0 + timedelta(seconds=rng.uniform(0.0, INTERVAL)),
+                ts=start + timedelta(seconds=rng.uniform(0.0, INTERVAL)),
                 values=_values(kinds[k], rng, 0.0, False),
             )
             for k in range(count)
@@ -236,9 +273,34 @@ def _learned(engine: RuleEngine) -> RuleEngine:
     return engine
 
 
+def _batched_state(sensors: int, chunk: int = 200) -> tuple[int, int]:
+    """Bytes held by a ``BatchEngine`` (its engine and its columns) once its screen owns the
+    resting sensors (two readings of each), and how many it owns."""
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    engine = BatchEngine(RuleEngine(load_rules()))
+    for step in range(3):  # the third batch releases the second one's readings
+        part: list[Batch] = []
+        for batch in fleet_batches(sensors, step=step):
+            part.append(batch)
+            if len(part) == chunk:
+                engine.process_chunk(Chunk.from_batches(part))
+                part = []
+        if part:
+            engine.process_chunk(Chunk.from_batches(part))
+        del part
+    engine.drain()  # as the plain engine is measured: nothing left waiting
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    return held, int(engine._owned.sum())
+
+
 def measure_state(sensors: int) -> Measurement:
     """Bytes of engine state per sensor once it has seen every sensor of a fleet (drained), in
-    memory (tracemalloc) and as a snapshot, also with every pressure profile learned."""
+    memory (tracemalloc) and as a snapshot, also with every pressure profile learned; and held by
+    the batched path, whose columns mirror what its screen owns."""
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
@@ -253,6 +315,8 @@ def measure_state(sensors: int) -> Measurement:
     counts = engine.state_counts()
     data = snapshot(engine)
     learned = len(snapshot(_learned(engine)))
+    del engine
+    batched, owned = _batched_state(sensors)
     return Measurement(
         name="engine_state",
         title="engine state after one reading of every sensor (4:1:2 covers/pressure/poles)",
@@ -262,6 +326,8 @@ def measure_state(sensors: int) -> Measurement:
             "bytes_per_sensor": held / sensors,
             "snapshot_bytes_per_sensor": len(data) / sensors,
             "snapshot_learned_bytes_per_sensor": learned / sensors,
+            "batched_bytes_per_sensor": batched / sensors,
+            "batched_owned_sensors": float(owned),
             "memory_bytes": float(held),
             "snapshot_bytes": float(len(data)),
             "tracks": float(counts["tracks"]),

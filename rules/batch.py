@@ -1,23 +1,32 @@
 """A batched (numpy) path into the rule engine: many station batches at once, as columns.
 
-Most readings change nothing but their sensor's newest event time and a few counters: a cover at
-rest, a pole standing straight. ``BatchEngine.process_chunk`` takes the batches of many stations
-as columns (what a columnar decoder hands over), runs the clock check and the reorder buffers'
-release for all of them at once, and screens with numpy the released readings that cannot change
-anything: a known sensor with no tracks, whose kind has only stateless rules (no baselines, no
-``no_data``), none of whose open conditions holds on any of its readings released in the chunk.
-Every other reading goes through ``RuleEngine``'s own per-reading code, batch by batch and in
-event-time order, so alerts, ``stats`` counters and ``rules.snapshot`` bytes are those of calling
+Most readings change nothing but their sensor's newest event time, a few counters and, for a
+pressure logger, its baseline: a cover at rest, a pole standing straight, a main at its usual
+pressure. ``BatchEngine.process_chunk`` takes the batches of many stations as columns (what a
+columnar decoder hands over), runs the clock check and the reorder buffers' release for all of
+them at once, and screens with numpy the released readings that cannot change anything else.
+
+The screen *owns* the sensors it can follow: known to the engine, with no track but idle ones of
+drop-from-baseline rules. For them it keeps the newest evaluated time and the baselines in
+columns (newer than the sensors' records while marked dirty). A reading of an owned sensor is
+screened when none of its kind's stateless open conditions holds and it is not low against its
+baseline; the baseline learns from it step by step as ``rules.conditions`` does. Every other
+reading goes through ``RuleEngine``'s own per-reading code, batch by batch and in event-time
+order, after its sensor's columns are written back into its records (the sensor is taken back once
+it rests again). Alerts, ``stats`` counters and ``rules.snapshot`` bytes are those of calling
 ``RuleEngine.process`` batch after batch (tests/rules/test_batch.py).
 
-Readings still waiting for the allowed lateness stay in columns here: ``sync()`` (done by
-``snapshot``, ``advance`` and ``drain``) writes them into the stations' buffers.
+Readings still waiting for the allowed lateness stay in columns here. ``snapshot``, ``advance``
+and ``drain`` write everything into the engine's records first; ``sync()`` also drops ownership,
+so that the engine can then be used directly.
 """
 
 from __future__ import annotations
 
+import math
+from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -27,9 +36,12 @@ import numpy.typing as npt
 from protocol import Reading
 from rules.alerts import Alert
 from rules.clock import Row, check_clock
+from rules.compiled import CompiledRule
+from rules.conditions import DEFAULT_BASELINE, HOUR_S, SLOT_S, SLOTS
 from rules.engine import RuleEngine
-from rules.schema import AllOf, Condition, Leaf
+from rules.schema import AllOf, Baseline, Condition, Leaf
 from rules.snapshot import snapshot
+from rules.state import IDLE, SensorState
 from rules.stats import EngineStats
 
 Floats = npt.NDArray[np.float64]
@@ -38,6 +50,8 @@ Bools = npt.NDArray[np.bool_]
 Column = Callable[[str], Floats]
 VectorTest = Callable[[Column], tuple[Bools, Bools]]
 """A stateless condition over columns: (holds, unknown) per row."""
+FEW_BATCHES = 8
+"""Up to this many batches of one station in a chunk, releases are found round by round."""
 FLAGS: tuple[tuple[str, ...], ...] = ((), ("clock_skew",), ("clock_reset",))
 SKEW, RESET = 1, 2
 
@@ -142,6 +156,141 @@ def vector_test(condition: Condition) -> VectorTest | None:
     return test
 
 
+class _Baseline:
+    """A drop-from-baseline rule's memory of the sensors the screen owns, as columns: the
+    rolling mean, its time and the time-of-day profile, one row per sensor (``row``: sensor code
+    to row, -1 none). For a sensor in screen mode these columns are newer than the
+    ``BaselineState`` in its track; ``rules.conditions`` is followed step by step, so the numbers
+    are the plain path's to the last bit (exp from ``math``, not numpy's)."""
+
+    def __init__(self, rule: CompiledRule, leaf: Leaf) -> None:
+        self.rule = rule
+        self.field = leaf.field
+        self.drop, self.fraction = leaf.drop, leaf.drop_fraction
+        self.spec: Baseline = leaf.baseline or DEFAULT_BASELINE
+        self.row = np.full(0, -1, dtype=np.int64)
+        self.mean = np.zeros(0)
+        self.t = np.zeros(0)
+        self.profile = np.zeros((0, SLOTS if self.spec.profile else 0))
+        self.rows = 0
+
+    def grow_sensors(self, capacity: int) -> None:
+        extra = capacity - len(self.row)
+        if extra > 0:
+            self.row = np.concatenate([self.row, np.full(extra, -1, dtype=np.int64)])
+
+    def load(self, code: int, mean: float, t: float, profile: array[float] | None) -> None:
+        """Take a sensor's baseline from its ``BaselineState``."""
+        row = int(self.row[code])
+        if row < 0:
+            row = self.row[code] = self.rows
+            self.rows += 1
+            if row >= len(self.mean):
+                size = max(64, 2 * len(self.mean))
+                self.mean = np.resize(self.mean, size)
+                self.t = np.resize(self.t, size)
+                self.profile = np.resize(self.profile, (size, self.profile.shape[1]))
+        self.mean[row], self.t[row] = mean, t
+        if profile is not None and self.profile.shape[1]:
+            self.profile[row] = np.frombuffer(profile, dtype=np.float64)
+
+    def store(self, code: int, sensor: SensorState) -> None:
+        """Write a sensor's baseline back into its ``BaselineState``."""
+        row = int(self.row[code])
+        assert sensor.tracks is not None
+        memory = sensor.tracks[self.rule.id].memory
+        assert memory is not None
+        base = memory.base[self.field]
+        base.mean, base.t = float(self.mean[row]), float(self.t[row])
+        if base.profile is not None:
+            base.profile = array("d", self.profile[row].tobytes())
+
+    def step(self, codes: Ints, t: Floats, value: Floats, rank: Ints) -> _Learned:
+        """Learn from the readings of a chunk (each sensor's in order: ``rank`` 0, 1, ... within
+        it) as ``rules.conditions._drop`` would, on copies: ``commit`` keeps what was learned for
+        the sensors none of whose readings is low (``low``, per reading); the others go the plain
+        way, from the baseline they had before."""
+        sensors, local = np.unique(codes, return_inverse=True)
+        rows = self.row[sensors]
+        mean, seen = self.mean[rows], self.t[rows]
+        profile = self.profile[rows] if self.profile.shape[1] else None
+        low = np.zeros(len(sensors), dtype=np.bool_)
+        spec, offset = self.spec, self.spec.utc_offset_h * HOUR_S
+        span = spec.learn_days * SLOT_S
+        for r in range(int(rank.max()) + 1 if len(rank) else 0):
+            at = rank == r
+            k, tt, v = local[at], t[at], value[at]
+            m = mean[k]
+            if profile is not None:
+                slot = ((tt + offset) % 86_400.0 // SLOT_S).astype(np.int64)
+                usual = profile[k, slot]
+                unseen = np.isnan(usual)
+                expected = np.where(unseen, m, np.minimum(m, usual))
+            else:
+                expected = m
+            drop = self.drop if self.drop is not None else expected * (self.fraction or 0.0)
+            low[k] |= v < expected - drop
+            elapsed = np.maximum(0.0, tt - seen[k])
+            if profile is not None:
+                weight = np.minimum(1.0, elapsed / span)
+                old = np.where(unseen, m, usual)
+                profile[k, slot] = old + weight * (v - old)
+            decay = np.array([math.exp(x) for x in (-elapsed / spec.tau).tolist()])
+            mean[k] = m + (1.0 - decay) * (v - m)
+            seen[k] = np.maximum(seen[k], tt)
+        return _Learned(rows, mean, seen, profile, low[local], local)
+
+    def commit(self, learned: _Learned, keep: Bools) -> None:
+        """Keep what ``step`` learned for the sensors of the readings ``keep`` marks."""
+        kept = np.unique(learned.local[keep])
+        rows = learned.rows[kept]
+        self.mean[rows], self.t[rows] = learned.mean[kept], learned.t[kept]
+        if learned.profile is not None:
+            self.profile[rows] = learned.profile[kept]
+
+
+@dataclass(frozen=True, slots=True)
+class _Learned:
+    """What ``_Baseline.step`` learned, not yet kept."""
+
+    rows: Ints
+    """Baseline rows of the sensors, in the order of their codes."""
+    mean: Floats
+    t: Floats
+    profile: Floats | None
+    low: Bools
+    """Per reading: its sensor had a low reading."""
+    local: Ints
+    """Per reading: its sensor's index in ``rows``."""
+
+
+@dataclass(slots=True)
+class _KindScreen:
+    """How the screen tests the readings of one kind: its stateless rules as vector tests, its
+    baseline rules as columns."""
+
+    tests: list[VectorTest]
+    baselines: list[_Baseline] = field(default_factory=list)
+
+
+def _kind_screen(rules: Sequence[CompiledRule]) -> _KindScreen | None:
+    screen = _KindScreen([])
+    for rule in rules:
+        when = rule.rule.when
+        if rule.no_data_rule or when is None:
+            return None
+        if rule.fast is not None:
+            test = vector_test(when)
+            if test is None:
+                return None
+            screen.tests.append(test)
+        elif isinstance(when, Leaf) and when.needs_baseline:
+            screen.baselines.append(_Baseline(rule, when))
+        else:
+            return None  # rates, baselines inside all/any: reading by reading
+    return screen
+
+
 @dataclass(slots=True)
 class _Rows:
     """Checked readings as columns: waiting in a buffer, or released by a batch."""
@@ -201,6 +350,14 @@ class _Rows:
         )
 
 
+def rank_within(groups: Ints) -> Ints:
+    """0, 1, 2, ... within each run of equal values of a sorted array."""
+    if not len(groups):
+        return groups
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    return np.arange(len(groups)) - np.repeat(starts, np.diff(np.r_[starts, len(groups)]))
+
+
 def _objects(items: Sequence[Any]) -> npt.NDArray[Any]:
     out = np.empty(len(items), dtype=object)
     out[:] = items
@@ -208,17 +365,16 @@ def _objects(items: Sequence[Any]) -> npt.NDArray[Any]:
 
 
 def _codes(table: dict[str, int], names: list[str], items: Sequence[str]) -> Ints:
-    get = table.get
-    codes = [get(item, -1) for item in items]
-    if -1 in codes:
-        for k, item in enumerate(items):
-            if codes[k] < 0:
-                code = table.get(item)
-                if code is None:
-                    code = table[item] = len(names)
-                    names.append(item)
-                codes[k] = code
-    return np.array(codes, dtype=np.int64)
+    """Each item's code in ``table``, new items numbered as they come (``names``: by code)."""
+    try:
+        return np.fromiter(map(table.__getitem__, items), dtype=np.int64, count=len(items))
+    except KeyError:
+        pass
+    for item in items:
+        if item not in table:
+            table[item] = len(names)
+            names.append(item)
+    return np.fromiter(map(table.__getitem__, items), dtype=np.int64, count=len(items))
 
 
 @dataclass(slots=True)
@@ -244,9 +400,16 @@ class BatchEngine:
         self._sensor_names: list[str] = []
         self._kind_codes: dict[str, int] = {}
         self._kind_names: list[str] = []
-        self._screens: list[list[VectorTest] | None] = []
+        self._screens: list[_KindScreen | None] = []
         self._known: list[frozenset[str] | None] = []
         self._pending: _Rows | None = None
+        # Sensors the screen owns (``_owned``): their newest evaluated time and their baselines
+        # live in these columns, newer than their ``SensorState`` while ``_dirty``.
+        self._owned = np.zeros(0, dtype=np.bool_)
+        self._dirty = np.zeros(0, dtype=np.bool_)
+        self._last = np.zeros(0)
+        self._scratch = np.zeros(0, dtype=np.bool_)
+        self._sensor_kind = np.zeros(0, dtype=np.int64)
 
     # -- the engine's interface ----------------------------------------------------------
     def process(
@@ -255,22 +418,30 @@ class BatchEngine:
         return self.process_chunk(Chunk.from_batches([(station_id, readings, sent_at)]))
 
     def advance(self, station_id: str, watermark: datetime) -> list[Alert]:
-        self.sync()
+        self._flush()
         return self.engine.advance(station_id, watermark)
 
     def drain(self) -> list[Alert]:
-        self.sync()
+        self._flush()
         return self.engine.drain()
 
     def snapshot(self) -> bytes:
-        self.sync()
+        self._flush()
         return snapshot(self.engine)
 
     def sync(self) -> RuleEngine:
-        """Put the readings waiting here into their stations' reorder buffers."""
+        """Hand the engine over: readings waiting here go into their stations' reorder buffers
+        and every sensor's state into its records (the engine may then be used directly)."""
+        self._flush()
+        self._owned[:] = False
+        return self.engine
+
+    def _flush(self) -> None:
+        """Write what only this object holds into the engine's records."""
+        self._store(np.flatnonzero(self._dirty), release=False)
         pending, self._pending = self._pending, None
         if pending is None or not len(pending):
-            return self.engine
+            return
         pending = pending.take(np.lexsort((pending.order, pending.t, pending.station)))
         waiting = self._tuples(pending)
         cuts = np.flatnonzero(np.diff(pending.station)) + 1
@@ -282,7 +453,82 @@ class BatchEngine:
             station = self.engine.stations[self._station_names[code]]
             rows = [waiting[k] for k in part.tolist()]
             station.buffer = sorted(station.buffer + rows) if station.buffer else rows
-        return self.engine
+
+    # -- the sensors the screen owns -------------------------------------------------------
+    def _sensor_codes_of(self, ids: Sequence[str]) -> Ints:
+        codes = _codes(self._sensor_codes, self._sensor_names, ids)
+        capacity = len(self._sensor_names)
+        if capacity > len(self._owned):
+            size = max(capacity, 2 * len(self._owned), 1024)
+            extra = size - len(self._owned)
+            self._owned = np.concatenate([self._owned, np.zeros(extra, dtype=np.bool_)])
+            self._dirty = np.concatenate([self._dirty, np.zeros(extra, dtype=np.bool_)])
+            self._last = np.concatenate([self._last, np.full(extra, -np.inf)])
+            self._scratch = np.zeros(size, dtype=np.bool_)
+            self._sensor_kind = np.concatenate(
+                [self._sensor_kind, np.full(extra, -1, dtype=np.int64)]
+            )
+            for screen in self._screens:
+                for base in screen.baselines if screen is not None else ():
+                    base.grow_sensors(size)
+        return codes
+
+    def _store(self, codes: Ints, *, release: bool = True) -> None:
+        """Write back what changed of these sensors into their records; ``release``: and give
+        them up (the plain path will see them)."""
+        if not len(codes):
+            return
+        dirty = codes[self._dirty[codes]]
+        sensors, names = self.engine.sensors, self._sensor_names
+        for code, last, kind in zip(
+            dirty.tolist(),
+            self._last[dirty].tolist(),
+            self._sensor_kind[dirty].tolist(),
+            strict=True,
+        ):
+            sensor = sensors[names[code]]
+            sensor.last_t = last
+            screen = self._screens[kind]
+            for base in screen.baselines if screen is not None else ():
+                base.store(code, sensor)
+        self._dirty[codes] = False
+        if release:
+            self._owned[codes] = False
+
+    def _adopt(self, codes: Ints) -> None:
+        """Take over those of these sensors that the screen can follow: known, and with no
+        track but idle ones of baseline rules (whose memory moves into columns)."""
+        sensors, names = self.engine.sensors, self._sensor_names
+        for code in np.unique(codes).tolist():
+            sensor = sensors.get(names[code])
+            if sensor is None:
+                continue
+            kind = self._kind_codes.get(sensor.kind, -1)
+            screen = self._screens[kind] if kind >= 0 else None
+            if screen is None or not self._followable(sensor, screen):
+                continue
+            for base in screen.baselines:
+                assert sensor.tracks is not None
+                memory = sensor.tracks[base.rule.id].memory
+                assert memory is not None
+                state = memory.base[base.field]
+                base.load(code, state.mean, state.t, state.profile)
+            self._owned[code] = True
+            self._last[code] = sensor.last_t
+            self._sensor_kind[code] = kind
+
+    @staticmethod
+    def _followable(sensor: SensorState, screen: _KindScreen) -> bool:
+        tracks = sensor.tracks or {}
+        if len(tracks) != len(screen.baselines):
+            return not tracks and not screen.baselines
+        for base in screen.baselines:
+            track = tracks.get(base.rule.id)
+            if track is None or track.phase != IDLE or track.memory is None:
+                return False
+            if track.memory.prev or base.field not in track.memory.base:
+                return False
+        return True
 
     # -- one chunk -------------------------------------------------------------------------
     def process_chunk(self, chunk: Chunk) -> list[Alert]:
@@ -299,12 +545,14 @@ class BatchEngine:
         self._pending = rows.take(~ready) if not ready.all() else None
         if self._pending is not None:
             self._pending.arrival[:] = -1  # waiting from an earlier chunk from now on
-        out, when = rows.take(ready), release[ready]
-        by = np.lexsort((out.order, out.t, when))
-        out, when = out.take(by), when[by]
+        picked = np.flatnonzero(ready)
+        by = picked[np.lexsort((rows.order[picked], rows.t[picked], release[picked]))]
+        out, when = rows.take(by), release[by]
         screened = self._screen(out, out.t < calls.clock[when])
-        rest = ~screened
-        self._evaluate(chunk, calls, out.take(rest), when[rest])
+        rest = out.take(~screened)
+        self._store(rest.sensor)
+        self._evaluate(chunk, calls, rest, when[~screened])
+        self._adopt(rest.sensor)
         return engine._take()
 
     def _one_by_one(self, chunk: Chunk) -> list[Alert]:
@@ -390,7 +638,7 @@ class BatchEngine:
             t,
             order,
             codes[batch_of],
-            _codes(self._sensor_codes, self._sensor_names, chunk.sensor_ids),
+            self._sensor_codes_of(chunk.sensor_ids),
             self._kind_index(chunk.kinds),
             flags.astype(np.int64),
             batch_of.astype(np.int64),
@@ -403,15 +651,10 @@ class BatchEngine:
         known = len(self._kind_names)
         codes = _codes(self._kind_codes, self._kind_names, kinds)
         for name in self._kind_names[known:]:
-            rules = self.engine._by_kind.get(name, [])
-            tests = [
-                vector_test(r.rule.when)
-                if r.fast is not None and not r.no_data_rule and r.rule.when is not None
-                else None
-                for r in rules
-            ]
-            screens = [test for test in tests if test is not None]
-            self._screens.append(screens if len(screens) == len(tests) else None)
+            screen = _kind_screen(self.engine._by_kind.get(name, []))
+            for base in screen.baselines if screen is not None else ():
+                base.grow_sensors(len(self._owned))
+            self._screens.append(screen)
             self._known.append(self.engine._known_values.get(name))  # type: ignore[call-overload]
         return codes
 
@@ -432,7 +675,7 @@ class BatchEngine:
                     np.array([row[0] for row in buffered], dtype=np.float64),
                     np.array([row[1] for row in buffered], dtype=np.int64),
                     np.full(n, code, dtype=np.int64),
-                    _codes(self._sensor_codes, self._sensor_names, [row[2] for row in buffered]),
+                    self._sensor_codes_of([row[2] for row in buffered]),
                     self._kind_index([row[3] for row in buffered]),
                     np.array(flags, dtype=np.int64),
                     np.full(n, -1, dtype=np.int64),
@@ -446,9 +689,33 @@ class BatchEngine:
     def _release_index(rows: _Rows, calls: _Calls, batches: int) -> Ints:
         """The batch whose release evaluates each row (``batches``: none of this chunk): the
         first batch of its station, not before the one that brought it, whose frontier has
-        passed it. Rows and frontiers sorted together by (station, time), a frontier after a row
-        at the same time; the first frontier after a row in its station is found as the smallest
-        ``station * width + batch`` key at or after it."""
+        passed it. A station's frontier never goes back, so when each station has few batches
+        in the chunk its j-th batch is tried for every row at once, j = 0, 1, ..."""
+        made = np.flatnonzero(~np.isnan(calls.frontier))
+        station = calls.station[made]
+        by = np.argsort(station, kind="stable")
+        rank = rank_within(station[by])
+        rounds = int(rank.max()) + 1 if len(rank) else 0
+        if rounds > FEW_BATCHES:
+            return BatchEngine._release_index_sorted(rows, calls, batches)
+        nth = np.full((int(station.max()) + 1 if len(station) else 1, rounds), batches)
+        nth[station[by], rank] = made[by]
+        frontier = np.append(calls.frontier, np.inf)
+        found = np.full(len(rows), batches)
+        inside = rows.station < len(nth)
+        for j in range(rounds):
+            batch = np.where(inside, nth[np.minimum(rows.station, len(nth) - 1), j], batches)
+            hit = (found == batches) & (batch >= rows.arrival) & (frontier[batch] >= rows.t)
+            hit &= batch < batches
+            found[hit] = batch[hit]
+        return found
+
+    @staticmethod
+    def _release_index_sorted(rows: _Rows, calls: _Calls, batches: int) -> Ints:
+        """``_release_index`` for chunks with many batches of a station: rows and frontiers
+        sorted together by (station, time), a frontier after a row at the same time; the first
+        frontier after a row in its station is the smallest ``station * width + batch`` key at
+        or after it."""
         made = np.flatnonzero(~np.isnan(calls.frontier))
         n, m = len(rows), len(made)
         station = np.concatenate([rows.station, calls.station[made]])
@@ -467,15 +734,16 @@ class BatchEngine:
         return np.where(first < batches, np.maximum(first, rows.arrival), batches)
 
     def _screen(self, rows: _Rows, late: Bools) -> Bools:
-        """Rows that change nothing but counters and their sensor's newest time: counted and
-        applied here. Returns which."""
+        """Rows that change nothing but counters, their sensor's newest time and its baselines:
+        counted and applied here. Returns which."""
         n = len(rows)
-        quiet = np.zeros(n, dtype=np.bool_)
+        quiet = self._owned[rows.sensor]
         missing = np.zeros(n, dtype=np.int64)
         unknown = np.zeros(n, dtype=np.bool_)
-        for code in np.unique(rows.kind).tolist():
-            tests, known = self._screens[code], self._known[code]
-            if tests is None:
+        kinds = np.unique(rows.kind).tolist()
+        for code in kinds:
+            screen, known = self._screens[code], self._known[code]
+            if screen is None:
                 continue
             sel = rows.kind == code
             count = int(sel.sum())
@@ -489,18 +757,26 @@ class BatchEngine:
 
             calm = np.ones(count, dtype=np.bool_)
             lack = np.zeros(count, dtype=np.int64)
-            for test in tests:
+            for test in screen.tests:
                 holds, unsure = test(column)
                 calm &= ~holds
                 lack += unsure
+            for base in screen.baselines:
+                lack += np.isnan(column(base.field))
             extra = np.zeros(count, dtype=np.bool_)
             if known is not None:
                 for name in rows.values:
                     if name not in known:
                         extra |= ~np.isnan(column(name))
-            quiet[sel], missing[sel], unknown[sel] = calm, lack, extra
-        calm_sensors = quiet.all()
-        candidate = quiet if calm_sensors else quiet & ~np.isin(rows.sensor, rows.sensor[~quiet])
+            quiet[sel] &= calm
+            missing[sel], unknown[sel] = lack, extra
+        if quiet.all():
+            candidate = quiet
+        else:  # a sensor with a reading the screen cannot take goes the plain way entirely
+            busy = self._scratch
+            busy[rows.sensor[~quiet]] = True
+            candidate = quiet & ~busy[rows.sensor]
+            busy[rows.sensor[~quiet]] = False
         index = np.flatnonzero(candidate)
         screened = np.zeros(n, dtype=np.bool_)
         if not len(index):
@@ -510,38 +786,51 @@ class BatchEngine:
         head = np.ones(len(index), dtype=np.bool_)
         head[1:] = sensor[1:] != sensor[:-1]
         group = np.cumsum(head) - 1
-        ok, last = self._untracked(sensor[head])
+        last = self._last[sensor[head]]
+        ok = np.ones(len(last), dtype=np.bool_)
         down = ~head[1:] & (t[1:] < t[:-1])  # out of order across batches: the plain path
         if down.any():
             ok[group[1:][down]] = False
         previous = np.empty_like(t)
         previous[1:] = t[:-1]
         previous[head] = last
+        evaluated = t > previous
+        steps: list[tuple[_Baseline, _Learned, Ints]] = []
+        for code in kinds:
+            screen = self._screens[code]
+            if screen is None or not screen.baselines:
+                continue
+            learn = evaluated & ok[group] & (rows.kind[index] == code)
+            at = np.flatnonzero(learn)
+            if not len(at):
+                continue
+            g = group[at]
+            for base in screen.baselines:
+                value = rows.values.get(base.field)
+                if value is None:
+                    continue
+                v = value[index[at]]
+                has = ~np.isnan(v)
+                learned = base.step(sensor[at][has], t[at][has], v[has], rank_within(g[has]))
+                ok[g[has][learned.low]] = False
+                steps.append((base, learned, g[has]))
+        for base, learned, g in steps:  # only where no baseline found a low reading
+            base.commit(learned, ok[g])
         take = ok[group]
-        skipped = take & (t <= previous)
-        evaluated = take & ~skipped
+        evaluated &= take
         stats = self.engine.stats
         stats.readings_evaluated += int(evaluated.sum())
-        stats.late_skipped += int(skipped.sum())
+        stats.late_skipped += int((take & ~evaluated).sum())
         stats.late_evaluated += int((evaluated & late[index]).sum())
         stats.missing_field += int(missing[index][evaluated].sum())
         stats.unknown_value += int((unknown[index] & evaluated).sum())
         tail = np.append(head[1:], True)
-        newer = ok & (t[tail] > last)
-        names = self._sensor_names
-        sensors = self.engine.sensors
-        for code, newest in zip(sensor[head][newer].tolist(), t[tail][newer].tolist(), strict=True):
-            sensors[names[code]].last_t = newest
+        newest = np.maximum(last, t[tail])
+        codes = sensor[head][ok]
+        self._last[codes] = newest[ok]
+        self._dirty[codes] = True
         screened[index[take]] = True
         return screened
-
-    def _untracked(self, codes: Ints) -> tuple[Bools, Floats]:
-        """Of these sensors: known with no tracks, and their newest evaluated time."""
-        get, names = self.engine.sensors.get, self._sensor_names
-        found = [get(names[code]) for code in codes.tolist()]
-        ok = np.array([s is not None and s.tracks is None for s in found], dtype=np.bool_)
-        last = np.array([s.last_t if s is not None else np.nan for s in found])
-        return ok, last
 
     def _evaluate(self, chunk: Chunk, calls: _Calls, rows: _Rows, when: Ints) -> None:
         """The plain engine's release, batch by batch, for the rows the screen left."""

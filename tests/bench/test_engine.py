@@ -13,12 +13,17 @@ def test_throughput_compares_the_batched_path_with_the_plain_loop() -> None:
         "engine_batched_columns",
         "engine_batched_readings",
         "engine_columns_from_readings",
+        "engine_plain_steady",
+        "engine_batched_columns_steady",
     ]
     assert measured[0].figures["readings"] == 4 * 49 * 6
-    for m in measured[1:]:
+    for m in measured[1:4]:
         (ratio,) = m.ratios
         assert (ratio.baseline, ratio.figure) == ("engine_plain", "readings_per_s")
         assert ratio.value > 0
+    steady = measured[5]
+    assert steady.figures["readings"] == (4 * 6 - 10) * 49  # whole chunks over the first 2 steps
+    assert steady.ratios[0].baseline == "engine_plain_steady"
 
 
 def test_state_is_measured_per_sensor() -> None:
@@ -28,6 +33,8 @@ def test_state_is_measured_per_sensor() -> None:
     assert found.figures["snapshot_bytes_per_sensor"] > 20
     loggers = sum(r.kind.value == "pressure" for _, rs, _ in fleet_batches(120) for r in rs)
     assert found.figures["tracks"] == loggers  # a baseline each; covers and poles at rest: none
+    assert found.figures["batched_owned_sensors"] == 120  # the screen follows every one
+    assert found.figures["batched_bytes_per_sensor"] > found.figures["bytes_per_sensor"]
 
 
 def test_fleet_and_traffic_have_the_load_generators_mix() -> None:

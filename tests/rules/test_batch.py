@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from bench.engine import Batch, Traffic, chunks, traffic
+from protocol import Reading, SensorKind
 from rules import Alert, RuleEngine, load_rules, parse_rules, snapshot
 from rules.batch import BatchEngine, Chunk, columns, vector_test
 from rules.conditions import compile_condition
@@ -163,3 +164,87 @@ def test_stateful_conditions_are_not_vectorised() -> None:
     drop = burst.when
     assert drop is not None
     assert vector_test(drop) is None
+
+
+def _pressure_days(days: float, every_s: float, seed: int = 3) -> list[Batch]:
+    """Stations of pressure loggers through whole days of the demand cycle (every quarter hour
+    of the profile seen), three of them bursting for 20 minutes, one silent for an hour, one
+    sending its battery level now and then."""
+    rng = random.Random(seed)
+    out: list[Batch] = []
+    steps = int(days * 86_400 / every_s)
+    for step in range(steps):
+        sent = T0 + timedelta(seconds=(step + 1) * every_s)
+        for s in range(3):
+            station = f"pr-{s}"
+            readings = []
+            for k in range(4):
+                sensor = f"{station}-{k}"
+                t = step * every_s + rng.uniform(0.0, every_s)
+                daily = 0.05 * np.sin(t / 86_400.0 * 2 * np.pi) + 0.01 * np.sin(t / 3_600.0)
+                value = 0.32 + float(daily) + rng.uniform(-0.002, 0.002)
+                if sensor in ("pr-1-2", "pr-1-3") and 40_000 <= t < 41_200:
+                    value -= 0.08  # a burst, felt by a neighbour
+                if sensor == "pr-0-2" and 20_000 <= t < 21_200:
+                    value -= 0.05  # a smaller one near the day's peak
+                if sensor == "pr-2-0" and 60_000 <= t < 63_600:
+                    continue  # silent for an hour
+                values = {"pressure_mpa": value}
+                if sensor == "pr-0-1" and step % 7 == 3:
+                    values["battery_v"] = 3.6
+                readings.append(
+                    Reading(
+                        sensor_id=sensor,
+                        kind=SensorKind.PRESSURE,
+                        ts=T0 + timedelta(seconds=t),
+                        values=values,
+                    )
+                )
+            out.append((station, readings, sent))
+    return out
+
+
+PRESSURE_RULES = {
+    "defaults": None,
+    "fraction, no profile, beside a plain threshold": (
+        "rules:\n"
+        "  - {id: low, title: t, kind: pressure, case: {category: event, code: '0402'},"
+        " when: {field: pressure_mpa, below: 0.2}, hold: 30s}\n"
+        "  - {id: drop, title: t, kind: pressure, case: {category: event, code: '0402'},"
+        " when: {field: pressure_mpa, drop_fraction: 0.1, baseline: {tau: 5m, profile: false}},"
+        " hold: 15s, clear: {hold: 1m}}\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("size", [1, 3, 20])
+@pytest.mark.parametrize("name", list(PRESSURE_RULES))
+def test_pressure_baselines_in_columns_learn_what_the_plain_path_learns(
+    name: str, size: int
+) -> None:
+    """Baselines screened in columns (several readings of a sensor per chunk when ``size`` > 3)
+    give the plain path's alerts, counters and snapshot bytes, also mid-way."""
+    text = PRESSURE_RULES[name]
+    rules = load_rules() if text is None else parse_rules(text, "test.yaml")
+    batches = _pressure_days(1.2, 60.0)
+    parts = chunks(batches, size)
+    one, expected = RuleEngine(rules), []
+    other, found = BatchEngine(RuleEngine(rules)), []
+    done = 0
+    for k, part in enumerate(parts):
+        found += other.process_chunk(part)
+        for station_id, readings, sent in batches[done : done + len(part.stations)]:
+            expected += one.process(station_id, readings, sent)
+        done += len(part.stations)
+        if k % 97 == 0:  # a snapshot while the columns own the baselines writes them back
+            assert other.snapshot() == snapshot(one)
+    expected += one.drain()
+    found += other.drain()
+    assert repr(found) == repr(expected)
+    assert other.engine.stats.counters() == one.stats.counters()
+    assert other.snapshot() == snapshot(one)
+    burst = [(a.sensor_id, a.state) for a in expected if a.rule_id != "low"]
+    bursting = ("pr-0-2", "pr-1-2", "pr-1-3")
+    assert sorted(burst) == [(s, state) for s in bursting for state in ("cleared", "open")]
+    owned = int(other._owned.sum())
+    assert owned >= 8, "the screen should own the resting loggers"
