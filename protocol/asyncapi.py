@@ -13,10 +13,18 @@ import yaml
 from pydantic.json_schema import models_json_schema
 
 from protocol.codec import REJECT_REASONS
-from protocol.models import SCHEMA_VERSION, StationState, TelemetryBatch
+from protocol.models import (
+    SCHEMA_VERSION,
+    CommandAck,
+    GapReport,
+    ResendRequest,
+    StationState,
+    TelemetryBatch,
+)
 from protocol.topics import STATION_ID_PATTERN, TOPIC_ROOT, Channel
 
 MQTT_BINDING_VERSION = "0.2.0"
+MODELS = (TelemetryBatch, StationState, GapReport, CommandAck, ResendRequest)
 
 
 def _operation(action: str, channel: str, summary: str, *, retain: bool) -> dict[str, Any]:
@@ -44,7 +52,7 @@ def _channel(channel: Channel, message: str, description: str) -> dict[str, Any]
 
 def build_document() -> dict[str, Any]:
     _, schemas = models_json_schema(
-        [(TelemetryBatch, "validation"), (StationState, "validation")],
+        [(model, "validation") for model in MODELS],
         ref_template="#/components/schemas/{model}",
     )
     return {
@@ -69,6 +77,21 @@ def build_document() -> dict[str, Any]:
                 "Retained birth (online, with the station's sensor inventory) and death "
                 "(offline; also the MQTT last will).",
             ),
+            "gaps": _channel(
+                Channel.GAPS,
+                "GapReport",
+                "Readings a station's outbox gave up unsent (full, too old, damaged, or asked "
+                "for after their retention): counted losses, re-sent until acknowledged.",
+            ),
+            "ack": _channel(
+                Channel.ACK, "CommandAck", "A station's answer to a command on its cmd topic."
+            ),
+            "cmd": _channel(
+                Channel.COMMAND,
+                "ResendRequest",
+                "Commands to one station, published by the center only: re-send a range of "
+                "batches ingest never received.",
+            ),
         },
         "operations": {
             "sendTelemetry": _operation(
@@ -83,6 +106,20 @@ def build_document() -> dict[str, Any]:
             "receiveState": _operation(
                 "receive", "state", "Ingest keeps the station registry.", retain=True
             ),
+            "sendGaps": _operation(
+                "send", "gaps", "An edge agent reports what its outbox gave up.", retain=False
+            ),
+            "receiveGaps": _operation(
+                "receive", "gaps", "Ingest counts the loss and closes those gaps.", retain=False
+            ),
+            "sendAck": _operation("send", "ack", "An edge agent answers a command.", retain=False),
+            "receiveAck": _operation("receive", "ack", "Ingest counts the answers.", retain=False),
+            "sendCommand": _operation(
+                "send", "cmd", "Ingest asks a station to re-send missing batches.", retain=False
+            ),
+            "receiveCommand": _operation(
+                "receive", "cmd", "An edge agent re-sends from its retention window.", retain=False
+            ),
         },
         "components": {
             "messages": {
@@ -92,7 +129,7 @@ def build_document() -> dict[str, Any]:
                     "contentType": "application/json",
                     "payload": {"$ref": f"#/components/schemas/{name}"},
                 }
-                for name in ("TelemetryBatch", "StationState")
+                for name in (model.__name__ for model in MODELS)
             },
             "schemas": schemas["$defs"],
         },

@@ -13,7 +13,15 @@ from typing import Final, Literal, TypeVar, get_args
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails, from_json
 
-from protocol.models import SCHEMA_VERSION, TIME_FIELDS, StationState, TelemetryBatch
+from protocol.models import (
+    SCHEMA_VERSION,
+    TIME_FIELDS,
+    CommandAck,
+    GapReport,
+    ResendRequest,
+    StationState,
+    TelemetryBatch,
+)
 from protocol.topics import StationTopic
 
 RejectReason = Literal[
@@ -64,6 +72,24 @@ def decode_state(topic: StationTopic, payload: bytes) -> StationState:
     _check_station(topic, state.station_id)
     _check_sensors(topic, (sensor.sensor_id for sensor in state.sensors))
     return state
+
+
+def decode_gap(topic: StationTopic, payload: bytes) -> GapReport:
+    report = _decode(GapReport, payload)
+    _check_station(topic, report.station_id)
+    return report
+
+
+def decode_ack(topic: StationTopic, payload: bytes) -> CommandAck:
+    ack = _decode(CommandAck, payload)
+    _check_station(topic, ack.station_id)
+    return ack
+
+
+def decode_command(topic: StationTopic, payload: bytes) -> ResendRequest:
+    command = _decode(ResendRequest, payload)
+    _check_station(topic, command.station_id)
+    return command
 
 
 def _decode(model: type[M], payload: bytes) -> M:

@@ -31,6 +31,7 @@ from protocol.topics import STATION_ID_PATTERN
 SCHEMA_VERSION: Final = 1
 MAX_READINGS_PER_BATCH = 1000
 SEQ_MAX = 2**64 - 1
+MAX_RESEND_BATCHES = 10_000
 
 TIME_MIN: Final = datetime(1970, 1, 1, tzinfo=UTC)
 TIME_END: Final = datetime(2100, 1, 1, tzinfo=UTC)
@@ -218,23 +219,28 @@ BootEpoch = Annotated[
     Field(
         ge=0,
         lt=BOOT_EPOCH_END,
-        description="Unix seconds (UTC) of the edge agent's boot, from the edge clock; changes "
-        "on every boot. With `seq` it identifies a batch.",
+        description="The edge agent's boot number: greater on every boot of a station (the "
+        "boot's Unix seconds from the edge clock, or the previous boot + 1 when the clock is "
+        "behind or two boots share a second; kept on the station's disk). With `seq` it "
+        "identifies a batch.",
     ),
 ]
+Seq = Annotated[StrictInt, Field(ge=0, le=SEQ_MAX)]
 
 
 class TelemetryBatch(_Versioned):
     """A batch of readings from one station's edge agent.
 
     ``(station_id, boot_epoch, seq)`` identifies the batch: ingest uses it to drop
-    re-sent batches. ``seq`` starts at 0 on every boot and increases by one per batch.
+    re-sent batches. ``seq`` increases by one per batch sealed in the station's outbox and
+    keeps counting across boots; a batch keeps the boot it was sealed in, also when it is sent
+    again after a restart. Alarm batches may overtake routine ones.
     Every reading's sensor belongs to the station (its id starts with ``<station_id>.``).
     """
 
     station_id: StationId
     boot_epoch: BootEpoch
-    seq: StrictInt = Field(ge=0, le=SEQ_MAX, description="Batch sequence number within a boot.")
+    seq: Seq = Field(description="Batch number in the station's outbox (across boots).")
     sent_at: WireTime = Field(description=f"Edge clock when the batch was sent; {_TIME_RULE}.")
     readings: list[Reading] = Field(min_length=1, max_length=MAX_READINGS_PER_BATCH)
 
@@ -277,3 +283,73 @@ class StationState(_Versioned):
         description="The station's sensor inventory (birth); each sensor id starts with "
         "`<station_id>.`.",
     )
+
+
+GapReason = Literal["bytes", "age", "corrupt", "store_lost", "expired"]
+"""Why a station's outbox gave readings up unsent: full (bytes), too old (age), a damaged record,
+a store that could not be opened, or (``expired``) a re-send asked for after its retention."""
+
+
+class GapReport(_Versioned):
+    """Readings a station's outbox gave up: a counted loss, announced until acknowledged.
+
+    ``(station_id, boot_epoch, marker_id)`` identifies the report (a re-sent report is the
+    same loss). ``first_seq``/``last_seq`` name the batches given up when they were sealed
+    already (ingest closes those gaps instead of asking for them)."""
+
+    station_id: StationId
+    boot_epoch: BootEpoch
+    marker_id: Seq
+    reason: GapReason
+    readings: StrictInt = Field(ge=0, description="Readings given up.")
+    first_ts: WireTime | None = Field(default=None, description="Device time of the first.")
+    last_ts: WireTime | None = Field(default=None, description="Device time of the last.")
+    batches: StrictInt = Field(default=0, ge=0, description="Sealed batches among them.")
+    first_seq: Seq | None = None
+    last_seq: Seq | None = None
+    sent_at: WireTime = Field(description=f"Edge clock when the report was sent; {_TIME_RULE}.")
+
+    @model_validator(mode="after")
+    def _seq_range(self) -> Self:
+        if (self.first_seq is None) != (self.last_seq is None):
+            raise ValueError("first_seq and last_seq come together")
+        if (
+            self.first_seq is not None
+            and self.last_seq is not None
+            and (self.first_seq > self.last_seq)
+        ):
+            raise ValueError("first_seq is after last_seq")
+        return self
+
+
+class ResendRequest(_Versioned):
+    """The center asks a station for batches it never received (on the station's ``cmd``
+    topic): the agent publishes those still in its retention window again, unchanged, and
+    reports the rest as an ``expired`` gap."""
+
+    command: Literal["resend"] = "resend"
+    station_id: StationId
+    request_id: Seq
+    first_seq: Seq
+    last_seq: Seq
+
+    @model_validator(mode="after")
+    def _range(self) -> Self:
+        if self.first_seq > self.last_seq:
+            raise ValueError("first_seq is after last_seq")
+        if self.last_seq - self.first_seq >= MAX_RESEND_BATCHES:
+            raise ValueError(f"at most {MAX_RESEND_BATCHES} batches per request")
+        return self
+
+
+class CommandAck(_Versioned):
+    """A station's answer to a command (``ack`` topic): what it did with request ``request_id``."""
+
+    station_id: StationId
+    request_id: Seq
+    command: Literal["resend"]
+    resent: StrictInt = Field(ge=0, description="Batches published again.")
+    pending: StrictInt = Field(ge=0, description="Batches of the range not sent yet (they come).")
+    expired: StrictInt = Field(ge=0, description="Batches no longer kept (reported as a gap).")
+    unknown: StrictInt = Field(ge=0, description="Seqs the station never sealed.")
+    sent_at: WireTime

@@ -5,6 +5,11 @@ credentials to ``citysense/v1/stations/<its id>/#``::
 
     citysense/v1/stations/{station_id}/telemetry   batches of readings, QoS 1
     citysense/v1/stations/{station_id}/state       retained birth/death (online/offline)
+    citysense/v1/stations/{station_id}/gaps        readings the outbox gave up (counted losses)
+    citysense/v1/stations/{station_id}/ack         the station's answers to commands
+    citysense/v1/stations/{station_id}/cmd         commands to the station (re-send a range)
+
+The first four are published by the station, ``cmd`` only by the center.
 
 ``v1`` is the topic-root version: it changes only when the topic layout changes. Payload
 schema versions travel inside the payloads.
@@ -31,6 +36,9 @@ class TopicError(ValueError):
 class Channel(StrEnum):
     TELEMETRY = "telemetry"
     STATE = "state"
+    GAPS = "gaps"
+    ACK = "ack"
+    COMMAND = "cmd"
 
 
 @dataclass(frozen=True, slots=True)
