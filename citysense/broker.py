@@ -59,6 +59,9 @@ class MosquittoBroker:
     config: Path = BROKER_CONFIG_DIR / "dev.conf"
     host: str = "127.0.0.1"
     port: int = 0
+    listen: bool = True
+    """Prepend ``listener <port> <host>``; False: the config declares its own listeners
+    (``port`` must then be one of them: start() waits for it)."""
     _process: subprocess.Popen[bytes] | None = None
     _workdir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -71,10 +74,13 @@ class MosquittoBroker:
         if binary is None:
             raise BrokerError("mosquitto is not on PATH (Debian: apt-get install mosquitto)")
         if not self.port:
+            if not self.listen:
+                raise BrokerError(f"{self.config} has its own listeners: say which port to wait on")
             self.port = free_port(self.host)
         self._workdir = tempfile.TemporaryDirectory(prefix="citysense-mosquitto-")
         conf = Path(self._workdir.name) / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} {self.host}\n{self.config.read_text()}")
+        listener = f"listener {self.port} {self.host}\n" if self.listen else ""
+        conf.write_text(f"{listener}{self.config.read_text()}")
         log = (Path(self._workdir.name) / "mosquitto.log").open("wb")
         # Own session: Ctrl-C in the terminal reaches the demo, which stops the broker last,
         # after its clients said goodbye. The parent-death signal stops it if we are killed.
@@ -106,6 +112,26 @@ class MosquittoBroker:
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or power cut would: no final persistence save."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+        self.stop()
+
+    def signal(self, signum: int) -> None:
+        """Send the broker a signal (tests: SIGSTOP/SIGCONT to hold its acknowledgements)."""
+        if self._process is None:
+            raise BrokerError("the broker is not running")
+        self._process.send_signal(signum)
+
+    def log(self) -> str:
+        """What the running broker has written to its log so far."""
+        if self._workdir is None:
+            return ""
+        return (Path(self._workdir.name) / "mosquitto.log").read_text(errors="replace")
 
     @property
     def url(self) -> str:

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from citysense.cli_common import Host, MqttHost, MqttPort, Port, Seed, configure_logging, console
+from citysense.cli_common import Host, Port, Seed, configure_logging, console
 
 app = typer.Typer(
     help="citysense: IoT sensing and edge ingestion for digital city management (GB/T 30428).",
@@ -113,50 +113,21 @@ def serve(
         raise typer.Exit(2) from None
 
 
-@app.command()
-def edge(
-    station: Annotated[str, typer.Argument(help="Station id in the simulated city.")],
-    mqtt_host: MqttHost = "127.0.0.1",
-    mqtt_port: MqttPort = 1883,
-    seed: Seed = 7,
-    interval: Annotated[float, typer.Option(help="Seconds between samples.")] = 1.0,
-    verbose: bool = False,
-) -> None:
-    """Run one base station's edge agent with its simulated sensors."""
-    from edge.agent import EdgeAgent
-    from simulator.city import build_city
-    from simulator.fleet import SimulatedStation
-
-    configure_logging(verbose)
-    city = build_city(seed=seed)
-    try:
-        simulated = SimulatedStation(city.station(station), seed=seed)
-    except KeyError:
-        ids = ", ".join(s.station_id for s in city.stations)
-        raise typer.BadParameter(f"no station {station!r} in this city; stations: {ids}") from None
-    agent = EdgeAgent(
-        station,
-        simulated,
-        host=mqtt_host,
-        port=mqtt_port,
-        sample_interval=interval,
-        batch_interval=interval,
-    )
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(agent.run())
-
-
 # Commands that live in their own modules (imports inside them stay lazy for a fast --help).
+from citysense.cli_edge import edge  # noqa: E402
+from citysense.cli_provision import provision_app  # noqa: E402
 from citysense.cli_recording import record, replay  # noqa: E402
 from citysense.cli_rejects import rejects_app  # noqa: E402
 from citysense.cli_scenarios import backtest, score, simulate  # noqa: E402
 
+app.command()(edge)
 app.command()(simulate)
 app.command()(record)
 app.command()(replay)
 app.command()(backtest)
 app.command()(score)
 app.add_typer(rejects_app, name="rejects")
+app.add_typer(provision_app, name="provision")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,16 @@
 
 Two tasks run side by side: sampling never stops, whatever the link does, and fills the
 outbox; the MQTT session (re)connects with backoff, announces the station, and drains the
-outbox at QoS 1. A reading leaves the outbox only after the broker's PUBACK.
+outbox at QoS 1 with up to ``window`` batches in flight. A batch leaves the outbox only after
+the broker's PUBACK, and stays in its retention window so that a range the center never
+received can be asked for again on the station's ``cmd`` topic. What the outbox gives up
+(full, too old, damaged) is announced on the ``gaps`` topic.
+
+With a ``state_dir`` the outbox is on disk (``edge.outbox_sqlite``, surviving ``kill -9`` and
+power loss) and the boot identity grows on every start (``edge.identity``); without one the
+outbox is in memory (tests, the demo). The same rules engine as the center's runs on what is
+sampled: readings of a sensor in alarm go to the outbox with alarm priority and are sent first.
+Outbox calls run on one worker thread: the disk outbox fsyncs.
 """
 
 from __future__ import annotations
@@ -10,22 +19,44 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from functools import partial
+from pathlib import Path
+from typing import Literal, TypeVar
 
 import aiomqtt
 
 from edge.driver import SensorDriver
-from edge.outbox import MemoryOutbox
+from edge.identity import next_boot
+from edge.outbox import GapMarker, MemoryOutbox, Outbox, OutboxLimits, Priority, SealedBatch
+from edge.outbox_sqlite import SqliteOutbox
 from edge.settings import EdgeSettings
-from protocol import Channel, StationState, StationTopic, TelemetryBatch, encode
+from protocol import (
+    Channel,
+    CommandAck,
+    GapReport,
+    PayloadError,
+    Reading,
+    ResendRequest,
+    StationState,
+    StationTopic,
+    decode_command,
+    encode,
+)
 from protocol.backoff import Backoff
+from protocol.connection import MqttAuth, check_station_identity
+from rules import ClockPolicy, RuleEngine, RuleSet, load_rules
 
 log = logging.getLogger(__name__)
 
 GOODBYE_TIMEOUT_S = 2.0
+EXPIRED_MARKERS = 1 << 63
+"""Gap markers from here up answer re-send requests (``EXPIRED_MARKERS + request_id * 1024 + k``
+for the request's k-th expired range): a repeated request names the same loss."""
+T = TypeVar("T")
 
 
 def utc_now() -> datetime:
@@ -38,6 +69,12 @@ class EdgeStats:
     batches_published: int = 0
     dropped_readings: int = 0
     """Readings evicted from a full outbox before they could be sent."""
+    alarm_readings: int = 0
+    """Readings put with alarm priority (their sensor was in alarm at the edge)."""
+    gap_reports: int = 0
+    resend_requests: int = 0
+    batches_resent: int = 0
+    bad_commands: int = 0
     connects: int = 0
     link_failures: int = 0
 
@@ -57,22 +94,76 @@ class EdgeAgent:
         clock: Callable[[], datetime] = utc_now,
         boot_epoch: int | None = None,
         backoff: Backoff | None = None,
+        auth: MqttAuth | None = None,
+        window: int = 8,
+        state_dir: Path | None = None,
+        outbox_limits: OutboxLimits | None = None,
+        outbox: Outbox | None = None,
+        alarm_rules: RuleSet | None = None,
     ) -> None:
+        """``state_dir``: where the durable outbox and the boot counter live (None: memory).
+        ``outbox``: one built by the caller (tests), with its own boot epoch. ``alarm_rules``:
+        the rules whose pending or open conditions make a reading alarm priority (default: the
+        center's default set)."""
         if sample_interval <= 0 or batch_interval <= 0:
             raise ValueError("sample and batch intervals must be positive")
         self.station_id = station_id
         self._state_topic = str(StationTopic(station_id, Channel.STATE))
         self._telemetry_topic = str(StationTopic(station_id, Channel.TELEMETRY))
+        self._gaps_topic = str(StationTopic(station_id, Channel.GAPS))
+        self._ack_topic = str(StationTopic(station_id, Channel.ACK))
+        self._command_topic = str(StationTopic(station_id, Channel.COMMAND))
         self._driver = driver
         self._host = host
         self._port = port
+        self._auth = auth or MqttAuth()
+        check_station_identity(self._auth, station_id)
         self._sample_interval = sample_interval
         self._batch_interval = batch_interval
         self._clock = clock
-        self.boot_epoch = int(self._now().timestamp()) if boot_epoch is None else boot_epoch
-        self._outbox = MemoryOutbox(buffer_readings, max_batch)
+        self._io = ThreadPoolExecutor(1, thread_name_prefix=f"edge-{station_id}-outbox")
+        limits = outbox_limits or OutboxLimits(max_readings=buffer_readings)
+        if outbox is not None:
+            self._outbox: Outbox = outbox
+            self.boot_epoch = outbox.boot_epoch if boot_epoch is None else boot_epoch
+        elif state_dir is not None:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            identity = next_boot(state_dir / "boot", self._now(), floor=boot_epoch or 0)
+            self.boot_epoch = identity.boot_epoch
+            self._outbox = self._io.submit(
+                SqliteOutbox,
+                state_dir / "outbox.sqlite",
+                boot_epoch=self.boot_epoch,
+                limits=limits,
+                max_batch=max_batch,
+                window=window,
+                clock=self._now,
+            ).result()
+        else:
+            self.boot_epoch = int(self._now().timestamp()) if boot_epoch is None else boot_epoch
+            self._outbox = MemoryOutbox(
+                limits,
+                boot_epoch=self.boot_epoch,
+                max_batch=max_batch,
+                window=window,
+                clock=self._now,
+            )
+        self._engine = RuleEngine(
+            alarm_rules or load_rules(), clock=ClockPolicy(allowed_lateness=0.0)
+        )
+        self._in_alarm: set[str] = set()
         self._backoff = backoff or Backoff()
+        self._data = asyncio.Event()
         self.stats = EdgeStats()
+
+    async def _call(self, work: Callable[[], T]) -> T:
+        """Run an outbox call on the outbox's thread (one at a time)."""
+        return await asyncio.get_running_loop().run_in_executor(self._io, work)
+
+    def close(self) -> None:
+        """Close the outbox (after ``run`` has ended)."""
+        self._io.submit(self._outbox.close).result()
+        self._io.shutdown()
 
     @classmethod
     def from_settings(
@@ -94,6 +185,10 @@ class EdgeAgent:
             buffer_readings=settings.buffer_readings,
             clock=clock,
             backoff=backoff,
+            auth=settings.mqtt_auth,
+            window=settings.window,
+            state_dir=settings.state_dir,
+            outbox_limits=settings.outbox_limits(),
         )
 
     @property
@@ -129,14 +224,36 @@ class EdgeAgent:
         loop = asyncio.get_running_loop()
         due = loop.time()
         while True:
-            readings = self._driver.read(self._now())
-            self.stats.readings_sampled += len(readings)
-            evicted = self._outbox.put(readings)
-            if evicted:
-                self.stats.dropped_readings += evicted
-                log.warning("%s: outbox full, dropped %d oldest readings", self.station_id, evicted)
+            now = self._now()
+            readings = self._driver.read(now)
+            if readings:
+                alarm = self._in_alarm_now(readings, now)
+                await self._call(partial(self._put, readings, alarm))
+                self._data.set()
             due = max(due + self._sample_interval, loop.time())
             await asyncio.sleep(due - loop.time())
+
+    def _in_alarm_now(self, readings: Sequence[Reading], now: datetime) -> set[str]:
+        """The sample through the edge's rules: the sensors now pending or in alarm."""
+        for alert in self._engine.process(self.station_id, readings, now):
+            if alert.state == "cleared":
+                self._in_alarm.difference_update(alert.members)
+            else:
+                self._in_alarm.update(alert.members)
+        return self._in_alarm
+
+    def _put(self, readings: Sequence[Reading], alarm: set[str]) -> None:
+        """Into the outbox (on its thread: a cancelled sampler still counts what it stored)."""
+        urgent = [r for r in readings if r.sensor_id in alarm] if alarm else []
+        routine = [r for r in readings if r.sensor_id not in alarm] if urgent else readings
+        evicted = self._outbox.put(routine, Priority.ROUTINE) if routine else 0
+        if urgent:
+            evicted += self._outbox.put(urgent, Priority.ALARM)
+        self.stats.readings_sampled += len(readings)
+        self.stats.alarm_readings += len(urgent)
+        if evicted:
+            self.stats.dropped_readings += evicted
+            log.warning("%s: outbox full, dropped %d oldest readings", self.station_id, evicted)
 
     async def _keep_session(self) -> None:
         """The one place that reconnects: after any MQTT failure, back off and start over.
@@ -160,40 +277,115 @@ class EdgeAgent:
     async def _session(self) -> None:
         will = aiomqtt.Will(self._state_topic, self._state("offline"), qos=1, retain=True)
         async with aiomqtt.Client(
-            self._host, self._port, identifier=f"edge-{self.station_id}", will=will
+            self._host,
+            self._port,
+            identifier=f"edge-{self.station_id}",
+            will=will,
+            **self._auth.aiomqtt_kwargs(),
         ) as client:
             self.stats.connects += 1
             try:
                 await client.publish(self._state_topic, self._state("online"), qos=1, retain=True)
+                await client.subscribe(self._command_topic, qos=1)
                 _raise_if_cancelling()
                 self._backoff.reset()
                 async with asyncio.TaskGroup() as tasks:
-                    tasks.create_task(self._watch_link(client), name=f"edge-{self.station_id}-link")
+                    tasks.create_task(self._listen(client), name=f"edge-{self.station_id}-cmd")
                     tasks.create_task(self._drain(client), name=f"edge-{self.station_id}-publish")
             except asyncio.CancelledError:
                 await self._say_goodbye(client)
                 raise
 
-    async def _watch_link(self, client: aiomqtt.Client) -> None:
-        """Raise ``MqttError`` as soon as the connection drops (commands from the center later)."""
+    async def _listen(self, client: aiomqtt.Client) -> None:
+        """Commands from the center; raises ``MqttError`` as soon as the connection drops."""
         async for message in client.messages:
-            log.debug("%s: ignoring message on %s", self.station_id, message.topic)
+            if str(message.topic) != self._command_topic or not isinstance(message.payload, bytes):
+                continue
+            try:
+                request = decode_command(
+                    StationTopic(self.station_id, Channel.COMMAND), message.payload
+                )
+            except PayloadError as exc:
+                self.stats.bad_commands += 1
+                log.warning("%s: command refused (%s)", self.station_id, exc)
+                continue
+            await self._resend(client, request)
+
+    async def _resend(self, client: aiomqtt.Client, request: ResendRequest) -> None:
+        """Publish again what the retention window holds of the range; report what it lost."""
+        self.stats.resend_requests += 1
+        found = await self._call(lambda: self._outbox.resend(request.first_seq, request.last_seq))
+        for sealed in found.batches:
+            await client.publish(self._telemetry_topic, self._payload(sealed), qos=1)
+            self.stats.batches_resent += 1
+        for k, (first, last) in enumerate(found.evicted):
+            marker = GapMarker(
+                marker_id=EXPIRED_MARKERS + request.request_id * 1024 + k,
+                boot_epoch=self.boot_epoch,
+                reason="expired",
+                readings=0,
+                first_ts=None,
+                last_ts=None,
+                batches=last - first + 1,
+                first_seq=first,
+                last_seq=last,
+            )
+            await client.publish(self._gaps_topic, self._gap_report(marker), qos=1)
+        unknown = found.unknown
+        ack = CommandAck(
+            station_id=self.station_id,
+            request_id=request.request_id,
+            command="resend",
+            resent=len(found.batches),
+            pending=len(found.pending),
+            expired=sum(last - first + 1 for first, last in found.evicted),
+            unknown=0 if unknown is None else unknown[1] - unknown[0] + 1,
+            sent_at=self._now(),
+        )
+        await client.publish(self._ack_topic, encode(ack), qos=1)
 
     async def _drain(self, client: aiomqtt.Client) -> None:
+        await self._call(self._outbox.rewind)  # batches in flight when the link dropped go again
         while True:
-            while (sealed := self._outbox.next_batch()) is not None:
-                batch = TelemetryBatch(
-                    station_id=self.station_id,
-                    boot_epoch=self.boot_epoch,
-                    seq=sealed.seq,
-                    sent_at=self._now(),
-                    readings=list(sealed.readings),
-                )
-                await client.publish(self._telemetry_topic, encode(batch), qos=1)
-                self._outbox.ack(sealed.seq)
-                self.stats.batches_published += 1
-                _raise_if_cancelling()
-            await asyncio.sleep(self._batch_interval)
+            for marker in await self._call(self._outbox.pending_gaps):
+                await client.publish(self._gaps_topic, self._gap_report(marker), qos=1)
+                await self._call(partial(self._outbox.gap_announced, marker.marker_id))
+                self.stats.gap_reports += 1
+            batches = await self._call(self._outbox.take)
+            if not batches:
+                self._data.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._data.wait(), self._batch_interval)
+                continue
+            async with asyncio.TaskGroup() as window:  # up to the outbox's window in flight
+                for sealed in batches:
+                    window.create_task(self._publish(client, sealed))
+            _raise_if_cancelling()
+
+    async def _publish(self, client: aiomqtt.Client, sealed: SealedBatch) -> None:
+        await client.publish(self._telemetry_topic, self._payload(sealed), qos=1)
+        await self._call(lambda: self._outbox.ack(sealed.seq))
+        self.stats.batches_published += 1
+
+    def _payload(self, sealed: SealedBatch) -> bytes:
+        return sealed.payload(self.station_id, self._now())
+
+    def _gap_report(self, marker: GapMarker) -> bytes:
+        return encode(
+            GapReport(
+                station_id=self.station_id,
+                boot_epoch=marker.boot_epoch,
+                marker_id=marker.marker_id,
+                reason=marker.reason,
+                readings=marker.readings,
+                first_ts=marker.first_ts,
+                last_ts=marker.last_ts,
+                batches=marker.batches,
+                first_seq=marker.first_seq,
+                last_seq=marker.last_seq,
+                sent_at=self._now(),
+            )
+        )
 
     async def _say_goodbye(self, client: aiomqtt.Client) -> None:
         with contextlib.suppress(aiomqtt.MqttError):
