@@ -13,6 +13,7 @@ from bench.encoding import measure_encoders
 from bench.engine import Traffic, measure_state, measure_throughput
 from bench.ingest import measure_decode, measure_end_to_end, measure_pipeline, traffic
 from bench.load import measure_loadgen
+from bench.outbox import measure as measure_outbox
 from bench.report import Measurement, compared
 from bench.stack import Services
 from citysense.broker import MosquittoBroker
@@ -43,6 +44,9 @@ class Plan:
     engine_chunk: int = 200
     """Batches per ``BatchEngine.process_chunk`` call."""
     state_sensors: int = 1_000_000
+    outbox_readings: int = 200_000
+    outbox_backlog_seconds: int = 3600
+    """A one-hour backlog of a 500-sensor station (1 reading/s each)."""
     stack: StackPlan = field(
         default_factory=lambda: StackPlan(
             messages_b100=10_000,
@@ -83,6 +87,8 @@ QUICK = Plan(
     engine_stations=100,
     engine_steps=20,
     state_sensors=100_000,
+    outbox_readings=50_000,
+    outbox_backlog_seconds=360,
     stack=StackPlan(
         messages_b100=1_500,
         messages_b1=5_000,
@@ -113,6 +119,15 @@ def in_process(plan: Plan) -> Iterator[Measurement]:
     yield decode
     yield compared(measure_pipeline(messages, plan.batch), decode, ["readings_per_s"])
     yield from engine(plan)
+    yield from outbox(plan)
+
+
+def outbox(plan: Plan) -> Iterator[Measurement]:
+    """The edge outbox: write and drain rates in memory and on disk, and a one-hour backlog of a
+    500-sensor station drained after a reconnect, with the agent process's RSS."""
+    yield from measure_outbox(
+        readings=plan.outbox_readings, sensors=500, seconds=plan.outbox_backlog_seconds
+    )
 
 
 def engine(plan: Plan) -> Iterator[Measurement]:
