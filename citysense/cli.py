@@ -114,6 +114,7 @@ def serve(
 
 
 # Commands that live in their own modules (imports inside them stay lazy for a fast --help).
+from citysense.cli_config import config_app  # noqa: E402
 from citysense.cli_edge import edge  # noqa: E402
 from citysense.cli_provision import provision_app  # noqa: E402
 from citysense.cli_recording import record, replay  # noqa: E402
@@ -128,6 +129,7 @@ app.command()(backtest)
 app.command()(score)
 app.add_typer(rejects_app, name="rejects")
 app.add_typer(provision_app, name="provision")
+app.add_typer(config_app, name="config")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,11 @@ power loss) and the boot identity grows on every start (``edge.identity``); with
 outbox is in memory (tests, the demo). The same rules engine as the center's runs on what is
 sampled: readings of a sensor in alarm go to the outbox with alarm priority and are sent first.
 Outbox calls run on one worker thread: the disk outbox fsyncs.
+
+The center's desired config arrives retained on the station's ``config`` topic
+(``edge.remote_config``): a newer version is applied (intervals, report-by-exception, alarm
+thresholds) without touching the outbox or the rules' pending state, kept in the state
+directory, and answered on ``ack``.
 """
 
 from __future__ import annotations
@@ -30,20 +35,25 @@ from typing import Literal, TypeVar
 import aiomqtt
 
 from edge.driver import SensorDriver
+from edge.exception import ReportByException, ReportSettings
 from edge.identity import next_boot
 from edge.outbox import GapMarker, MemoryOutbox, Outbox, OutboxLimits, Priority, SealedBatch
 from edge.outbox_sqlite import SqliteOutbox
+from edge.remote_config import ConfigError, RunSettings, read_saved, resolve, save, swap_rules
 from edge.settings import EdgeSettings
 from protocol import (
     Channel,
     CommandAck,
+    ConfigAck,
     GapReport,
     PayloadError,
     Reading,
     ResendRequest,
+    StationConfig,
     StationState,
     StationTopic,
     decode_command,
+    decode_config,
     encode,
 )
 from protocol.backoff import Backoff
@@ -75,6 +85,8 @@ class EdgeStats:
     resend_requests: int = 0
     batches_resent: int = 0
     bad_commands: int = 0
+    configs_applied: int = 0
+    configs_rejected: int = 0
     connects: int = 0
     link_failures: int = 0
 
@@ -113,6 +125,8 @@ class EdgeAgent:
         self._gaps_topic = str(StationTopic(station_id, Channel.GAPS))
         self._ack_topic = str(StationTopic(station_id, Channel.ACK))
         self._command_topic = str(StationTopic(station_id, Channel.COMMAND))
+        self._config_topic = str(StationTopic(station_id, Channel.CONFIG))
+        self._state_dir = state_dir
         self._driver = driver
         self._host = host
         self._port = port
@@ -154,7 +168,19 @@ class EdgeAgent:
         self._in_alarm: set[str] = set()
         self._backoff = backoff or Backoff()
         self._data = asyncio.Event()
+        self._resample = asyncio.Event()
         self.stats = EdgeStats()
+        self._local = RunSettings(
+            sample_interval,
+            batch_interval,
+            driver.filter.settings
+            if isinstance(driver, ReportByException)
+            else ReportSettings(enabled=False),
+            self._engine.rules,
+        )
+        self._config: StationConfig | None = None
+        if state_dir is not None:
+            self._restore_config(state_dir)
 
     async def _call(self, work: Callable[[], T]) -> T:
         """Run an outbox call on the outbox's thread (one at a time)."""
@@ -190,6 +216,33 @@ class EdgeAgent:
             state_dir=settings.state_dir,
             outbox_limits=settings.outbox_limits(),
         )
+
+    @property
+    def config_version(self) -> int:
+        """The version of the center's config in force (0: the local settings)."""
+        return 0 if self._config is None else self._config.config_version
+
+    def _restore_config(self, state_dir: Path) -> None:
+        """Apply the config kept before the restart; a damaged or now invalid one is ignored."""
+        try:
+            saved = read_saved(state_dir, self.station_id)
+            if saved is not None:
+                self._apply(saved, resolve(self._local, saved))
+        except (OSError, ValueError) as exc:
+            log.warning("%s: kept config not applied (%s)", self.station_id, exc)
+
+    def _apply(self, config: StationConfig, settings: RunSettings) -> None:
+        """Run with ``settings`` from now on; the outbox is not touched and the rules keep the
+        state of every rule whose id survives."""
+        self._sample_interval = settings.sample_interval
+        self._batch_interval = settings.batch_interval
+        if isinstance(self._driver, ReportByException):
+            self._driver.filter.reconfigure(settings.report)
+        elif settings.report.enabled:
+            self._driver = ReportByException(self._driver, settings.report)
+        self._engine = swap_rules(self._engine, settings.rules)
+        self._config = config
+        self._resample.set()
 
     @property
     def backlog(self) -> int:
@@ -230,8 +283,14 @@ class EdgeAgent:
                 alarm = self._in_alarm_now(readings, now)
                 await self._call(partial(self._put, readings, alarm))
                 self._data.set()
+            sampled_at = due
             due = max(due + self._sample_interval, loop.time())
-            await asyncio.sleep(due - loop.time())
+            while (wait := due - loop.time()) > 0:  # a new interval counts from the last sample
+                self._resample.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._resample.wait(), wait)
+                if self._resample.is_set():
+                    due = max(sampled_at + self._sample_interval, loop.time())
 
     def _in_alarm_now(self, readings: Sequence[Reading], now: datetime) -> set[str]:
         """The sample through the edge's rules: the sensors now pending or in alarm."""
@@ -287,6 +346,7 @@ class EdgeAgent:
             try:
                 await client.publish(self._state_topic, self._state("online"), qos=1, retain=True)
                 await client.subscribe(self._command_topic, qos=1)
+                await client.subscribe(self._config_topic, qos=1)
                 _raise_if_cancelling()
                 self._backoff.reset()
                 async with asyncio.TaskGroup() as tasks:
@@ -297,9 +357,16 @@ class EdgeAgent:
                 raise
 
     async def _listen(self, client: aiomqtt.Client) -> None:
-        """Commands from the center; raises ``MqttError`` as soon as the connection drops."""
+        """Commands and config from the center; raises ``MqttError`` as soon as the connection
+        drops."""
         async for message in client.messages:
-            if str(message.topic) != self._command_topic or not isinstance(message.payload, bytes):
+            if not isinstance(message.payload, bytes):
+                continue
+            if str(message.topic) == self._config_topic:
+                if message.payload:  # empty: the center took its retained config back
+                    await self._configure(client, message.payload)
+                continue
+            if str(message.topic) != self._command_topic:
                 continue
             try:
                 request = decode_command(
@@ -310,6 +377,46 @@ class EdgeAgent:
                 log.warning("%s: command refused (%s)", self.station_id, exc)
                 continue
             await self._resend(client, request)
+
+    async def _configure(self, client: aiomqtt.Client, payload: bytes) -> None:
+        """Apply a newer config, or refuse it with the reason; answer on ``ack`` either way."""
+        offered: int | None = None
+        try:
+            config = decode_config(StationTopic(self.station_id, Channel.CONFIG), payload)
+            offered = config.config_version
+            if offered <= self.config_version:
+                await self._config_ack(client, "current", offered)
+                return
+            settings = resolve(self._local, config)
+            if self._state_dir is not None:
+                state_dir = self._state_dir
+                await self._call(partial(save, state_dir, config))
+        except (PayloadError, ConfigError, OSError) as exc:
+            self.stats.configs_rejected += 1
+            log.warning("%s: config refused (%s)", self.station_id, exc)
+            await self._config_ack(client, "rejected", offered, str(exc))
+            return
+        self._apply(config, settings)
+        self.stats.configs_applied += 1
+        log.info("%s: config version %d applied", self.station_id, offered)
+        await self._config_ack(client, "applied", offered)
+
+    async def _config_ack(
+        self,
+        client: aiomqtt.Client,
+        status: Literal["applied", "current", "rejected"],
+        offered: int | None,
+        reason: str | None = None,
+    ) -> None:
+        ack = ConfigAck(
+            station_id=self.station_id,
+            status=status,
+            config_version=self.config_version,
+            offered_version=offered,
+            reason=reason,
+            sent_at=self._now(),
+        )
+        await client.publish(self._ack_topic, encode(ack), qos=1)
 
     async def _resend(self, client: aiomqtt.Client, request: ResendRequest) -> None:
         """Publish again what the retention window holds of the range; report what it lost."""

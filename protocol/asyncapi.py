@@ -16,15 +16,25 @@ from protocol.codec import REJECT_REASONS
 from protocol.models import (
     SCHEMA_VERSION,
     CommandAck,
+    ConfigAck,
     GapReport,
     ResendRequest,
+    StationConfig,
     StationState,
     TelemetryBatch,
 )
 from protocol.topics import STATION_ID_PATTERN, TOPIC_ROOT, Channel
 
 MQTT_BINDING_VERSION = "0.2.0"
-MODELS = (TelemetryBatch, StationState, GapReport, CommandAck, ResendRequest)
+MODELS = (
+    TelemetryBatch,
+    StationState,
+    GapReport,
+    CommandAck,
+    ConfigAck,
+    ResendRequest,
+    StationConfig,
+)
 
 
 def _operation(action: str, channel: str, summary: str, *, retain: bool) -> dict[str, Any]:
@@ -36,7 +46,8 @@ def _operation(action: str, channel: str, summary: str, *, retain: bool) -> dict
     }
 
 
-def _channel(channel: Channel, message: str, description: str) -> dict[str, Any]:
+def _channel(channel: Channel, message: str | tuple[str, ...], description: str) -> dict[str, Any]:
+    messages = (message,) if isinstance(message, str) else message
     return {
         "address": f"{TOPIC_ROOT}/stations/{{station_id}}/{channel.value}",
         "description": description,
@@ -46,7 +57,7 @@ def _channel(channel: Channel, message: str, description: str) -> dict[str, Any]
                 "Broker ACLs pin a station's credentials to its own id."
             }
         },
-        "messages": {message: {"$ref": f"#/components/messages/{message}"}},
+        "messages": {name: {"$ref": f"#/components/messages/{name}"} for name in messages},
     }
 
 
@@ -84,13 +95,23 @@ def build_document() -> dict[str, Any]:
                 "for after their retention): counted losses, re-sent until acknowledged.",
             ),
             "ack": _channel(
-                Channel.ACK, "CommandAck", "A station's answer to a command on its cmd topic."
+                Channel.ACK,
+                ("CommandAck", "ConfigAck"),
+                "A station's answers, told apart by `command`: to a command on its cmd topic "
+                "(CommandAck) and to a config on its config topic (ConfigAck).",
             ),
             "cmd": _channel(
                 Channel.COMMAND,
                 "ResendRequest",
                 "Commands to one station, published by the center only: re-send a range of "
                 "batches ingest never received.",
+            ),
+            "config": _channel(
+                Channel.CONFIG,
+                "StationConfig",
+                "The desired config of one station, retained, published by the center only: "
+                "intervals, report-by-exception, alarm thresholds; a greater config_version "
+                "replaces it.",
             ),
         },
         "operations": {
@@ -113,12 +134,26 @@ def build_document() -> dict[str, Any]:
                 "receive", "gaps", "Ingest counts the loss and closes those gaps.", retain=False
             ),
             "sendAck": _operation("send", "ack", "An edge agent answers a command.", retain=False),
-            "receiveAck": _operation("receive", "ack", "Ingest counts the answers.", retain=False),
+            "receiveAck": _operation(
+                "receive",
+                "ack",
+                "Ingest counts the answers; `citysense config push` waits for a ConfigAck.",
+                retain=False,
+            ),
             "sendCommand": _operation(
                 "send", "cmd", "Ingest asks a station to re-send missing batches.", retain=False
             ),
             "receiveCommand": _operation(
                 "receive", "cmd", "An edge agent re-sends from its retention window.", retain=False
+            ),
+            "sendConfig": _operation(
+                "send", "config", "The center publishes a station's desired config.", retain=True
+            ),
+            "receiveConfig": _operation(
+                "receive",
+                "config",
+                "An edge agent applies a newer config and answers on ack.",
+                retain=True,
             ),
         },
         "components": {

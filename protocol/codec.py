@@ -17,8 +17,10 @@ from protocol.models import (
     SCHEMA_VERSION,
     TIME_FIELDS,
     CommandAck,
+    ConfigAck,
     GapReport,
     ResendRequest,
+    StationConfig,
     StationState,
     TelemetryBatch,
 )
@@ -90,6 +92,35 @@ def decode_command(topic: StationTopic, payload: bytes) -> ResendRequest:
     command = _decode(ResendRequest, payload)
     _check_station(topic, command.station_id)
     return command
+
+
+def decode_config(topic: StationTopic, payload: bytes) -> StationConfig:
+    config = _decode(StationConfig, payload)
+    _check_station(topic, config.station_id)
+    return config
+
+
+def decode_config_ack(topic: StationTopic, payload: bytes) -> ConfigAck:
+    ack = _decode(ConfigAck, payload)
+    _check_station(topic, ack.station_id)
+    return ack
+
+
+def decode_any_ack(topic: StationTopic, payload: bytes) -> CommandAck | ConfigAck:
+    """Either answer of the ``ack`` topic, told apart by its ``command``."""
+    if _command_of(payload) == "config":
+        return decode_config_ack(topic, payload)
+    return decode_ack(topic, payload)
+
+
+def _command_of(payload: bytes) -> object:
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        return None
+    try:
+        document = from_json(payload)
+    except ValueError:
+        return None
+    return document.get("command") if isinstance(document, dict) else None
 
 
 def _decode(model: type[M], payload: bytes) -> M:

@@ -353,3 +353,94 @@ class CommandAck(_Versioned):
     expired: StrictInt = Field(ge=0, description="Batches no longer kept (reported as a gap).")
     unknown: StrictInt = Field(ge=0, description="Seqs the station never sealed.")
     sent_at: WireTime
+
+
+RuleId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+ThresholdKey = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}(\.(above|below))?$")]
+"""A value name, or ``<value>.above`` / ``<value>.below`` when a rule tests the value twice."""
+ConfigVersion = Annotated[StrictInt, Field(ge=1, le=SEQ_MAX)]
+MAX_THRESHOLD_RULES = 256
+
+
+class KindReportConfig(_Frozen):
+    """Report-by-exception of one sensor kind: its heartbeat and its deadbands."""
+
+    heartbeat_s: Number | None = Field(
+        default=None, gt=0, le=86_400, description="Longest silence of a quiet sensor, seconds."
+    )
+    deadband: dict[ValueName, Annotated[Number, Field(ge=0)]] = Field(
+        default_factory=dict,
+        description="A value must move by more than this to be forwarded (per value name).",
+    )
+
+
+class ReportConfig(_Frozen):
+    """Report-by-exception as the center wants it (the edge's alarm limits stay local)."""
+
+    enabled: bool = True
+    kinds: dict[SensorKind, KindReportConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _names_of_the_kind(self) -> Self:
+        for kind, config in self.kinds.items():
+            unknown = sorted(set(config.deadband) - _NAMES[kind])
+            if unknown:
+                raise PydanticCustomError(
+                    "unknown_value",
+                    "a {kind} reading has no value {unknown}",
+                    {"kind": kind.value, "unknown": ", ".join(unknown)},
+                )
+        return self
+
+
+class StationConfig(_Versioned):
+    """The center's desired config of one station (retained on its ``config`` topic).
+
+    The whole desired state, not a patch: a setting left out means the station's own (local)
+    setting. The agent applies a ``config_version`` greater than the one it runs, validates the
+    threshold overrides against its own rules, and answers with a ``ConfigAck``."""
+
+    station_id: StationId
+    config_version: ConfigVersion = Field(
+        description="Greater on every change; an older or equal version is not applied again."
+    )
+    sample_interval_s: Number | None = Field(
+        default=None, gt=0, le=86_400, description="Seconds between samples of the sensors."
+    )
+    batch_interval_s: Number | None = Field(
+        default=None,
+        gt=0,
+        le=3_600,
+        description="Longest wait, seconds, before an idle publisher looks at the outbox again.",
+    )
+    report: ReportConfig | None = Field(
+        default=None, description="Report-by-exception (deadbands, heartbeats) per sensor kind."
+    )
+    thresholds: dict[RuleId, dict[ThresholdKey, Number]] = Field(
+        default_factory=dict,
+        max_length=MAX_THRESHOLD_RULES,
+        description="New `above`/`below` limits of the edge's alarm rules: rule id -> value "
+        "name (or `<value>.above` / `<value>.below` when the rule tests the value twice) -> "
+        "limit. The station refuses a rule it lacks, a value the rule does not test with a "
+        "plain above/below limit, and a limit its clear condition would contradict.",
+    )
+    issued_at: WireTime | None = Field(
+        default=None, description=f"Center clock when the config was published; {_TIME_RULE}."
+    )
+
+
+class ConfigAck(_Versioned):
+    """A station's answer to a ``StationConfig`` (``ack`` topic): applied, already current (an
+    older or equal version), or rejected with the reason (the config in force is kept)."""
+
+    station_id: StationId
+    command: Literal["config"] = "config"
+    status: Literal["applied", "current", "rejected"]
+    config_version: StrictInt = Field(
+        ge=0, le=SEQ_MAX, description="The version the station runs now (0: its local settings)."
+    )
+    offered_version: ConfigVersion | None = Field(
+        default=None, description="The version of the config answered, when it could be read."
+    )
+    reason: str | None = Field(default=None, max_length=1000, description="Why it was rejected.")
+    sent_at: WireTime

@@ -8,8 +8,9 @@ credentials to ``citysense/v1/stations/<its id>/#``::
     citysense/v1/stations/{station_id}/gaps        readings the outbox gave up (counted losses)
     citysense/v1/stations/{station_id}/ack         the station's answers to commands
     citysense/v1/stations/{station_id}/cmd         commands to the station (re-send a range)
+    citysense/v1/stations/{station_id}/config      retained desired config of the station
 
-The first four are published by the station, ``cmd`` only by the center.
+The first four are published by the station, ``cmd`` and ``config`` only by the center.
 
 ``v1`` is the topic-root version: it changes only when the topic layout changes. Payload
 schema versions travel inside the payloads.
@@ -39,6 +40,7 @@ class Channel(StrEnum):
     GAPS = "gaps"
     ACK = "ack"
     COMMAND = "cmd"
+    CONFIG = "config"
 
 
 @dataclass(frozen=True, slots=True)
