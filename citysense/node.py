@@ -75,7 +75,7 @@ async def build_node(
         service = CaseService(CaseStore(engine), CaseBroadcaster())
         rule_set = load_rules(ingest.rules_path or DEFAULT_RULES_FILE)
         clock = ClockPolicy(allowed_lateness=ingest.allowed_lateness_s)
-        checkpoint = load(rule_set, ingest.snapshot_path, clock)
+        checkpoint = load(rule_set, ingest.snapshot_path, clock, ingest.gap_policy())
         store = build_store(sinks)
         journal = build_recorder(sinks)
         for closing in (store, journal):
@@ -90,6 +90,7 @@ async def build_node(
         pipeline = IngestPipeline(
             engine=checkpoint.engine,
             dedup=checkpoint.dedup,
+            gaps=checkpoint.gaps,
             alerts=service,
             dead_letters=dead_letters,
             sinks=[store] if store is not None else [],
@@ -109,6 +110,7 @@ async def build_node(
             port=ingest.mqtt_port,
             client_id=ingest.client_id,
             max_group=ingest.max_group,
+            auth=ingest.mqtt_auth,
         )
         pipeline.metrics.registry.register(CaseCollector(service))
         node = Node(pipeline, consumer, service, FastAPI(), center, ingest)
