@@ -27,6 +27,11 @@ class StationOut(BaseModel):
         description="Wall time ingest last received anything from it."
     )
     sensor_count: int = Field(description="Sensors its last birth named.")
+    lost_readings: int = Field(
+        default=0,
+        description="Readings its outbox gave up unsent (full, too old, damaged, or asked for"
+        " after its retention window), from its gap reports, each report counted once.",
+    )
 
 
 class StationPage(BaseModel):

@@ -2,15 +2,17 @@
 
 Accepted messages go to the journal (the recorder's rotating files, ``ingest/sinks/recorder``)
 and are made durable before they are acknowledged to the broker. Every few seconds a checkpoint
-is written: the rules engine's state, the de-duplication state and the journal position they
-cover, in one file, atomically (written, flushed to disk, renamed over the old one). On start,
+is written: the rules engine's state, the de-duplication state, the gap tracker's state (missing
+ranges, re-send requests, loss counters) and the journal position they cover, in one file,
+atomically (written, flushed to disk, renamed over the old one). On start,
 ingest loads the checkpoint and replays the journal after its position through the pipeline
 (sinks and case store take the replay idempotently: the time-series store de-duplicates equal
 points, cases are unique on their key), then takes what the broker sends again: what was
 replayed is recognised as a duplicate and acknowledged, the rest is new.
 
 A checkpoint is taken only while no message is being handled (the pipeline's ``evaluating``
-lock) and right after a commit, so engine, de-duplication and journal position agree.
+lock) and right after a commit, so engine, de-duplication, gaps and journal position agree. A
+checkpoint written before the gap tracker existed restores an empty one.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ import json
 import logging
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ingest.dedup import Deduplicator
+from ingest.gaps import GapPolicy, GapTracker
 from ingest.pipeline import IngestPipeline
 from ingest.sinks.recorder import RecorderPosition
 from rules import ClockPolicy, RuleEngine, RuleSet, SnapshotError, restore, snapshot
@@ -40,6 +43,7 @@ class Checkpoint:
     dedup: Deduplicator
     position: RecorderPosition | None
     """Where in the journal the replay starts; None: from its beginning (or nothing to replay)."""
+    gaps: GapTracker = field(default_factory=GapTracker)
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -58,22 +62,28 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 def encode_checkpoint(
-    engine: RuleEngine, dedup: Deduplicator, position: RecorderPosition | None
+    engine: RuleEngine,
+    dedup: Deduplicator,
+    position: RecorderPosition | None,
+    gaps: GapTracker | None = None,
 ) -> bytes:
     head = {
         "version": CHECKPOINT_VERSION,
         "journal": None if position is None else [position.file, position.offset],
         "dedup": dedup.to_dict(),
+        "gaps": None if gaps is None else gaps.to_dict(),
     }
     # the engine's own snapshot is embedded as it is, not parsed and dumped again
     return json.dumps(head)[:-1].encode() + b',"engine":' + snapshot(engine) + b"}"
 
 
-def load(rules: RuleSet, path: Path | None, clock: ClockPolicy) -> Checkpoint:
+def load(
+    rules: RuleSet, path: Path | None, clock: ClockPolicy, gaps: GapPolicy | None = None
+) -> Checkpoint:
     """The checkpoint at ``path``, or a fresh start when there is none. A damaged checkpoint is
     kept aside (``.bad``) and ingest starts fresh, loudly: the journal is then replayed from
-    its beginning."""
-    fresh = Checkpoint(RuleEngine(rules, clock=clock), Deduplicator(), None)
+    its beginning. ``gaps`` is the gap tracker's policy (settings, not state)."""
+    fresh = Checkpoint(RuleEngine(rules, clock=clock), Deduplicator(), None, GapTracker(gaps))
     if path is None or not path.exists():
         return fresh
     try:
@@ -82,6 +92,8 @@ def load(rules: RuleSet, path: Path | None, clock: ClockPolicy) -> Checkpoint:
             raise SnapshotError(f"checkpoint version {document.get('version')!r} unknown")
         engine = restore(rules, json.dumps(document["engine"]).encode(), clock=clock)
         dedup = Deduplicator.from_dict(document["dedup"])
+        saved_gaps = document.get("gaps")
+        tracker = GapTracker(gaps) if saved_gaps is None else GapTracker.from_dict(saved_gaps, gaps)
         journal = document["journal"]
         position = None if journal is None else RecorderPosition(str(journal[0]), int(journal[1]))
     except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
@@ -90,7 +102,7 @@ def load(rules: RuleSet, path: Path | None, clock: ClockPolicy) -> Checkpoint:
         path.replace(aside)
         return fresh
     log.info("restored from %s: %s", path, engine.state_counts())
-    return Checkpoint(engine, dedup, position)
+    return Checkpoint(engine, dedup, position, tracker)
 
 
 async def save(pipeline: IngestPipeline, path: Path) -> int:
@@ -98,7 +110,7 @@ async def save(pipeline: IngestPipeline, path: Path) -> int:
     async with pipeline.evaluating:
         await pipeline.commit()
         data = encode_checkpoint(
-            pipeline.engine, pipeline.dedup, _position_of(pipeline.last_position)
+            pipeline.engine, pipeline.dedup, _position_of(pipeline.last_position), pipeline.gaps
         )
     await asyncio.to_thread(write_atomically, path, data)
     pipeline.metrics.snapshot_written(len(data))

@@ -10,6 +10,10 @@ acknowledged; what was not is sent again and recognised by the de-duplication.
 
 paho was measured against aiomqtt on this path (``make bench``: the do-nothing paho subscriber
 and ingest end to end); aiomqtt 2.x cannot acknowledge manually.
+
+The same client publishes ingest's re-send requests to stations (``cmd``, QoS 1): every
+``RESEND_TICK_S`` (or half the tracker's ``resend_after`` when shorter) while connected, the
+pipeline asks for the batches missing for longer than that.
 """
 
 from __future__ import annotations
@@ -22,13 +26,16 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from ingest.pipeline import IngestPipeline
-from protocol import Channel, StationTopic
+from ingest.commands import PahoCommands
+from ingest.pipeline import READ_CHANNELS, IngestPipeline
+from protocol import StationTopic
+from protocol.connection import MqttAuth
 
 log = logging.getLogger(__name__)
 
 MAX_GROUP = 200
 """Messages handled before one commit and their acknowledgements (at most what is in flight)."""
+RESEND_TICK_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +58,11 @@ class IngestConsumer:
         port: int,
         client_id: str,
         max_group: int = MAX_GROUP,
+        auth: MqttAuth | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.host, self.port, self.client_id = host, port, client_id
+        self.auth = auth or MqttAuth()
         self.max_group = max_group
         self.connected = asyncio.Event()
         self._session = 0
@@ -69,6 +78,7 @@ class IngestConsumer:
             manual_ack=True,
         )
         client.reconnect_delay_set(min_delay=1, max_delay=10)
+        self.auth.apply_to_paho(client)
 
         def on_connect(
             client: mqtt.Client, _u: object, _f: object, code: ReasonCode, _p: object
@@ -77,7 +87,7 @@ class IngestConsumer:
                 log.warning("ingest MQTT connect refused: %s", code)
                 return
             self._session += 1  # here, on paho's thread, before this session's first message
-            for channel in (Channel.STATE, Channel.TELEMETRY):
+            for channel in sorted(READ_CHANNELS):
                 client.subscribe(StationTopic.subscription(channel), qos=1)
             loop.call_soon_threadsafe(self._up)
 
@@ -99,7 +109,9 @@ class IngestConsumer:
         client.connect_async(self.host, self.port, keepalive=30)
         client.loop_start()
         try:
-            await self._consume(client, queue)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._consume(client, queue), name="ingest-consume")
+                group.create_task(self._ask_for_gaps(PahoCommands(client)), name="ingest-resend")
         finally:
             self.connected.clear()
             client.disconnect()
@@ -124,3 +136,15 @@ class IngestConsumer:
                     acked += 1
             metrics.acked.inc(acked)
             metrics.in_flight.set(queue.qsize())
+
+    async def _ask_for_gaps(self, commands: PahoCommands) -> None:
+        """Publish the re-send requests that are due, while connected; never raises."""
+        tick = min(RESEND_TICK_S, self.pipeline.gaps.policy.resend_after_s / 2)
+        while True:
+            await asyncio.sleep(tick)
+            if not self.connected.is_set():
+                continue
+            try:
+                await self.pipeline.request_resends(commands)
+            except Exception:  # a bug here must not stop the consumer
+                log.exception("re-send requests failed; trying again")

@@ -1,12 +1,14 @@
 """De-duplication of telemetry batches by (station, boot epoch, sequence number).
 
 Per station and boot the deduplicator keeps the highest sequence seen and a bitmask of which of
-the ``window`` sequences below it were seen: a few dozen bytes per station however long it runs.
+the ``window`` sequences below it were seen: a few dozen bytes per boot however long it runs.
 A sequence older than the window cannot be checked any more: it is accepted and counted as
-``unverifiable`` (an edge outbox that old has long been re-sent or lost). Sequences skipped over
-are counted as gaps per station (the edge re-sends them, or they were lost); a gap filled later
-is taken off again. The state is plain data (``to_dict`` / ``from_dict``), saved with the rules
-engine's snapshot so a restart does not take a re-sent batch twice.
+``unverifiable`` (an edge outbox that old has long been re-sent or lost). The newest
+``BOOTS_KEPT`` boots of a station are kept: a batch keeps the boot it was sealed in, so after a
+crash loop re-sent batches of several boots may still be on their way. Which sequences never
+arrived is the gap tracker's business (``ingest/gaps.py``: seq counts across boots). The state is
+plain data (``to_dict`` / ``from_dict``), saved in ingest's checkpoint so a restart does not take
+a re-sent batch twice.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-BOOTS_KEPT = 4
+BOOTS_KEPT = 16
 DEFAULT_WINDOW = 4096
 
 
@@ -28,8 +30,6 @@ class _BootWindow:
 @dataclass(slots=True)
 class StationSequence:
     boots: dict[int, _BootWindow] = field(default_factory=dict)
-    gaps: int = 0
-    """Sequences skipped over and not (yet) filled, over this station's kept boots."""
 
 
 class Deduplicator:
@@ -65,11 +65,10 @@ class Deduplicator:
             boot = station.boots[boot_epoch] = _BootWindow()
             if len(station.boots) > BOOTS_KEPT:
                 del station.boots[min(station.boots)]  # the oldest boot
-        if seq > boot.high:
-            if boot.high >= 0:  # counted from the first batch of the boot this ingest saw
-                station.gaps += min(seq - boot.high - 1, self.window)
-            shift = seq - boot.high
-            boot.seen = ((boot.seen << shift) | 1) & ((1 << self.window) - 1)
+        if seq > boot.high:  # the first batch of a boot may have any seq: it counts on
+            shift = seq - boot.high  # a jump past the window forgets it (no 2**63-bit shift)
+            kept = boot.seen << shift if shift < self.window else 0
+            boot.seen = (kept | 1) & ((1 << self.window) - 1)
             boot.high = seq
             return
         age = boot.high - seq
@@ -77,11 +76,6 @@ class Deduplicator:
             self.unverifiable += 1
             return
         boot.seen |= 1 << age
-        station.gaps = max(0, station.gaps - 1)  # a gap filled (a re-sent batch arrived)
-
-    def gaps(self) -> dict[str, int]:
-        """Missing sequence numbers per station (over the kept boots)."""
-        return {station_id: s.gaps for station_id, s in self._stations.items() if s.gaps}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -89,7 +83,6 @@ class Deduplicator:
             "unverifiable": self.unverifiable,
             "stations": {
                 station_id: {
-                    "gaps": s.gaps,
                     "boots": [[b, w.high, format(w.seen, "x")] for b, w in s.boots.items()],
                 }
                 for station_id, s in self._stations.items()
@@ -101,7 +94,7 @@ class Deduplicator:
         dedup = cls(int(data["window"]))
         dedup.unverifiable = int(data["unverifiable"])
         for station_id, s in data["stations"].items():
-            station = dedup._stations[station_id] = StationSequence(gaps=int(s["gaps"]))
+            station = dedup._stations[station_id] = StationSequence()
             for boot, high, seen in s["boots"]:
                 station.boots[int(boot)] = _BootWindow(int(high), int(seen, 16))
         return dedup

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ingest.dead_letters import DeadLetterError
-from protocol import SensorInfo, TelemetryBatch
+from protocol import ResendRequest, SensorInfo, TelemetryBatch
 from rules import Alert
 
 
@@ -60,3 +60,13 @@ class MemoryDeadLetters:
 
     async def flush(self) -> None:
         return None
+
+
+@dataclass
+class MemoryCommands:
+    """Commands to stations in a list (a ``CommandPublisher``)."""
+
+    sent: list[ResendRequest] = field(default_factory=list)
+
+    async def send_command(self, request: ResendRequest) -> None:
+        self.sent.append(request)

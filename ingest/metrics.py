@@ -9,29 +9,100 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ingest.dedup import Deduplicator
+from ingest.gaps import GapTracker
 from rules import RuleEngine
 
 
 class DedupCollector(Collector):
-    """Sequence gaps per station, and batches too old to be checked, read at scrape time."""
+    """Batches too old to be checked for duplicates, read at scrape time."""
 
     def __init__(self, dedup: Deduplicator) -> None:
         self.dedup = dedup
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        gaps = GaugeMetricFamily(
-            "citysense_ingest_gaps",
-            "Batch sequence numbers skipped and not (yet) re-sent, per station",
-            labels=["station"],
-        )
-        for station, count in sorted(self.dedup.gaps().items()):
-            gaps.add_metric([station], count)
-        yield gaps
         yield CounterMetricFamily(
             "citysense_ingest_unverifiable_batches",
             "Batches older than the de-duplication window: accepted unchecked",
             value=self.dedup.unverifiable,
         )
+
+
+class GapCollector(Collector):
+    """Missing batches, re-send requests and the losses stations report, read at scrape time
+    from the gap tracker (its counters survive restarts in the checkpoint)."""
+
+    def __init__(self, gaps: GapTracker) -> None:
+        self.gaps = gaps
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        gaps, counts = self.gaps, self.gaps.counts
+        yield GaugeMetricFamily(
+            "citysense_ingest_gap_batches",
+            "Batches missing below the stations' highest seqs (open gaps, all stations)",
+            value=gaps.open_batches(),
+        )
+        per_station = GaugeMetricFamily(
+            "citysense_ingest_gaps",
+            "Batches missing below the station's highest seq (across boots), per station",
+            labels=["station"],
+        )
+        for station, count in sorted(gaps.open_by_station().items()):
+            per_station.add_metric([station], count)
+        yield per_station
+        yield CounterMetricFamily(
+            "citysense_ingest_resend_requests",
+            "Re-send requests published on stations' cmd topics",
+            value=counts.requests,
+        )
+        yield CounterMetricFamily(
+            "citysense_ingest_gaps_filled",
+            "Missing batches that arrived after they were asked for",
+            value=counts.filled,
+        )
+        yield CounterMetricFamily(
+            "citysense_ingest_gaps_reported_lost",
+            "Missing batches a station's gap report declared given up",
+            value=counts.reported_lost,
+        )
+        yield _labelled(
+            "citysense_ingest_gaps_unrecoverable",
+            "Missing batches given up, by reason",
+            "reason",
+            counts.unrecoverable,
+        )
+        yield _labelled(
+            "citysense_ingest_resend_answers",
+            "Batches of re-send requests by the station's answer",
+            "outcome",
+            counts.answers,
+        )
+        yield _labelled(
+            "citysense_edge_lost_readings",
+            "Readings edge outboxes gave up unsent (their gap reports), by reason",
+            "reason",
+            counts.lost_readings,
+        )
+        yield _labelled(
+            "citysense_ingest_gap_reports",
+            "Gap reports received: new, or a repeat of one counted already",
+            "outcome",
+            counts.reports,
+        )
+        yield _labelled(
+            "citysense_ingest_seq_resets",
+            "Stations whose batch numbering started again (store_reset) or jumped (jump)",
+            "cause",
+            counts.resets,
+        )
+
+
+def _labelled(
+    name: str, documentation: str, label: str, values: dict[str, int]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for key, value in values.items():
+        family.add_metric([key], value)
+    return family
 
 
 class EngineCollector(Collector):
@@ -69,6 +140,7 @@ class IngestMetrics:
         self.registry = CollectorRegistry()
         self._engine_collector: EngineCollector | None = None
         self._dedup_collector: DedupCollector | None = None
+        self._gap_collector: GapCollector | None = None
         self.messages = Counter(
             "citysense_ingest_messages",
             "MQTT messages received",
@@ -89,6 +161,12 @@ class IngestMetrics:
         )
         self.readings = Counter(
             "citysense_ingest_readings", "Readings accepted", registry=self.registry
+        )
+        self.config_answers = Counter(
+            "citysense_ingest_config_answers",
+            "Stations' answers to a pushed config, by status",
+            ["status"],
+            registry=self.registry,
         )
         self.unregistered = Counter(
             "citysense_ingest_unregistered_readings",
@@ -140,11 +218,18 @@ class IngestMetrics:
             self._engine_collector.snapshot_bytes = size
 
     def watch_dedup(self, dedup: Deduplicator) -> None:
-        """Export ``dedup``'s gaps (replacing one watched before)."""
+        """Export ``dedup``'s counters (replacing one watched before)."""
         if self._dedup_collector is not None:
             self.registry.unregister(self._dedup_collector)
         self._dedup_collector = DedupCollector(dedup)
         self.registry.register(self._dedup_collector)
+
+    def watch_gaps(self, gaps: GapTracker) -> None:
+        """Export ``gaps``' open gaps and counters (replacing a tracker watched before)."""
+        if self._gap_collector is not None:
+            self.registry.unregister(self._gap_collector)
+        self._gap_collector = GapCollector(gaps)
+        self.registry.register(self._gap_collector)
 
     def watch_engine(self, engine: RuleEngine) -> None:
         """Export ``engine``'s counters and state size (replacing an engine watched before)."""

@@ -10,6 +10,11 @@ store or the dead-letter file unavailable) is retried with backoff, in place, wh
 other exception is a bug: logged with its traceback, dead-lettered as ``internal_error``, and the
 next message is processed. ``handle_group`` handles messages and then ``commit``s: the sinks are
 flushed and the journal (write-ahead log of accepted messages) is made durable.
+
+Four channels are read: telemetry, state (birth/death), gaps (a station's ``GapReport``) and ack
+(its ``CommandAck``). Gap reports and answers go to the gap tracker (``ingest/gaps.py``) and to the
+journal, like births, so a restart replays them; ``request_resends`` asks stations for what is
+still missing.
 """
 
 from __future__ import annotations
@@ -24,15 +29,23 @@ from typing import Any, Protocol, TypeVar
 
 from ingest.dedup import Deduplicator
 from ingest.errors import PermanentSinkError, TransientSinkError
+from ingest.gaps import GapTracker
 from ingest.metrics import IngestMetrics
-from ingest.ports import AlertHandler, DeadLetterSink, ReadingSink
+from ingest.ports import AlertHandler, CommandPublisher, DeadLetterSink, ReadingSink
 from ingest.registry import RegistryConflict, StationRegistry
 from protocol import (
     Channel,
+    CommandAck,
+    ConfigAck,
+    GapReport,
     PayloadError,
+    ResendRequest,
+    StationState,
     StationTopic,
     TelemetryBatch,
     TopicError,
+    decode_any_ack,
+    decode_gap,
     decode_state,
     decode_telemetry,
 )
@@ -47,6 +60,8 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 )
 """Failures worth waiting out: retried in place, never dead-lettered."""
 T = TypeVar("T")
+READ_CHANNELS = frozenset({Channel.TELEMETRY, Channel.STATE, Channel.GAPS, Channel.ACK})
+"""What stations publish; ``cmd`` is ingest's own, to them."""
 
 
 class Journal(Protocol):
@@ -77,6 +92,7 @@ class IngestPipeline:
         sinks: Sequence[ReadingSink] = (),
         registry: StationRegistry | None = None,
         dedup: Deduplicator | None = None,
+        gaps: GapTracker | None = None,
         metrics: IngestMetrics | None = None,
         clock: Callable[[], datetime] = utc_now,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -88,6 +104,7 @@ class IngestPipeline:
         self.sinks = tuple(sinks)
         self.registry = registry or StationRegistry()
         self.dedup = dedup or Deduplicator()
+        self.gaps = gaps if gaps is not None else GapTracker()
         self.metrics = metrics or IngestMetrics()
         self.clock = clock
         self.sleep = sleep
@@ -99,12 +116,16 @@ class IngestPipeline:
         self.stalled: set[str] = set()
         """Dependencies ingest is waiting for right now (nothing is acknowledged meanwhile)."""
         self.last_position: Any = None
+        self._paused_since: datetime | None = None
+        """When ``request_resends`` last found ingest stalled (None: not stalled)."""
         """The journal position after the last commit."""
         self.evaluating = asyncio.Lock()
         """Held while a message is handled (checkpoints wait for it)."""
         self.engine.set_locator(self.registry.location)
         self.metrics.watch_engine(self.engine)
         self.metrics.watch_dedup(self.dedup)
+        self.metrics.watch_gaps(self.gaps)
+        self.registry.watch_losses(self.gaps.lost_readings)
 
     async def handle_group(self, messages: Sequence[tuple[str, bytes]]) -> None:
         """Handle messages in order, then ``commit``: after this they may be acknowledged."""
@@ -137,31 +158,81 @@ class IngestPipeline:
     async def _handle(self, topic: str, payload: bytes, received_at: datetime) -> None:
         try:
             station_topic = StationTopic.parse(topic)
+            if station_topic.channel not in READ_CHANNELS:
+                raise TopicError(f"ingest does not read {station_topic.channel} topics")
         except TopicError as exc:
             await self._reject(topic, payload, PayloadError("bad_topic", str(exc)), received_at)
             return
-        self.metrics.messages.labels(station_topic.channel.value).inc()
-        try:
-            if station_topic.channel is Channel.STATE:
-                state = decode_state(station_topic, payload)
-                try:
-                    self.registry.update(state, received_at)
-                except RegistryConflict as conflict:
-                    self.metrics.rejected.labels(conflict.reason).inc()
-                    log.warning("birth on %s refused: %s", topic, conflict.detail)
-                    await self._dead_letter(
-                        topic, payload, conflict.reason, conflict.detail, received_at
-                    )
-                    return
-                await self._journal(topic, payload, received_at)
-                if state.status == "online":
-                    self.engine.note_birth(state.station_id, state.ts)
-                return
-            batch = decode_telemetry(station_topic, payload)
+        channel = station_topic.channel
+        self.metrics.messages.labels(channel.value).inc()
+        try:  # the effects raise no PayloadError: only decoding does
+            if channel is Channel.TELEMETRY:
+                batch = decode_telemetry(station_topic, payload)
+                await self._accept(topic, payload, batch, received_at)
+            elif channel is Channel.STATE:
+                await self._state(topic, payload, decode_state(station_topic, payload), received_at)
+            elif channel is Channel.GAPS:
+                await self._gap_report(
+                    topic, payload, decode_gap(station_topic, payload), received_at
+                )
+            else:
+                answer = decode_any_ack(station_topic, payload)
+                if isinstance(answer, ConfigAck):
+                    await self._config_answer(topic, payload, answer, received_at)
+                else:
+                    await self._answer(topic, payload, answer, received_at)
         except PayloadError as exc:
             await self._reject(topic, payload, exc, received_at)
+
+    async def _gap_report(
+        self, topic: str, payload: bytes, report: GapReport, received_at: datetime
+    ) -> None:
+        if not self.gaps.report(report, received_at):
+            return  # announced again: counted as a repeat, not journaled
+        await self._journal(topic, payload, received_at)
+        log.warning(
+            "station %s gave up %d readings (%s; batches %s..%s)",
+            report.station_id,
+            report.readings,
+            report.reason,
+            report.first_seq,
+            report.last_seq,
+        )
+
+    async def _config_answer(
+        self, topic: str, payload: bytes, ack: ConfigAck, received_at: datetime
+    ) -> None:
+        """A station says what it did with a pushed config: counted, journaled, logged."""
+        self.metrics.config_answers.labels(ack.status).inc()
+        await self._journal(topic, payload, received_at)
+        log.info(
+            "station %s: config %s %s (in force: %d)%s",
+            ack.station_id,
+            ack.offered_version,
+            ack.status,
+            ack.config_version,
+            f": {ack.reason}" if ack.reason else "",
+        )
+
+    async def _answer(
+        self, topic: str, payload: bytes, ack: CommandAck, received_at: datetime
+    ) -> None:
+        self.gaps.answer(ack, received_at)
+        await self._journal(topic, payload, received_at)
+
+    async def _state(
+        self, topic: str, payload: bytes, state: StationState, received_at: datetime
+    ) -> None:
+        try:
+            self.registry.update(state, received_at)
+        except RegistryConflict as conflict:
+            self.metrics.rejected.labels(conflict.reason).inc()
+            log.warning("birth on %s refused: %s", topic, conflict.detail)
+            await self._dead_letter(topic, payload, conflict.reason, conflict.detail, received_at)
             return
-        await self._accept(topic, payload, batch, received_at)
+        await self._journal(topic, payload, received_at)
+        if state.status == "online":
+            self.engine.note_birth(state.station_id, state.ts)
 
     async def _journal(self, topic: str, payload: bytes, received_at: datetime) -> None:
         journal = self.journal
@@ -206,6 +277,30 @@ class IngestPipeline:
             self.engine.process(batch.station_id, batch.readings, batch.sent_at), received_at
         )
         self.dedup.remember(batch.station_id, batch.boot_epoch, batch.seq)
+        self.gaps.saw(batch.station_id, batch.boot_epoch, batch.seq, received_at)
+
+    async def request_resends(
+        self, commands: CommandPublisher, now: datetime | None = None
+    ) -> list[ResendRequest]:
+        """Ask stations for the batches missing longer than the tracker's ``resend_after``;
+        returns the requests. One that cannot be handed over now is asked again after the
+        tracker's backoff, like one the station did not answer. Nothing is asked while ingest is
+        stalled, and the time it was stalled is added to every deadline: the batches the broker
+        holds meanwhile may fill the gaps."""
+        now = now or self.clock()
+        if self.stalled:
+            self._paused_since = self._paused_since or now
+            return []
+        if self._paused_since is not None:
+            self.gaps.postpone(max(0.0, (now - self._paused_since).total_seconds()))
+            self._paused_since = None
+        requests = self.gaps.due(now)
+        for request in requests:
+            try:
+                await commands.send_command(request)
+            except ConnectionError as exc:
+                log.warning("re-send request to %s not sent: %s", request.station_id, exc)
+        return requests
 
     async def drain(self, received_at: datetime | None = None) -> None:
         """Evaluate what the reorder buffers still hold (end of a backtest, clean shutdown)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from protocol import SensorInfo, TelemetryBatch
+from protocol import ResendRequest, SensorInfo, TelemetryBatch
 from rules import Alert
 
 
@@ -38,3 +38,11 @@ class DeadLetterSink(Protocol):
     async def put_alert(
         self, alert: Alert, reason: str, detail: str, received_at: datetime
     ) -> None: ...
+
+
+class CommandPublisher(Protocol):
+    """Sends commands to stations, each on its station's ``cmd`` topic at QoS 1. Returns once
+    the MQTT client has the message (it delivers it, also after a reconnect); raises
+    ``ConnectionError`` when it cannot take it."""
+
+    async def send_command(self, request: ResendRequest) -> None: ...

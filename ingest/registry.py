@@ -5,7 +5,8 @@ send (``saw_batch``, on the hot path: a few dict writes per reading). A station 
 after its birth, ``offline`` after its death, and ``silent`` when it is online but nothing came
 from it for ``silent_after``. A sensor belongs to the station whose birth named it first: a birth
 from another station that claims it is refused with ``RegistryConflict`` until the owner is
-released (``release``).
+released (``release``). The readings a station's outbox gave up come from the gap tracker
+(``watch_losses``), which keeps them in ingest's checkpoint.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class StationSummary:
     status_since: datetime
     last_seen: datetime | None
     sensor_count: int
+    lost_readings: int = 0
+    """Readings its outbox gave up unsent (its gap reports, each counted once)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,11 @@ class StationRegistry:
         self._station_seen: dict[str, datetime] = {}
         self._sensor_seen: dict[str, tuple[datetime, str]] = {}
         self._latest: dict[str, Reading] = {}
+        self._lost: Callable[[str], int] = _none_lost
+
+    def watch_losses(self, lost_readings: Callable[[str], int]) -> None:
+        """Where the readings a station's outbox gave up are counted (the gap tracker)."""
+        self._lost = lost_readings
 
     # -- what ingest calls ------------------------------------------------------------------
 
@@ -214,4 +222,9 @@ class StationRegistry:
             status_since=presence.since,
             last_seen=self._station_seen.get(station_id),
             sensor_count=len(self._station_sensors.get(station_id, ())),
+            lost_readings=self._lost(station_id),
         )
+
+
+def _none_lost(_station_id: str) -> int:
+    return 0
