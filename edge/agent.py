@@ -24,9 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -34,20 +33,18 @@ from typing import Literal, TypeVar
 
 import aiomqtt
 
+from edge.core import EdgeCore
 from edge.driver import SensorDriver
 from edge.exception import ReportByException, ReportSettings
 from edge.identity import next_boot
-from edge.outbox import GapMarker, MemoryOutbox, Outbox, OutboxLimits, Priority, SealedBatch
+from edge.outbox import GapMarker, MemoryOutbox, Outbox, OutboxLimits, SealedBatch
 from edge.outbox_sqlite import SqliteOutbox
 from edge.remote_config import ConfigError, RunSettings, read_saved, resolve, save, swap_rules
 from edge.settings import EdgeSettings
 from protocol import (
     Channel,
-    CommandAck,
     ConfigAck,
-    GapReport,
     PayloadError,
-    Reading,
     ResendRequest,
     StationConfig,
     StationState,
@@ -58,37 +55,16 @@ from protocol import (
 )
 from protocol.backoff import Backoff
 from protocol.connection import MqttAuth, check_station_identity
-from rules import ClockPolicy, RuleEngine, RuleSet, load_rules
+from rules import RuleSet, load_rules
 
 log = logging.getLogger(__name__)
 
 GOODBYE_TIMEOUT_S = 2.0
-EXPIRED_MARKERS = 1 << 63
-"""Gap markers from here up answer re-send requests (``EXPIRED_MARKERS + request_id * 1024 + k``
-for the request's k-th expired range): a repeated request names the same loss."""
 T = TypeVar("T")
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(slots=True)
-class EdgeStats:
-    readings_sampled: int = 0
-    batches_published: int = 0
-    dropped_readings: int = 0
-    """Readings evicted from a full outbox before they could be sent."""
-    alarm_readings: int = 0
-    """Readings put with alarm priority (their sensor was in alarm at the edge)."""
-    gap_reports: int = 0
-    resend_requests: int = 0
-    batches_resent: int = 0
-    bad_commands: int = 0
-    configs_applied: int = 0
-    configs_rejected: int = 0
-    connects: int = 0
-    link_failures: int = 0
 
 
 class EdgeAgent:
@@ -162,21 +138,18 @@ class EdgeAgent:
                 window=window,
                 clock=self._now,
             )
-        self._engine = RuleEngine(
-            alarm_rules or load_rules(), clock=ClockPolicy(allowed_lateness=0.0)
-        )
-        self._in_alarm: set[str] = set()
+        self._core = EdgeCore(station_id, self._outbox, alarm_rules or load_rules())
         self._backoff = backoff or Backoff()
         self._data = asyncio.Event()
         self._resample = asyncio.Event()
-        self.stats = EdgeStats()
+        self.stats = self._core.stats
         self._local = RunSettings(
             sample_interval,
             batch_interval,
             driver.filter.settings
             if isinstance(driver, ReportByException)
             else ReportSettings(enabled=False),
-            self._engine.rules,
+            self._core.engine.rules,
         )
         self._config: StationConfig | None = None
         if state_dir is not None:
@@ -240,7 +213,7 @@ class EdgeAgent:
             self._driver.filter.reconfigure(settings.report)
         elif settings.report.enabled:
             self._driver = ReportByException(self._driver, settings.report)
-        self._engine = swap_rules(self._engine, settings.rules)
+        self._core.engine = swap_rules(self._core.engine, settings.rules)
         self._config = config
         self._resample.set()
 
@@ -280,8 +253,8 @@ class EdgeAgent:
             now = self._now()
             readings = self._driver.read(now)
             if readings:
-                alarm = self._in_alarm_now(readings, now)
-                await self._call(partial(self._put, readings, alarm))
+                alarm = self._core.in_alarm(readings, now)
+                await self._call(partial(self._core.put, readings, alarm))
                 self._data.set()
             sampled_at = due
             due = max(due + self._sample_interval, loop.time())
@@ -291,28 +264,6 @@ class EdgeAgent:
                     await asyncio.wait_for(self._resample.wait(), wait)
                 if self._resample.is_set():
                     due = max(sampled_at + self._sample_interval, loop.time())
-
-    def _in_alarm_now(self, readings: Sequence[Reading], now: datetime) -> set[str]:
-        """The sample through the edge's rules: the sensors now pending or in alarm."""
-        for alert in self._engine.process(self.station_id, readings, now):
-            if alert.state == "cleared":
-                self._in_alarm.difference_update(alert.members)
-            else:
-                self._in_alarm.update(alert.members)
-        return self._in_alarm
-
-    def _put(self, readings: Sequence[Reading], alarm: set[str]) -> None:
-        """Into the outbox (on its thread: a cancelled sampler still counts what it stored)."""
-        urgent = [r for r in readings if r.sensor_id in alarm] if alarm else []
-        routine = [r for r in readings if r.sensor_id not in alarm] if urgent else readings
-        evicted = self._outbox.put(routine, Priority.ROUTINE) if routine else 0
-        if urgent:
-            evicted += self._outbox.put(urgent, Priority.ALARM)
-        self.stats.readings_sampled += len(readings)
-        self.stats.alarm_readings += len(urgent)
-        if evicted:
-            self.stats.dropped_readings += evicted
-            log.warning("%s: outbox full, dropped %d oldest readings", self.station_id, evicted)
 
     async def _keep_session(self) -> None:
         """The one place that reconnects: after any MQTT failure, back off and start over.
@@ -420,36 +371,13 @@ class EdgeAgent:
 
     async def _resend(self, client: aiomqtt.Client, request: ResendRequest) -> None:
         """Publish again what the retention window holds of the range; report what it lost."""
-        self.stats.resend_requests += 1
         found = await self._call(lambda: self._outbox.resend(request.first_seq, request.last_seq))
-        for sealed in found.batches:
-            await client.publish(self._telemetry_topic, self._payload(sealed), qos=1)
-            self.stats.batches_resent += 1
-        for k, (first, last) in enumerate(found.evicted):
-            marker = GapMarker(
-                marker_id=EXPIRED_MARKERS + request.request_id * 1024 + k,
-                boot_epoch=self.boot_epoch,
-                reason="expired",
-                readings=0,
-                first_ts=None,
-                last_ts=None,
-                batches=last - first + 1,
-                first_seq=first,
-                last_seq=last,
-            )
-            await client.publish(self._gaps_topic, self._gap_report(marker), qos=1)
-        unknown = found.unknown
-        ack = CommandAck(
-            station_id=self.station_id,
-            request_id=request.request_id,
-            command="resend",
-            resent=len(found.batches),
-            pending=len(found.pending),
-            expired=sum(last - first + 1 for first, last in found.evicted),
-            unknown=0 if unknown is None else unknown[1] - unknown[0] + 1,
-            sent_at=self._now(),
-        )
-        await client.publish(self._ack_topic, encode(ack), qos=1)
+        telemetry, gaps, ack = self._core.answer(request, found, self.boot_epoch, self._now())
+        for payload in telemetry:
+            await client.publish(self._telemetry_topic, payload, qos=1)
+        for payload in gaps:
+            await client.publish(self._gaps_topic, payload, qos=1)
+        await client.publish(self._ack_topic, ack, qos=1)
 
     async def _drain(self, client: aiomqtt.Client) -> None:
         await self._call(self._outbox.rewind)  # batches in flight when the link dropped go again
@@ -460,6 +388,8 @@ class EdgeAgent:
                 self.stats.gap_reports += 1
             batches = await self._call(self._outbox.take)
             if not batches:
+                if not await self._call(self._outbox.__len__):
+                    self._core.drained()
                 self._data.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._data.wait(), self._batch_interval)
@@ -475,24 +405,10 @@ class EdgeAgent:
         self.stats.batches_published += 1
 
     def _payload(self, sealed: SealedBatch) -> bytes:
-        return sealed.payload(self.station_id, self._now())
+        return self._core.payload(sealed, self._now())
 
     def _gap_report(self, marker: GapMarker) -> bytes:
-        return encode(
-            GapReport(
-                station_id=self.station_id,
-                boot_epoch=marker.boot_epoch,
-                marker_id=marker.marker_id,
-                reason=marker.reason,
-                readings=marker.readings,
-                first_ts=marker.first_ts,
-                last_ts=marker.last_ts,
-                batches=marker.batches,
-                first_seq=marker.first_seq,
-                last_seq=marker.last_seq,
-                sent_at=self._now(),
-            )
-        )
+        return self._core.gap_report(marker, self._now())
 
     async def _say_goodbye(self, client: aiomqtt.Client) -> None:
         with contextlib.suppress(aiomqtt.MqttError):

@@ -1,20 +1,24 @@
 """Run a scenario in simulated time: a recording of the MQTT traffic plus its ground truth.
 
-No clock is read and no network is touched: each station's edge agent is emulated (readings
-due by the devices' reporting policies, batches every ``edge.batch_interval``, an outbox that
-holds readings while the link is down, consecutive sequence numbers), faults are applied on
-the way, and every message is written to the recording at its simulated publish time. The
-same scenario and seed give byte-identical files.
+No clock is read and no network is touched. Each station runs the real agent's decisions
+(``edge.core.EdgeCore`` over the real in-memory outbox, on the simulated clock): readings due by
+the devices' reporting policies go into its outbox (those of a sensor in alarm at the edge with
+alarm priority), batches are sealed every ``edge.batch_interval`` with the outbox's own sequence
+numbers, held while the link is down and sent alarm first when it comes back, acknowledged as
+the broker takes them. Faults are applied on the way, and every message is written to the
+recording at its simulated publish time. The same scenario and seed give byte-identical files.
 """
 
 from __future__ import annotations
 
 import random
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from edge.core import EdgeCore
+from edge.outbox import MemoryOutbox, OutboxLimits
 from protocol import (
     Channel,
     Reading,
@@ -22,9 +26,9 @@ from protocol import (
     SensorKind,
     StationState,
     StationTopic,
-    TelemetryBatch,
     encode,
 )
+from rules import load_rules
 from simulator.city import City, build_city
 from simulator.faults import Fault, FaultPlan, garbage_payload
 from simulator.fleet import SimulatedFleet
@@ -38,6 +42,8 @@ from simulator.traffic import DayClock
 from simulator.truth import GroundTruth, LabelledIncident, write_truth
 
 _Queue = deque[tuple[int, Reading]]
+EDGE_RULES = load_rules()
+"""The rules the stations' agents run (the center's defaults), for alarm priority."""
 CHUNK = timedelta(hours=1)
 """The devices' reports are worked out this much simulated time at a time."""
 
@@ -49,30 +55,45 @@ class RunOutput:
     truth: GroundTruth
 
 
-@dataclass
 class _Edge:
-    """One station's emulated edge agent: outbox, sequence numbers, pending reorder."""
+    """One station's agent: its decisions and outbox on the simulated clock."""
 
-    station_id: str
-    boot_epoch: int
-    outbox: list[Reading] = field(default_factory=list)
-    seq: int = 0
-    held: bytes | None = None
+    def __init__(self, station_id: str, boot_epoch: int, max_batch: int, now: datetime) -> None:
+        self.now = now
+        self.boot_epoch = boot_epoch
+        outbox = MemoryOutbox(
+            OutboxLimits(), boot_epoch=boot_epoch, max_batch=max_batch, window=64, clock=self.clock
+        )
+        self.core = EdgeCore(station_id, outbox, EDGE_RULES)
+        self.waiting: list[Reading] = []
+        self.held: bytes | None = None
 
-    def drain(self, max_batch: int, sent_at: datetime) -> list[bytes]:
+    def clock(self) -> datetime:
+        return self.now
+
+    def store(self, ts: datetime) -> None:
+        """The readings taken since the last round into the outbox."""
+        self.now = ts
+        if self.waiting:
+            readings, self.waiting = self.waiting, []
+            self.core.put(readings, self.core.in_alarm(readings, ts))
+
+    def drain(self, sent_at: datetime) -> tuple[list[bytes], list[bytes]]:
+        """Gap reports and batches to publish now, alarm batches first; the broker takes and
+        acknowledges each at once."""
+        self.now = sent_at
+        outbox = self.core.outbox
+        gaps = []
+        for marker in outbox.pending_gaps():
+            gaps.append(self.core.gap_report(marker, sent_at))
+            outbox.gap_announced(marker.marker_id)
         payloads = []
-        while self.outbox:
-            readings, self.outbox = self.outbox[:max_batch], self.outbox[max_batch:]
-            batch = TelemetryBatch(
-                station_id=self.station_id,
-                boot_epoch=self.boot_epoch,
-                seq=self.seq,
-                sent_at=sent_at,
-                readings=readings,
-            )
-            self.seq += 1
-            payloads.append(encode(batch))
-        return payloads
+        while batches := outbox.take():
+            for sealed in batches:
+                payloads.append(self.core.payload(sealed, sent_at))
+                outbox.ack(sealed.seq)
+        self.core.drained()
+        return gaps, payloads
 
 
 def _ns(ts: datetime) -> int:
@@ -102,8 +123,11 @@ class _Run:
         self.rng = random.Random(f"{scenario.seed}/scenario/{scenario.name}")
         self.end = scenario.start + scenario.duration
         boot = int(self.start.timestamp())
-        self.edges = {sid: _Edge(sid, boot) for sid in self.fleet.stations}
-        self.counts = {"telemetry": 0, "state": 0, "garbage": 0, "duplicates": 0}
+        self.edges = {
+            sid: _Edge(sid, boot, scenario.edge.max_batch, self.start)
+            for sid in self.fleet.stations
+        }
+        self.counts = {"telemetry": 0, "state": 0, "garbage": 0, "duplicates": 0, "gaps": 0}
         self.faults = FaultPlan([self._fault(f) for f in scenario.faults], self.rng)
         self.incidents = [self._incident(i, n) for n, i in enumerate(scenario.incidents)]
 
@@ -191,7 +215,11 @@ class _Run:
     def _send(self, ts: datetime, station_id: str, *, final: bool = False) -> None:
         edge = self.edges[station_id]
         reorder = self.faults.reordered(station_id, ts) and not final
-        for payload in edge.drain(self.scenario.edge.max_batch, ts):
+        gaps, payloads = edge.drain(ts)
+        for payload in gaps:
+            self._publish(ts, StationTopic(station_id, Channel.GAPS), payload, retain=False)
+            self.counts["gaps"] += 1
+        for payload in payloads:
             if reorder and edge.held is None:
                 edge.held = payload  # goes out after the next batch
                 continue
@@ -258,15 +286,16 @@ class _Run:
         """Move the reports taken up to ``until`` (all: None) into the stations' outboxes,
         through the sensor and clock faults."""
         for station_id, queue in queues.items():
-            outbox = self.edges[station_id].outbox
+            waiting = self.edges[station_id].waiting
             while queue and (until is None or queue[0][0] <= until):
                 t_us, reading = queue.popleft()
                 if self.faults.faults:
                     (reading,) = self.faults.distort(station_id, [reading], utc_from_us(t_us))
-                outbox.append(reading)
+                waiting.append(reading)
 
     def _batch_round(self, ts: datetime, online: dict[str, bool], final: bool = False) -> None:
         for station_id in sorted(self.fleet.stations):
+            self.edges[station_id].store(ts)
             up = self.faults.online(station_id, ts)
             if up != online[station_id]:
                 online[station_id] = up
