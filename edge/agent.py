@@ -183,7 +183,10 @@ class EdgeAgent:
             max_batch=settings.max_batch,
             buffer_readings=settings.buffer_readings,
             clock=clock,
-            backoff=backoff,
+            backoff=backoff
+            or Backoff(
+                initial=min(0.5, settings.reconnect_max_s), maximum=settings.reconnect_max_s
+            ),
             auth=settings.mqtt_auth,
             window=settings.window,
             state_dir=settings.state_dir,

@@ -36,6 +36,8 @@ class EdgeSettings(BaseSettings, MqttAuthSettings):
     state_dir: Path | None = None
     """Where the durable outbox and the boot counter live (e.g. /var/lib/citysense-edge);
     unset: the outbox is in memory and lost with the process."""
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+    """Longest wait between reconnect attempts (they double from 0.5 s, jittered)."""
     window: int = Field(default=8, ge=1, le=100)
     """Batches in flight at once (published, PUBACK not yet received)."""
     outbox_max_mb: float = Field(default=256.0, gt=0)
