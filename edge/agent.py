@@ -42,6 +42,7 @@ from edge.outbox_sqlite import SqliteOutbox
 from edge.remote_config import ConfigError, RunSettings, read_saved, resolve, save, swap_rules
 from edge.settings import EdgeSettings
 from protocol import (
+    INGEST_STATE_TOPIC,
     Channel,
     ConfigAck,
     PayloadError,
@@ -51,6 +52,7 @@ from protocol import (
     StationTopic,
     decode_command,
     decode_config,
+    decode_ingest_state,
     encode,
 )
 from protocol.backoff import Backoff
@@ -61,6 +63,9 @@ log = logging.getLogger(__name__)
 
 GOODBYE_TIMEOUT_S = 2.0
 T = TypeVar("T")
+PRESENCE_GRACE_S = 1.0
+"""After connecting, the agent waits this long for ingest's retained presence before sending
+(it comes right after the subscription when there is one)."""
 
 
 def utc_now() -> datetime:
@@ -141,6 +146,10 @@ class EdgeAgent:
         self._core = EdgeCore(station_id, self._outbox, alarm_rules or load_rules())
         self._backoff = backoff or Backoff()
         self._data = asyncio.Event()
+        self.ingest_online = asyncio.Event()
+        """Cleared while ingest's retained presence says offline (never seen: online)."""
+        self.ingest_online.set()
+        self._presence_seen = asyncio.Event()
         self._resample = asyncio.Event()
         self.stats = self._core.stats
         self._local = RunSettings(
@@ -301,6 +310,8 @@ class EdgeAgent:
                 await client.publish(self._state_topic, self._state("online"), qos=1, retain=True)
                 await client.subscribe(self._command_topic, qos=1)
                 await client.subscribe(self._config_topic, qos=1)
+                self._presence_seen.clear()
+                await client.subscribe(INGEST_STATE_TOPIC, qos=1)
                 _raise_if_cancelling()
                 self._backoff.reset()
                 async with asyncio.TaskGroup() as tasks:
@@ -315,6 +326,9 @@ class EdgeAgent:
         drops."""
         async for message in client.messages:
             if not isinstance(message.payload, bytes):
+                continue
+            if str(message.topic) == INGEST_STATE_TOPIC:
+                self._ingest_presence(message.payload)
                 continue
             if str(message.topic) == self._config_topic:
                 if message.payload:  # empty: the center took its retained config back
@@ -331,6 +345,25 @@ class EdgeAgent:
                 log.warning("%s: command refused (%s)", self.station_id, exc)
                 continue
             await self._resend(client, request)
+
+    def _ingest_presence(self, payload: bytes) -> None:
+        """Hold the outbox while ingest is away (its retained presence says offline): the data
+        waits here, within the outbox's bounds, rather than in the broker's queue."""
+        self._presence_seen.set()
+        try:
+            state = decode_ingest_state(payload) if payload else None
+        except PayloadError as exc:
+            log.warning("%s: ingest presence not understood (%s)", self.station_id, exc)
+            return
+        if state is None or state.status == "online":
+            if not self.ingest_online.is_set():
+                log.info("%s: ingest is back; sending", self.station_id)
+            self.ingest_online.set()
+        else:
+            if self.ingest_online.is_set():
+                self.stats.holds += 1
+                log.warning("%s: ingest is away; holding data", self.station_id)
+            self.ingest_online.clear()
 
     async def _configure(self, client: aiomqtt.Client, payload: bytes) -> None:
         """Apply a newer config, or refuse it with the reason; answer on ``ack`` either way."""
@@ -384,7 +417,13 @@ class EdgeAgent:
 
     async def _drain(self, client: aiomqtt.Client) -> None:
         await self._call(self._outbox.rewind)  # batches in flight when the link dropped go again
+        with contextlib.suppress(TimeoutError):  # ingest's retained presence comes first
+            await asyncio.wait_for(self._presence_seen.wait(), PRESENCE_GRACE_S)
         while True:
+            if not self.ingest_online.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.ingest_online.wait(), self._batch_interval)
+                continue
             for marker in await self._call(self._outbox.pending_gaps):
                 await client.publish(self._gaps_topic, self._gap_report(marker), qos=1)
                 await self._call(partial(self._outbox.gap_announced, marker.marker_id))

@@ -39,6 +39,8 @@ class EdgeStats:
     bad_commands: int = 0
     configs_applied: int = 0
     configs_rejected: int = 0
+    holds: int = 0
+    """Times the agent held its data because ingest said it was away."""
     connects: int = 0
     link_failures: int = 0
 

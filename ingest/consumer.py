@@ -19,8 +19,11 @@ pipeline asks for the batches missing for longer than that.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -28,7 +31,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from ingest.commands import PahoCommands
 from ingest.pipeline import READ_CHANNELS, IngestPipeline
-from protocol import StationTopic
+from protocol import INGEST_STATE_TOPIC, IngestState, StationTopic, encode
 from protocol.connection import MqttAuth
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,14 @@ class _Delivery:
     session: int
     """The connection it came on: after a reconnect the broker sends unacknowledged messages
     again, and a packet id from an old connection must not be acknowledged on the new one."""
+
+
+PRESENCE_TIMEOUT_S = 2.0
+
+
+def _presence(status: Literal["online", "offline"]) -> bytes:
+    """Ingest's retained presence: stations hold their data while it is offline."""
+    return encode(IngestState(status=status, ts=datetime.now(UTC)))
 
 
 class IngestConsumer:
@@ -79,6 +90,7 @@ class IngestConsumer:
         )
         client.reconnect_delay_set(min_delay=1, max_delay=10)
         self.auth.apply_to_paho(client)
+        client.will_set(INGEST_STATE_TOPIC, _presence("offline"), qos=1, retain=True)
 
         def on_connect(
             client: mqtt.Client, _u: object, _f: object, code: ReasonCode, _p: object
@@ -89,6 +101,7 @@ class IngestConsumer:
             self._session += 1  # here, on paho's thread, before this session's first message
             for channel in sorted(READ_CHANNELS):
                 client.subscribe(StationTopic.subscription(channel), qos=1)
+            client.publish(INGEST_STATE_TOPIC, _presence("online"), qos=1, retain=True)
             loop.call_soon_threadsafe(self._up)
 
         def on_disconnect(
@@ -114,6 +127,10 @@ class IngestConsumer:
                 group.create_task(self._ask_for_gaps(PahoCommands(client)), name="ingest-resend")
         finally:
             self.connected.clear()
+            if client.is_connected():  # a clean stop says so itself (no will is sent for it)
+                sent = client.publish(INGEST_STATE_TOPIC, _presence("offline"), qos=1, retain=True)
+                with contextlib.suppress(RuntimeError, ValueError):
+                    await asyncio.to_thread(sent.wait_for_publish, PRESENCE_TIMEOUT_S)
             client.disconnect()
             await asyncio.to_thread(client.loop_stop)
 

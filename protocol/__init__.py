@@ -10,6 +10,7 @@ from protocol.codec import (
     decode_config,
     decode_config_ack,
     decode_gap,
+    decode_ingest_state,
     decode_state,
     decode_telemetry,
     encode,
@@ -25,6 +26,7 @@ from protocol.models import (
     CommandAck,
     ConfigAck,
     GapReport,
+    IngestState,
     Reading,
     ResendRequest,
     SensorInfo,
@@ -34,9 +36,10 @@ from protocol.models import (
     TelemetryBatch,
     kind_values,
 )
-from protocol.topics import TOPIC_ROOT, Channel, StationTopic, TopicError
+from protocol.topics import INGEST_STATE_TOPIC, TOPIC_ROOT, Channel, StationTopic, TopicError
 
 __all__ = [
+    "INGEST_STATE_TOPIC",
     "KIND_VALUES",
     "MAX_READINGS_PER_BATCH",
     "PRIMARY_VALUE",
@@ -50,6 +53,7 @@ __all__ = [
     "CommandAck",
     "ConfigAck",
     "GapReport",
+    "IngestState",
     "PayloadError",
     "Reading",
     "RejectReason",
@@ -68,6 +72,7 @@ __all__ = [
     "decode_config",
     "decode_config_ack",
     "decode_gap",
+    "decode_ingest_state",
     "decode_state",
     "decode_telemetry",
     "encode",

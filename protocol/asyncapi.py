@@ -18,12 +18,13 @@ from protocol.models import (
     CommandAck,
     ConfigAck,
     GapReport,
+    IngestState,
     ResendRequest,
     StationConfig,
     StationState,
     TelemetryBatch,
 )
-from protocol.topics import STATION_ID_PATTERN, TOPIC_ROOT, Channel
+from protocol.topics import INGEST_STATE_TOPIC, STATION_ID_PATTERN, TOPIC_ROOT, Channel
 
 MQTT_BINDING_VERSION = "0.2.0"
 MODELS = (
@@ -34,6 +35,7 @@ MODELS = (
     ConfigAck,
     ResendRequest,
     StationConfig,
+    IngestState,
 )
 
 
@@ -103,8 +105,8 @@ def build_document() -> dict[str, Any]:
             "cmd": _channel(
                 Channel.COMMAND,
                 "ResendRequest",
-                "Commands to one station, published by the center only: re-send a range of "
-                "batches ingest never received.",
+                "Commands to one station, published by ingest and the center only: re-send a "
+                "range of batches ingest never received.",
             ),
             "config": _channel(
                 Channel.CONFIG,
@@ -113,6 +115,13 @@ def build_document() -> dict[str, Any]:
                 "intervals, report-by-exception, alarm thresholds; a greater config_version "
                 "replaces it.",
             ),
+            "ingest": {
+                "address": INGEST_STATE_TOPIC,
+                "description": "Ingest's presence, retained: online while its session is up, "
+                "offline as its last will and on a clean stop. Stations hold their data while "
+                "it is offline instead of filling the broker's queue.",
+                "messages": {"IngestState": {"$ref": "#/components/messages/IngestState"}},
+            },
         },
         "operations": {
             "sendTelemetry": _operation(
@@ -145,6 +154,15 @@ def build_document() -> dict[str, Any]:
             ),
             "receiveCommand": _operation(
                 "receive", "cmd", "An edge agent re-sends from its retention window.", retain=False
+            ),
+            "sendIngestState": _operation(
+                "send", "ingest", "Ingest announces its presence.", retain=True
+            ),
+            "receiveIngestState": _operation(
+                "receive",
+                "ingest",
+                "An edge agent holds its outbox while ingest is away.",
+                retain=True,
             ),
             "sendConfig": _operation(
                 "send", "config", "The center publishes a station's desired config.", retain=True

@@ -19,6 +19,7 @@ from protocol.models import (
     CommandAck,
     ConfigAck,
     GapReport,
+    IngestState,
     ResendRequest,
     StationConfig,
     StationState,
@@ -74,6 +75,10 @@ def decode_state(topic: StationTopic, payload: bytes) -> StationState:
     _check_station(topic, state.station_id)
     _check_sensors(topic, (sensor.sensor_id for sensor in state.sensors))
     return state
+
+
+def decode_ingest_state(payload: bytes) -> IngestState:
+    return _decode(IngestState, payload)
 
 
 def decode_gap(topic: StationTopic, payload: bytes) -> GapReport:

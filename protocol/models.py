@@ -444,3 +444,11 @@ class ConfigAck(_Versioned):
     )
     reason: str | None = Field(default=None, max_length=1000, description="Why it was rejected.")
     sent_at: WireTime
+
+
+class IngestState(_Versioned):
+    """Ingest's presence on ``citysense/v1/ingest/state`` (retained): ``online`` when its
+    session is up, ``offline`` as its last will and on a clean stop."""
+
+    status: Literal["online", "offline"]
+    ts: WireTime = Field(description=f"When ingest said so (its clock); {_TIME_RULE}.")

@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 TOPIC_ROOT = "citysense/v1"
+INGEST_STATE_TOPIC = f"{TOPIC_ROOT}/ingest/state"
+"""Retained ``IngestState``: ingest's presence (its last will says offline). Stations read it
+and hold their data while ingest is away, rather than fill the broker's queue."""
 STATION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 """Published in the AsyncAPI document and used by pydantic (Rust regex: ``$`` is the end of the
 text). Python's ``re`` lets ``$`` match before a final newline, so Python code uses
