@@ -103,21 +103,27 @@ def test_broker_killed_for_30s_mid_stream_every_reading_stored_exactly_once(
 def test_a_gap_the_broker_makes_past_its_queue_limit_is_resent_and_stored_once(
     tmp_path: Path,
 ) -> None:
-    """Ingest away while the broker queues for it, past a small queue limit: the broker drops
-    the rest (acknowledged to the agent, never delivered); ingest notices the gap when it is
-    back, asks, and the agent re-sends from its retention window."""
+    """Ingest hung (SIGSTOP: its session stays up, so the agent keeps sending) while the broker
+    queues for it, past a small queue limit: the broker drops the rest (acknowledged to the
+    agent, never delivered); ingest notices the gap when it runs again, asks, and the agent
+    re-sends from its retention window."""
     limited = tmp_path / "limited.conf"
     dev = (Path(__file__).parents[1] / "broker_config" / "dev.conf").read_text()
-    limited.write_text(dev.replace("max_queued_messages 100000", "max_queued_messages 30"))
+    limited.write_text(
+        dev.replace("max_queued_messages 100000", "max_queued_messages 30").replace(
+            "max_inflight_messages 100", "max_inflight_messages 10"
+        )
+    )
     state, log = tmp_path / "edge", tmp_path / "edge.log"
     with MosquittoBroker(config=limited) as broker:
         env = serve_env(broker, tmp_path, CITYSENSE_INGEST_RESEND_AFTER_S="2")
-        with serve(env):  # ingest's persistent session exists from now on
+        with serve(env) as node:
             wait_for(lambda: api(env, "/healthz")["mqtt_connected"], 30, "serve")
             agent = start_agent(broker, state, log)
             wait_for(lambda: metric(env, "citysense_ingest_batches_total") > 20, 30, "flowing")
-        time.sleep(8.0)  # ~80 batches for a queue of 30: the broker drops the rest
-        with serve(env):
+            node.send_signal(signal.SIGSTOP)  # ingest hangs, its session stays up (no will)
+            time.sleep(8.0)  # ~80 batches for 30 queued + 10 in flight: the rest is dropped
+            node.send_signal(signal.SIGCONT)
             wait_for(lambda: metric(env, "citysense_ingest_resend_requests_total") > 0, 30, "ask")
             time.sleep(3.0)
             agent.send_signal(signal.SIGTERM)
