@@ -137,3 +137,41 @@ def test_a_gap_the_broker_makes_past_its_queue_limit_is_resent_and_stored_once(
             assert all(len(times) == 1 for times in accepted.values()), "a batch stored twice"
             assert metric(env, "citysense_ingest_gaps_filled_total") >= 40
             assert metric(env, "citysense_ingest_gap_batches") == 0
+
+
+def test_ingest_hung_while_the_broker_queues_then_the_broker_killed_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """What the broker acknowledged and queued for a hung ingest dies with a ``kill -9`` of a
+    broker without persistence: the gap re-send brings it back (the production config also
+    saves it: tests/broker/test_persistence.py)."""
+    state, log = tmp_path / "edge", tmp_path / "edge.log"
+    few = tmp_path / "few-in-flight.conf"  # so that the broker queues, not the socket
+    dev = (Path(__file__).parents[1] / "broker_config" / "dev.conf").read_text()
+    few.write_text(dev.replace("max_inflight_messages 100", "max_inflight_messages 5"))
+    broker = MosquittoBroker(config=few).start()
+    env = serve_env(broker, tmp_path, CITYSENSE_INGEST_RESEND_AFTER_S="2")
+    try:
+        with serve(env) as node:
+            wait_for(lambda: api(env, "/healthz")["mqtt_connected"], 30, "serve")
+            agent = start_agent(broker, state, log)
+            wait_for(lambda: metric(env, "citysense_ingest_batches_total") > 20, 30, "flowing")
+            node.send_signal(signal.SIGSTOP)  # the broker queues for it from now on
+            time.sleep(5.0)
+            broker.kill()  # and loses the queue
+            broker = MosquittoBroker(config=few, port=broker.port).start()
+            node.send_signal(signal.SIGCONT)
+            wait_for(lambda: metric(env, "citysense_ingest_resend_requests_total") > 0, 60, "ask")
+            time.sleep(3.0)
+            agent.send_signal(signal.SIGTERM)
+            assert agent.wait(timeout=20) == 0, log.read_text()
+            acked, waiting = produced(state)
+            journal = tmp_path / "journal"
+            wait_for(lambda: set(stored(journal)) >= set(acked), 60, "every batch stored")
+            time.sleep(1.0)
+            accepted = stored(journal)
+            assert set(acked) <= set(accepted) <= set(acked) | waiting
+            assert all(len(times) == 1 for times in accepted.values()), "a batch stored twice"
+            assert metric(env, "citysense_ingest_gaps_filled_total") >= 20
+    finally:
+        broker.stop()
