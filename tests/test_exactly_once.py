@@ -290,14 +290,17 @@ def test_overload_three_times_the_sustained_rate_then_half_loses_and_doubles_not
     env = serve_env(mosquitto, tmp_path, victoria_url=victoria.url)
     edge = NumberedEdge(mosquitto, station, covers=COVERS)
     try:
-        with serve(env):
+        with serve(env) as node:
             wait_for(lambda: api(env, "/healthz")["mqtt_connected"], 30, "start")
-            # what ingest sustains: a pre-filled burst, timed from first to last acknowledgement
+            # what ingest sustains: a burst pre-filled while ingest is paused (its session stays
+            # up), timed from its resumption to the last acknowledgement
             base = metric(env, "citysense_ingest_acknowledged_total")
+            node.send_signal(signal.SIGSTOP)
             for _ in range(3000):
                 edge.publish()
             edge.flush()
             started = time.monotonic()
+            node.send_signal(signal.SIGCONT)
             wait_for(
                 lambda: metric(env, "citysense_ingest_acknowledged_total") >= base + 3000,
                 120,
