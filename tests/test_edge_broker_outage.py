@@ -66,6 +66,22 @@ def stored(journal: Path) -> dict[int, list[int]]:
     return seqs
 
 
+def stop_and_account(agent: subprocess.Popen[bytes], log: Path, state: Path, data: Path) -> None:
+    """Stop the agent, then: every batch the broker acknowledged is stored, once, with its
+    readings; nothing stored that the agent did not seal; at most a window still in flight."""
+    agent.send_signal(signal.SIGTERM)
+    assert agent.wait(timeout=20) == 0, log.read_text()
+    acked, waiting = produced(state)
+    journal = data / "journal"
+    wait_for(lambda: set(stored(journal)) >= set(acked), 90, "every batch stored")
+    time.sleep(1.0)  # anything doubled would show now
+    accepted = stored(journal)
+    assert set(acked) <= set(accepted) <= set(acked) | waiting  # none lost
+    assert all(len(times) == 1 for times in accepted.values()), "a batch stored twice"
+    assert all(accepted[seq] == [count] for seq, count in acked.items())
+    assert len(waiting) <= 8  # at most the window was in flight at the stop
+
+
 def test_broker_killed_for_30s_mid_stream_every_reading_stored_exactly_once(
     tmp_path: Path,
 ) -> None:
@@ -83,17 +99,7 @@ def test_broker_killed_for_30s_mid_stream_every_reading_stored_exactly_once(
             broker = MosquittoBroker(port=broker.port).start()
             caught_up = before + 150  # 30 s of batches, and then some
             wait_for(lambda: metric(env, "citysense_ingest_batches_total") > caught_up, 60, "back")
-            agent.send_signal(signal.SIGTERM)
-            assert agent.wait(timeout=20) == 0, log.read_text()
-            acked, waiting = produced(state)
-            journal = tmp_path / "journal"
-            wait_for(lambda: set(stored(journal)) >= set(acked), 90, "every batch stored")
-            time.sleep(1.0)  # anything doubled would show now
-            accepted = stored(journal)
-            assert set(acked) <= set(accepted) <= set(acked) | waiting  # none lost
-            assert all(len(times) == 1 for times in accepted.values()), "a batch stored twice"
-            assert all(accepted[seq] == [count] for seq, count in acked.items())
-            assert len(waiting) <= 8  # at most the window was in flight at the stop
+            stop_and_account(agent, log, state, tmp_path)
             assert metric(env, "citysense_ingest_gap_batches") == 0
             assert metric(env, "citysense_edge_lost_readings_total", reason="bytes") == 0
     finally:
@@ -126,15 +132,7 @@ def test_a_gap_the_broker_makes_past_its_queue_limit_is_resent_and_stored_once(
             node.send_signal(signal.SIGCONT)
             wait_for(lambda: metric(env, "citysense_ingest_resend_requests_total") > 0, 30, "ask")
             time.sleep(3.0)
-            agent.send_signal(signal.SIGTERM)
-            assert agent.wait(timeout=20) == 0, log.read_text()
-            acked, waiting = produced(state)
-            journal = tmp_path / "journal"
-            wait_for(lambda: set(stored(journal)) >= set(acked), 60, "every batch stored")
-            time.sleep(1.0)
-            accepted = stored(journal)
-            assert set(acked) <= set(accepted) <= set(acked) | waiting
-            assert all(len(times) == 1 for times in accepted.values()), "a batch stored twice"
+            stop_and_account(agent, log, state, tmp_path)
             assert metric(env, "citysense_ingest_gaps_filled_total") >= 40
             assert metric(env, "citysense_ingest_gap_batches") == 0
 
@@ -163,15 +161,7 @@ def test_ingest_hung_while_the_broker_queues_then_the_broker_killed_loses_nothin
             node.send_signal(signal.SIGCONT)
             wait_for(lambda: metric(env, "citysense_ingest_resend_requests_total") > 0, 60, "ask")
             time.sleep(3.0)
-            agent.send_signal(signal.SIGTERM)
-            assert agent.wait(timeout=20) == 0, log.read_text()
-            acked, waiting = produced(state)
-            journal = tmp_path / "journal"
-            wait_for(lambda: set(stored(journal)) >= set(acked), 60, "every batch stored")
-            time.sleep(1.0)
-            accepted = stored(journal)
-            assert set(acked) <= set(accepted) <= set(acked) | waiting
-            assert all(len(times) == 1 for times in accepted.values()), "a batch stored twice"
+            stop_and_account(agent, log, state, tmp_path)
             assert metric(env, "citysense_ingest_gaps_filled_total") >= 20
     finally:
         broker.stop()

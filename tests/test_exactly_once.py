@@ -99,9 +99,18 @@ def test_kill_9_mid_stream_every_batch_stored_exactly_once(
         edge.close()
 
 
+@pytest.fixture
+def private_broker() -> Iterator[MosquittoBroker]:
+    """A broker of this test's own: the in-flight bound is checked on a broker that holds no
+    retained births of earlier tests (the shared one redelivers them on every subscription)."""
+    with MosquittoBroker() as broker:
+        yield broker
+
+
 def test_store_stopped_for_30s_ingest_holds_then_stores_everything_once(
-    mosquitto: MosquittoBroker, tmp_path: Path
+    private_broker: MosquittoBroker, tmp_path: Path
 ) -> None:
+    mosquitto = private_broker
     store = VictoriaMetrics(tmp_path / "vm")
     (tmp_path / "vm").mkdir()
     store.start()
