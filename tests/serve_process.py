@@ -168,5 +168,5 @@ class NumberedEdge:
 
     def close(self) -> None:
         self.flush()
+        self.client.disconnect()  # the loop still runs: it sends DISCONNECT and closes the socket
         self.client.loop_stop()
-        self.client.disconnect()

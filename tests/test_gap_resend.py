@@ -109,8 +109,8 @@ class AnsweringStation:
         self.answered.set()
 
     def close(self) -> None:
+        self.client.disconnect()  # the loop still runs: it sends DISCONNECT and closes the socket
         self.client.loop_stop()
-        self.client.disconnect()
 
 
 def test_a_gap_is_asked_for_and_the_resent_batches_are_stored_exactly_once(

@@ -46,8 +46,8 @@ class Received:
                 self.births.append(body["boot_epoch"])
 
     def close(self) -> None:
+        self.client.disconnect()  # the loop still runs: it closes the socket
         self.client.loop_stop()
-        self.client.disconnect()
 
 
 @pytest.fixture
