@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 
 GOODBYE_TIMEOUT_S = 2.0
 T = TypeVar("T")
-PRESENCE_GRACE_S = 1.0
+PRESENCE_GRACE_S = 0.5
 """After connecting, the agent waits this long for ingest's retained presence before sending
 (it comes right after the subscription when there is one)."""
 
