@@ -38,8 +38,10 @@ FeedRejectReason = Literal[
     "unknown_value",
     "missing_value",
     "bad_time",
+    "internal_error",
 ]
-"""Why a message or a reading of the feed is refused (the key of ``FeedStats.rejected``).
+"""Why a message or a reading of the feed is refused (the key of ``FeedStats.rejected``);
+``internal_error``: the feed's own code failed on it (logged with its traceback).
 
 Per message: ``foreign_sender`` (not in ``allow_from``), ``too_large``, ``not_json``,
 ``too_deep``, ``too_many`` (more readings than a batch holds), ``invalid`` (neither an object

@@ -179,6 +179,7 @@ class _Receiver(asyncio.DatagramProtocol):
         try:
             self._driver.receive(data, str(addr[0]))
         except Exception:  # the feed outlives any bug in one datagram's handling
+            self._driver.stats.rejected["internal_error"] += 1
             log.exception("udp feed: datagram from %s not handled", addr[0])
 
     def error_received(self, exc: Exception) -> None:
