@@ -52,6 +52,12 @@ class FaultPlan:
     def duplicated(self, station_id: str, ts: datetime) -> bool:
         return any(self.rng.random() < f.probability for f in self._of("duplicate", station_id, ts))
 
+    def broker_dropped(self, station_id: str, ts: datetime) -> bool:
+        """The broker takes a batch (PUBACK to the edge) and drops it before ingest has it."""
+        return any(
+            self.rng.random() < f.probability for f in self._of("broker_drop", station_id, ts)
+        )
+
     def reordered(self, station_id: str, ts: datetime) -> bool:
         return bool(self._of("out_of_order", station_id, ts))
 

@@ -19,8 +19,10 @@ from pathlib import Path
 
 from edge.core import EdgeCore
 from edge.outbox import MemoryOutbox, OutboxLimits
+from ingest.gaps import GapPolicy, GapTracker
 from protocol import (
     Channel,
+    CommandAck,
     Reading,
     SensorInfo,
     SensorKind,
@@ -66,7 +68,7 @@ class _Edge:
         )
         self.core = EdgeCore(station_id, outbox, EDGE_RULES)
         self.waiting: list[Reading] = []
-        self.held: bytes | None = None
+        self.held: tuple[int, bytes] | None = None
 
     def clock(self) -> datetime:
         return self.now
@@ -78,7 +80,7 @@ class _Edge:
             readings, self.waiting = self.waiting, []
             self.core.put(readings, self.core.in_alarm(readings, ts))
 
-    def drain(self, sent_at: datetime) -> tuple[list[bytes], list[bytes]]:
+    def drain(self, sent_at: datetime) -> tuple[list[bytes], list[tuple[int, bytes]]]:
         """Gap reports and batches to publish now, alarm batches first; the broker takes and
         acknowledges each at once."""
         self.now = sent_at
@@ -90,7 +92,7 @@ class _Edge:
         payloads = []
         while batches := outbox.take():
             for sealed in batches:
-                payloads.append(self.core.payload(sealed, sent_at))
+                payloads.append((sealed.seq, self.core.payload(sealed, sent_at)))
                 outbox.ack(sealed.seq)
         self.core.drained()
         return gaps, payloads
@@ -128,7 +130,13 @@ class _Run:
             for sid in self.fleet.stations
         }
         self.counts = {"telemetry": 0, "state": 0, "garbage": 0, "duplicates": 0, "gaps": 0}
+        self.ingest: GapTracker | None = None
         self.faults = FaultPlan([self._fault(f) for f in scenario.faults], self.rng)
+        if any(f.kind == "broker_drop" for f in self.faults.faults):
+            # ingest's side of the re-send loop, on simulated time (only where it matters, so
+            # the other scenarios' recordings stay as they were)
+            self.ingest = GapTracker(GapPolicy())
+            self.counts |= {"broker_dropped": 0, "resend_requests": 0, "resent": 0}
         self.incidents = [self._incident(i, n) for n, i in enumerate(scenario.incidents)]
 
     # -- resolving targets -------------------------------------------------------------
@@ -219,11 +227,11 @@ class _Run:
         for payload in gaps:
             self._publish(ts, StationTopic(station_id, Channel.GAPS), payload, retain=False)
             self.counts["gaps"] += 1
-        for payload in payloads:
+        for batch in payloads:
             if reorder and edge.held is None:
-                edge.held = payload  # goes out after the next batch
+                edge.held = batch  # goes out after the next batch
                 continue
-            self._telemetry(ts, station_id, payload)
+            self._telemetry(ts, station_id, batch)
             if edge.held is not None:
                 self._telemetry(ts, station_id, edge.held)
                 edge.held = None
@@ -231,13 +239,38 @@ class _Run:
             self._telemetry(ts, station_id, edge.held)
             edge.held = None
 
-    def _telemetry(self, ts: datetime, station_id: str, payload: bytes) -> None:
+    def _telemetry(self, ts: datetime, station_id: str, batch: tuple[int, bytes]) -> None:
+        seq, payload = batch
+        if self.faults.broker_dropped(station_id, ts):  # acknowledged to the edge, never passed on
+            self.counts["broker_dropped"] += 1
+            return
         topic = StationTopic(station_id, Channel.TELEMETRY)
         self._publish(ts, topic, payload, retain=False)
         self.counts["telemetry"] += 1
+        if self.ingest is not None:
+            self.ingest.saw(station_id, self.edges[station_id].boot_epoch, seq, ts)
         if self.faults.duplicated(station_id, ts):
             self._publish(ts, topic, payload, retain=False)
             self.counts["duplicates"] += 1
+
+    def _resend_round(self, ts: datetime) -> None:
+        """What ingest asks for (its gap tracker on simulated time) and what the stations'
+        agents answer from their retention windows, both into the recording."""
+        assert self.ingest is not None
+        for request in self.ingest.due(ts):
+            station_id = request.station_id  # the request itself is ingest's, not recorded
+            self.counts["resend_requests"] += 1
+            edge = self.edges[station_id]
+            found = edge.core.outbox.resend(request.first_seq, request.last_seq)
+            resent, gaps, ack = edge.core.answer(request, found, edge.boot_epoch, ts)
+            for sealed, payload in zip(found.batches, resent, strict=True):
+                self.counts["resent"] += 1
+                self._telemetry(ts, station_id, (sealed.seq, payload))
+            for payload in gaps:
+                self._publish(ts, StationTopic(station_id, Channel.GAPS), payload, retain=False)
+                self.counts["gaps"] += 1
+            self._publish(ts, StationTopic(station_id, Channel.ACK), ack, retain=False)
+            self.ingest.answer(CommandAck.model_validate_json(ack), ts)
 
     def _garbage(self, ts: datetime, fault: Fault) -> None:
         assert fault.station_id is not None
@@ -275,6 +308,8 @@ class _Run:
             if t_us >= next_batch:
                 self._to_outboxes(queues, t_us)
                 self._batch_round(utc_from_us(t_us), online)
+                if self.ingest is not None:
+                    self._resend_round(utc_from_us(t_us))
                 next_batch += every_us
         self._to_outboxes(queues, None)
         self._batch_round(self.end, online, final=True)

@@ -82,6 +82,7 @@ FaultKind = Literal[
     "clock_reset",
     "stuck_sensor",
     "low_battery",
+    "broker_drop",
 ]
 
 
@@ -128,7 +129,9 @@ class FaultSpec(_Strict):
     start: Offset
     duration: Positive | None = None
     count: int = Field(default=1, ge=1, le=100_000, description="garbage: payloads sent.")
-    probability: float = Field(default=1.0, gt=0, le=1, description="duplicate: share resent.")
+    probability: float = Field(
+        default=1.0, gt=0, le=1, description="duplicate: share resent; broker_drop: share dropped."
+    )
     offset: Duration = Field(default=timedelta(0), description="clock_skew: device clock error.")
     battery_v: float = Field(default=3.1, gt=0, lt=5, description="low_battery: voltage.")
 
@@ -139,7 +142,7 @@ class FaultSpec(_Strict):
             raise ValueError(f"{self.kind} needs a sensor (an id or random)")
         if not per_sensor and self.station is None:
             raise ValueError(f"{self.kind} needs a station (an id or random)")
-        windowed = ("station_offline", "duplicate", "out_of_order", "stuck_sensor")
+        windowed = ("station_offline", "duplicate", "out_of_order", "stuck_sensor", "broker_drop")
         if self.kind in windowed and self.duration is None:
             raise ValueError(f"{self.kind} needs a duration")
         if self.kind == "clock_skew" and not self.offset:

@@ -200,6 +200,11 @@ async def test_scenario_meets_the_rules_acceptance(path: Path, tmp_path: Path) -
     assert _counter(result, "citysense_ingest_batches_total") == messages["telemetry"]
     # Wrong device clocks are noticed and counted.
     kinds = {f.kind for f in truth.faults}
+    if "broker_drop" in kinds:  # what the broker dropped was asked for and re-sent, once
+        assert messages["broker_dropped"] > 0
+        assert messages["resent"] == messages["broker_dropped"]
+        open_gaps = result.metrics.registry.get_sample_value("citysense_ingest_gap_batches")
+        assert open_gaps == 0  # every dropped batch arrived in the end
     if "clock_reset" in kinds:
         assert result.engine.clock_reset_flagged > 0
     if "clock_skew" in kinds:
