@@ -225,6 +225,29 @@ def missing_ranges(first: int, last: int, held: Iterable[int]) -> tuple[tuple[in
     return tuple(ranges)
 
 
+def check_range(first_seq: int, last_seq: int) -> None:
+    if not 0 <= first_seq <= last_seq:
+        raise ValueError(f"bad range {first_seq}..{last_seq}")
+
+
+def resend_answer(
+    first_seq: int,
+    last_seq: int,
+    next_seq: int,
+    batches: tuple[SealedBatch, ...],
+    sealed: Iterable[int],
+) -> Resend:
+    """What a re-send of ``first_seq..last_seq`` finds, given the retained ``batches`` of the
+    range and the seqs still ``sealed`` (unacknowledged): the rest was evicted, or never
+    sealed (at and above ``next_seq``)."""
+    top = min(last_seq, next_seq - 1)
+    pending = tuple(s for s in sorted(sealed) if first_seq <= s <= top)
+    held = [b.seq for b in batches] + list(pending)
+    unknown = (max(first_seq, next_seq), last_seq) if last_seq >= next_seq else None
+    evicted = missing_ranges(first_seq, top, held) if first_seq <= top else ()
+    return Resend(batches, pending, evicted, unknown)
+
+
 def check_take(window: int, max_batch: int) -> None:
     if window < 1 or max_batch < 1:
         raise ValueError(f"window ({window}) and max_batch ({max_batch}) must be positive")
@@ -419,18 +442,12 @@ class MemoryOutbox:
         return count
 
     def resend(self, first_seq: int, last_seq: int) -> Resend:
-        if not 0 <= first_seq <= last_seq:
-            raise ValueError(f"bad range {first_seq}..{last_seq}")
+        check_range(first_seq, last_seq)
         self._trim_retained(self._now())
-        top = min(last_seq, self._next_seq - 1)
         batches = tuple(
-            self._retained[s].batch for s in sorted(self._retained) if first_seq <= s <= top
+            self._retained[s].batch for s in sorted(self._retained) if first_seq <= s <= last_seq
         )
-        pending = tuple(s for s in sorted(self._sealed) if first_seq <= s <= top)
-        held = [b.seq for b in batches] + list(pending)
-        unknown = (max(first_seq, self._next_seq), last_seq) if last_seq >= self._next_seq else None
-        evicted = missing_ranges(first_seq, top, held) if first_seq <= top else ()
-        return Resend(batches, pending, evicted, unknown)
+        return resend_answer(first_seq, last_seq, self._next_seq, batches, self._sealed)
 
     def pending_gaps(self) -> list[GapMarker]:
         return self._gaps.close_all()

@@ -50,9 +50,10 @@ from edge.outbox import (
     Priority,
     Resend,
     SealedBatch,
+    check_range,
     check_take,
     encode_reading,
-    missing_ranges,
+    resend_answer,
     seal_body,
     utc_now,
 )
@@ -198,20 +199,14 @@ class SqliteOutbox:
         return count
 
     def resend(self, first_seq: int, last_seq: int) -> Resend:
-        if not 0 <= first_seq <= last_seq:
-            raise ValueError(f"bad range {first_seq}..{last_seq}")
-        next_seq = self._meta["next_seq"]
-        top = min(last_seq, next_seq - 1)
+        check_range(first_seq, last_seq)
         with self._write(durable=False):
             self._trim_retained(self._now())
-            wanted = [b for s, b in sorted(self._retained.items()) if first_seq <= s <= top]
+            wanted = [b for s, b in sorted(self._retained.items()) if first_seq <= s <= last_seq]
             found = [self._read(batch, lost_if_corrupt=False) for batch in wanted]
         batches = tuple(batch for batch in found if batch is not None)
-        pending = tuple(s for s in sorted(self._sealed) if first_seq <= s <= top)
-        held = [b.seq for b in batches] + list(pending)
-        unknown = (max(first_seq, next_seq), last_seq) if last_seq >= next_seq else None
-        evicted = missing_ranges(first_seq, top, held) if first_seq <= top else ()
-        return Resend(batches, pending, evicted, unknown)
+        next_seq = self._meta["next_seq"]
+        return resend_answer(first_seq, last_seq, next_seq, batches, self._sealed)
 
     def pending_gaps(self) -> list[GapMarker]:
         with self._write(durable=True):  # a closed marker must stay closed: read once, fixed

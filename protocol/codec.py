@@ -44,6 +44,7 @@ RejectReason = Literal[
 REJECT_REASONS: Final[tuple[RejectReason, ...]] = get_args(RejectReason)
 MAX_PAYLOAD_BYTES = 1 << 20
 M = TypeVar("M", bound=BaseModel)
+S = TypeVar("S", GapReport, CommandAck, ResendRequest, StationConfig, ConfigAck)
 
 _MODEL_REASONS: Final[frozenset[str]] = frozenset({"unknown_value", "missing_value"})
 """Error types the models raise themselves, named after their reject reason."""
@@ -82,33 +83,30 @@ def decode_ingest_state(payload: bytes) -> IngestState:
 
 
 def decode_gap(topic: StationTopic, payload: bytes) -> GapReport:
-    report = _decode(GapReport, payload)
-    _check_station(topic, report.station_id)
-    return report
+    return _from_station(GapReport, topic, payload)
 
 
 def decode_ack(topic: StationTopic, payload: bytes) -> CommandAck:
-    ack = _decode(CommandAck, payload)
-    _check_station(topic, ack.station_id)
-    return ack
+    return _from_station(CommandAck, topic, payload)
 
 
 def decode_command(topic: StationTopic, payload: bytes) -> ResendRequest:
-    command = _decode(ResendRequest, payload)
-    _check_station(topic, command.station_id)
-    return command
+    return _from_station(ResendRequest, topic, payload)
 
 
 def decode_config(topic: StationTopic, payload: bytes) -> StationConfig:
-    config = _decode(StationConfig, payload)
-    _check_station(topic, config.station_id)
-    return config
+    return _from_station(StationConfig, topic, payload)
 
 
 def decode_config_ack(topic: StationTopic, payload: bytes) -> ConfigAck:
-    ack = _decode(ConfigAck, payload)
-    _check_station(topic, ack.station_id)
-    return ack
+    return _from_station(ConfigAck, topic, payload)
+
+
+def _from_station(model: type[S], topic: StationTopic, payload: bytes) -> S:
+    """A message about one station, on that station's topic."""
+    message = _decode(model, payload)
+    _check_station(topic, message.station_id)
+    return message
 
 
 def decode_any_ack(topic: StationTopic, payload: bytes) -> CommandAck | ConfigAck:
