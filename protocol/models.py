@@ -63,8 +63,18 @@ def _rfc3339_only(value: object) -> object:
 
 WireTime = Annotated[
     AwareDatetime,
+    # The bounds before the validator: pydantic-core then checks them in Rust, inside the
+    # datetime schema (after the validator they run as Python, ~2.5x the cost of decoding).
+    Field(
+        ge=TIME_MIN,
+        lt=TIME_END,
+        # the bounds in JSON Schema's words for formatted strings (ajv-formats' keywords)
+        json_schema_extra={
+            "formatMinimum": TIME_MIN.isoformat().replace("+00:00", "Z"),
+            "formatExclusiveMaximum": TIME_END.isoformat().replace("+00:00", "Z"),
+        },
+    ),
     BeforeValidator(_rfc3339_only),
-    Field(ge=TIME_MIN, lt=TIME_END),
 ]
 _TIME_RULE = "RFC 3339 with offset, in [1970-01-01, 2100-01-01) UTC"
 
