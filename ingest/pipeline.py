@@ -335,7 +335,7 @@ class IngestPipeline:
 
     async def _retry(self, what: str, attempt: Callable[[], Any]) -> Any:
         """Run ``attempt`` (sync or async) until it stops failing transiently."""
-        backoff = Backoff(initial=0.2, maximum=10.0)
+        backoff: Backoff | None = None  # made on the first failure (seeding its RNG costs)
         stalled = False
         try:
             while True:
@@ -352,6 +352,7 @@ class IngestPipeline:
                     self.metrics.retries.labels(what).inc()
                     if what == "center":
                         self.metrics.alert_retries.inc()
+                    backoff = backoff or Backoff(initial=0.2, maximum=10.0)
                     delay = backoff.next_delay()
                     log.warning("%s unavailable (%s); retrying in %.1fs", what, exc, delay)
                     await self.sleep(delay)

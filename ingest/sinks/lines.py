@@ -41,15 +41,40 @@ def tag(value: str) -> str:
     return value.translate(_TAG_ESCAPES)
 
 
-def reading_lines(batch: TelemetryBatch) -> list[str]:
-    """One line per reading: measurement = sensor kind, time = the device's timestamp."""
-    station = tag(batch.station_id)
-    return [
-        f"{reading.kind.value},station={station},sensor={tag(reading.sensor_id)} "
-        + ",".join(f"{name}={value!r}" for name, value in reading.values.items())
-        + f" {unix_ns(reading.ts)}"
-        for reading in batch.readings
-    ]
+TEMPLATES_KEPT = 100_000
+"""Line templates a ``LineFormatter`` keeps (one per sensor and value-name set, ~200 B each);
+past that it starts afresh, so a fleet larger than this costs a rebuild, never unbounded memory."""
+
+
+class LineFormatter:
+    """One line per reading: measurement = sensor kind, tags = station and sensor, fields = the
+    values, time = the device's timestamp. Each sensor's line is built once as a ``str.format``
+    template (measurement, tags, value names), so a reading costs one ``format`` call."""
+
+    def __init__(self, kept: int = TEMPLATES_KEPT) -> None:
+        self.kept = kept
+        self._templates: dict[tuple[str, ...], str] = {}
+
+    def reading_lines(self, batch: TelemetryBatch) -> list[str]:
+        templates = self._templates
+        lines = []
+        for reading in batch.readings:
+            values = reading.values
+            key = (batch.station_id, reading.sensor_id, reading.kind.value, *values)
+            template = templates.get(key)
+            if template is None:
+                if len(templates) >= self.kept:
+                    templates.clear()
+                template = templates[key] = _template(batch.station_id, reading.sensor_id, key)
+            lines.append(template.format(*values.values(), (reading.ts - _EPOCH) // _US * 1000))
+        return lines
+
+
+def _template(station_id: str, sensor_id: str, key: tuple[str, ...]) -> str:
+    kind, names = key[2], key[3:]
+    fields = ",".join(f"{name}={{!r}}" for name in names)
+    head = f"{kind},station={tag(station_id)},sensor={tag(sensor_id)}"
+    return head.replace("{", "{{").replace("}", "}}") + f" {fields} {{}}"
 
 
 def batch_line(batch: TelemetryBatch, received_at: datetime) -> str:

@@ -40,7 +40,7 @@ from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
 from ingest.errors import BatchKey, PermanentSinkError, TransientSinkError
-from ingest.sinks.lines import batch_line, reading_lines
+from ingest.sinks.lines import LineFormatter, batch_line
 from protocol import TelemetryBatch
 from protocol.backoff import Backoff
 
@@ -112,6 +112,7 @@ class VictoriaSink:
         self._pending: deque[_Pending] = deque()
         self._points = 0
         self._sending = asyncio.Lock()
+        self._lines = LineFormatter()
 
     @property
     def pending_points(self) -> int:
@@ -119,7 +120,7 @@ class VictoriaSink:
         return self._points
 
     async def write_batch(self, batch: TelemetryBatch, received_at: datetime) -> None:
-        lines = reading_lines(batch)
+        lines = self._lines.reading_lines(batch)
         lines.append(batch_line(batch, received_at))
         if self._points + len(lines) > self.max_buffered_points:
             await self.flush()
@@ -202,7 +203,7 @@ class VictoriaSink:
         self._points = sum(len(entry.lines) for entry in kept)
 
     async def _post(self, lines: list[str]) -> None:
-        backoff = Backoff(initial=self.retry.initial_s, maximum=self.retry.maximum_s)
+        backoff: Backoff | None = None  # made on the first failure (seeding its RNG costs)
         loop = asyncio.get_running_loop()
         for attempt in range(1, self.retry.attempts + 1):
             try:
@@ -225,6 +226,7 @@ class VictoriaSink:
                     attempts=attempt,
                     retry_after=retry_after,
                 )
+            backoff = backoff or Backoff(initial=self.retry.initial_s, maximum=self.retry.maximum_s)
             delay = retry_after if retry_after is not None else backoff.next_delay()
             self.stats.retries += 1
             log.warning("write of %d points failed (%s); retry in %.2fs", len(lines), detail, delay)

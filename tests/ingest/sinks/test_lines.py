@@ -1,6 +1,6 @@
 from datetime import UTC, datetime, timedelta
 
-from ingest.sinks.lines import batch_line, reading_lines, tag, unix_ns
+from ingest.sinks.lines import LineFormatter, batch_line, tag, unix_ns
 from protocol import Reading, SensorKind
 from tests.factories import T0, batch, tilt
 
@@ -15,7 +15,7 @@ def test_one_line_per_reading_with_kind_tags_values_and_device_time() -> None:
     pressure = Reading(
         sensor_id="st-1.p:7", kind=SensorKind.PRESSURE, ts=T0, values={"pressure_mpa": 1e-05}
     )
-    lines = reading_lines(batch([cover, pressure]))
+    lines = LineFormatter().reading_lines(batch([cover, pressure]))
     t0_ns = 1_782_892_800_000_000_000
     assert lines == [
         "cover,station=st-1,sensor=st-1.cover-01 tilt_deg=12.5,battery_v=3.6"
@@ -40,3 +40,28 @@ def test_unix_ns_keeps_microseconds_and_any_offset() -> None:
 
 def test_tag_escapes_line_protocol_specials() -> None:
     assert tag("a b,c=d") == r"a\ b\,c\=d"
+
+
+def test_a_sensor_whose_value_names_change_gets_its_own_line_and_templates_stay_bounded() -> None:
+    formatter = LineFormatter(kept=2)
+    one = Reading(sensor_id="st-1.c", kind=SensorKind.COVER, ts=T0, values={"tilt_deg": 1.0})
+    two = Reading(
+        sensor_id="st-1.c", kind=SensorKind.COVER, ts=T0, values={"tilt_deg": 2.0, "gas_ppm": 3.0}
+    )
+    three = Reading(sensor_id="st-1.d", kind=SensorKind.POLE, ts=T0, values={"tilt_deg": 0.5})
+    t0_ns = 1_782_892_800_000_000_000
+    for _ in range(2):  # built, then from the templates (cleared once past two)
+        assert formatter.reading_lines(batch([one, two, three])) == [
+            f"cover,station=st-1,sensor=st-1.c tilt_deg=1.0 {t0_ns}",
+            f"cover,station=st-1,sensor=st-1.c tilt_deg=2.0,gas_ppm=3.0 {t0_ns}",
+            f"pole,station=st-1,sensor=st-1.d tilt_deg=0.5 {t0_ns}",
+        ]
+    assert len(formatter._templates) <= 2
+
+
+def test_ids_from_elsewhere_are_escaped_and_braces_survive_the_template() -> None:
+    odd = Reading.model_construct(
+        sensor_id="st 1.{x},y=z", kind=SensorKind.POLE, ts=T0, values={"tilt_deg": 0.5}
+    )
+    line = LineFormatter().reading_lines(batch([odd]).model_copy(update={"station_id": "st 1"}))
+    assert line == [r"pole,station=st\ 1,sensor=st\ 1.{x}\,y\=z tilt_deg=0.5 1782892800000000000"]
