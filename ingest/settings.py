@@ -31,7 +31,7 @@ class IngestSettings(BaseSettings, MqttAuthSettings):
     dead_letter_keep: int = Field(default=5, ge=0)
     silent_after_s: float = Field(default=300.0, gt=0)
     """A station that sent nothing for this long is shown as silent."""
-    max_group: int = Field(default=200, ge=1, le=10_000)
+    max_group: int = Field(default=1000, ge=1, le=10_000)
     """Messages handled before one commit and their acknowledgements."""
     resend_after_s: float = Field(default=10.0, gt=0, le=3600)
     """A batch missing this long is asked for on the station's cmd topic (long enough for QoS 1

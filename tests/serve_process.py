@@ -61,19 +61,23 @@ def serve_env(
 
 @contextmanager
 def serve(env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "citysense.cli", "serve"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
+    """``citysense serve``; its output goes to ``serve.log`` beside its dead letters (a file,
+    not a pipe: a pipe nobody reads fills up and blocks the node's logging mid-test)."""
+    log = Path(env["CITYSENSE_INGEST_DEAD_LETTER_PATH"]).with_name("serve.log")
+    with log.open("a") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "citysense.cli", "serve"],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
     try:
         yield process
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
-        process.communicate(timeout=30)  # also closes the pipe of a killed process
+        process.wait(timeout=30)
 
 
 def api(env: dict[str, str], path: str) -> Any:

@@ -73,7 +73,11 @@ def stop_and_account(agent: subprocess.Popen[bytes], log: Path, state: Path, dat
     assert agent.wait(timeout=20) == 0, log.read_text()
     acked, waiting = produced(state)
     journal = data / "journal"
-    wait_for(lambda: set(stored(journal)) >= set(acked), 90, "every batch stored")
+    try:
+        wait_for(lambda: set(stored(journal)) >= set(acked), 90, "every batch stored")
+    except AssertionError as exc:
+        missing = sorted(set(acked) - set(stored(journal)))
+        raise AssertionError(f"{exc}: seqs {missing} missing from the journal") from None
     time.sleep(1.0)  # anything doubled would show now
     accepted = stored(journal)
     assert set(acked) <= set(accepted) <= set(acked) | waiting  # none lost
@@ -115,9 +119,11 @@ def test_a_gap_the_broker_makes_past_its_queue_limit_is_resent_and_stored_once(
     re-sends from its retention window."""
     limited = tmp_path / "limited.conf"
     dev = (Path(__file__).parents[1] / "broker_config" / "dev.conf").read_text()
+    assert "max_queued_messages 100000" in dev
+    assert "max_inflight_messages 1000\n" in dev
     limited.write_text(
         dev.replace("max_queued_messages 100000", "max_queued_messages 30").replace(
-            "max_inflight_messages 100", "max_inflight_messages 10"
+            "max_inflight_messages 1000\n", "max_inflight_messages 10\n"
         )
     )
     state, log = tmp_path / "edge", tmp_path / "edge.log"
@@ -146,7 +152,8 @@ def test_ingest_hung_while_the_broker_queues_then_the_broker_killed_loses_nothin
     state, log = tmp_path / "edge", tmp_path / "edge.log"
     few = tmp_path / "few-in-flight.conf"  # so that the broker queues, not the socket
     dev = (Path(__file__).parents[1] / "broker_config" / "dev.conf").read_text()
-    few.write_text(dev.replace("max_inflight_messages 100", "max_inflight_messages 5"))
+    assert "max_inflight_messages 1000\n" in dev
+    few.write_text(dev.replace("max_inflight_messages 1000\n", "max_inflight_messages 5\n"))
     broker = MosquittoBroker(config=few).start()
     env = serve_env(broker, tmp_path, CITYSENSE_INGEST_RESEND_AFTER_S="2")
     try:

@@ -1,0 +1,157 @@
+"""The consumer's unit of work on a real Mosquitto: messages are handled in groups of what has
+arrived (at most ``max_group``), and acknowledged only after their group's commit."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from citysense.broker import MosquittoBroker
+from ingest.consumer import IngestConsumer
+from ingest.fakes import MemoryAlerts, MemoryDeadLetters, MemorySink
+from ingest.pipeline import IngestPipeline
+from protocol import Channel, StationTopic, encode
+from rules import DEFAULT_RULES_FILE, RuleEngine, parse_rules
+from tests.factories import batch, tilt
+
+
+class GatedSink(MemorySink):
+    """A sink whose ``flush`` (part of every commit) waits while the gate is shut."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.flushes = 0
+
+    async def flush(self) -> None:
+        await self.gate.wait()
+        self.flushes += 1
+
+
+class GroupedPipeline(IngestPipeline):
+    """Records the size of every group the consumer hands it."""
+
+    groups: list[int]
+
+    async def handle_group(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        self.groups.append(len(messages))
+        await super().handle_group(messages)
+
+
+def _pipeline(sink: GatedSink) -> GroupedPipeline:
+    pipeline = GroupedPipeline(
+        engine=RuleEngine(parse_rules(DEFAULT_RULES_FILE.read_text())),
+        alerts=MemoryAlerts(),
+        dead_letters=MemoryDeadLetters(),
+        sinks=[sink],
+    )
+    pipeline.groups = []
+    return pipeline
+
+
+def _acked(pipeline: IngestPipeline) -> float:
+    return _sample(pipeline, "citysense_ingest_acknowledged_total")
+
+
+def _sample(pipeline: IngestPipeline, name: str) -> float:
+    value = pipeline.metrics.registry.get_sample_value(name)
+    return 0.0 if value is None else value
+
+
+@asynccontextmanager
+async def _consuming(
+    broker: MosquittoBroker, pipeline: IngestPipeline, **options: float
+) -> AsyncIterator[IngestConsumer]:
+    consumer = IngestConsumer(
+        pipeline,
+        host=broker.host,
+        port=broker.port,
+        client_id=f"consumer-{uuid.uuid4().hex[:8]}",
+        **options,  # type: ignore[arg-type]
+    )
+    task = asyncio.create_task(consumer.run())
+    try:
+        await asyncio.wait_for(consumer.connected.wait(), 10)
+        yield consumer
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+def _publish(broker: MosquittoBroker, station: str, count: int) -> None:
+    """``count`` batches of ``station`` at QoS 1, each acknowledged by the broker."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        topic = str(StationTopic(station, Channel.TELEMETRY))
+        sent = [
+            client.publish(
+                topic,
+                encode(batch([tilt(seq, 1.0, f"{station}.cover-01")], seq, station)),
+                qos=1,
+            )
+            for seq in range(count)
+        ]
+        for info in sent:
+            info.wait_for_publish(10)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+async def _until(condition: object, within_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within_s
+    while not condition():  # type: ignore[operator]
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.01)
+
+
+async def test_a_burst_is_handled_in_groups_and_each_acknowledged_after_its_commit(
+    mosquitto: MosquittoBroker,
+) -> None:
+    sink = GatedSink()
+    pipeline = _pipeline(sink)
+    station = f"cg-{uuid.uuid4().hex[:6]}"
+    async with _consuming(mosquitto, pipeline, max_group=100):
+        await asyncio.to_thread(_publish, mosquitto, station, 500)
+        await _until(lambda: _acked(pipeline) == 500)
+    assert [b.seq for b in sink.batches] == list(range(500))
+    assert sum(pipeline.groups) == 500
+    assert max(pipeline.groups) <= 100
+    assert sink.flushes == len(pipeline.groups)  # one commit per group
+
+
+async def test_nothing_is_acknowledged_while_the_commit_waits(mosquitto: MosquittoBroker) -> None:
+    sink = GatedSink()
+    sink.gate.clear()  # the store is down: every commit waits
+    pipeline = _pipeline(sink)
+    station = f"cw-{uuid.uuid4().hex[:6]}"
+    async with _consuming(mosquitto, pipeline):
+        await asyncio.to_thread(_publish, mosquitto, station, 20)
+        await _until(lambda: _sample(pipeline, "citysense_ingest_in_flight") == 20)
+        await asyncio.sleep(0.3)
+        assert _acked(pipeline) == 0
+        assert 1 <= len(sink.batches) <= 20  # handled, and held by the stalled commit
+        sink.gate.set()
+        await _until(lambda: _acked(pipeline) == 20)
+
+
+async def test_a_lone_message_is_committed_and_acknowledged(mosquitto: MosquittoBroker) -> None:
+    sink = GatedSink()
+    pipeline = _pipeline(sink)
+    station = f"cl-{uuid.uuid4().hex[:6]}"
+    async with _consuming(mosquitto, pipeline):
+        await asyncio.to_thread(_publish, mosquitto, station, 1)
+        await _until(lambda: _acked(pipeline) == 1, within_s=5)
+    assert pipeline.groups == [1]
+    assert _sample(pipeline, "citysense_ingest_in_flight") == 0
