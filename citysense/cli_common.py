@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 
 console = Console()
+err_console = Console(stderr=True)
+"""Progress bars and failed gates: stderr, so `--json` output on stdout stays parseable."""
 
 Port = Annotated[int, typer.Option(help="HTTP port of the dashboard and API.")]
 Host = Annotated[str, typer.Option(help="HTTP bind address.")]

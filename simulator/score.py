@@ -110,6 +110,8 @@ class KindScore:
     latencies_s: tuple[float, ...] = ()
     """From incident start to ingest seeing it, outages included; only when ingest's clock
     is on the recording's timeline (a backtest), else empty."""
+    missed: tuple[str, ...] = ()
+    """Ids of the incidents no right case was opened for (the truth file names them)."""
 
     @property
     def recall(self) -> float | None:
@@ -160,10 +162,43 @@ class Score:
                     "delay_p95_s": k.delay_percentile(95),
                     "latency_p50_s": k.latency_percentile(50),
                     "latency_p95_s": k.latency_percentile(95),
+                    "missed": list(k.missed),
                 }
                 for k in self.kinds
             ],
+            "false_cases": [
+                {
+                    "sensor_id": c.sensor_id,
+                    "rule_id": c.rule_id,
+                    "severity": c.severity,
+                    "started_at": c.started_at.isoformat(),
+                }
+                for c in self.unexpected
+            ],
         }
+
+    @property
+    def incidents(self) -> int:
+        """Incidents an emergency case should have caught (a rule watches their value)."""
+        return sum(k.incidents for k in self.kinds if k.emergency and k.rule is not None)
+
+    @property
+    def detected(self) -> int:
+        return sum(k.detected for k in self.kinds if k.emergency and k.rule is not None)
+
+    @property
+    def recall(self) -> float | None:
+        """Over every scored emergency incident; None when there is none to catch."""
+        return self.detected / self.incidents if self.incidents else None
+
+    def delay_percentile(self, q: float) -> float | None:
+        delays = [d for k in self.kinds for d in k.delays_s]
+        return float(np.percentile(delays, q)) if delays else None
+
+    @property
+    def missed(self) -> tuple[str, ...]:
+        """Incidents of watched kinds that no right case caught, by id."""
+        return tuple(name for k in self.kinds if k.rule is not None for name in k.missed)
 
 
 def _status(kind: KindScore) -> str:
@@ -216,7 +251,7 @@ def _score_kind(
     truth: GroundTruth,
 ) -> KindScore:
     detected = wrong = duplicates = wrong_severity = emergency_cases = 0
-    delays, latencies = [], []
+    delays, latencies, missed = [], [], []
     timeline = (truth.start, truth.end + timedelta(days=1))
     emergency = not incidents[0].maintenance
     for incident in incidents:
@@ -235,7 +270,9 @@ def _score_kind(
         wrong += len(hits) - len(classed)
         right = [c for c in classed if (c.severity == "maintenance") != emergency]
         wrong_severity += len(classed) - len(right)
-        if right:
+        if not right:
+            missed.append(incident.id)
+        else:
             detected += 1
             duplicates += len(right) - 1
             first = right[0]
@@ -255,4 +292,5 @@ def _score_kind(
         emergency_cases=emergency_cases,
         delays_s=tuple(delays),
         latencies_s=tuple(latencies),
+        missed=tuple(missed),
     )
