@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 
 import paho.mqtt.client as mqtt
@@ -43,6 +43,14 @@ class GroupedPipeline(IngestPipeline):
     async def handle_group(self, messages: Sequence[tuple[str, bytes]]) -> None:
         self.groups.append(len(messages))
         await super().handle_group(messages)
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[MosquittoBroker]:
+    """A broker of this module's own: the session's shared one holds earlier tests' retained
+    births, which a new subscriber receives (and would count)."""
+    with MosquittoBroker() as private:
+        yield private
 
 
 def _pipeline(sink: GatedSink) -> GroupedPipeline:
@@ -117,13 +125,13 @@ async def _until(condition: object, within_s: float = 10.0) -> None:
 
 
 async def test_a_burst_is_handled_in_groups_and_each_acknowledged_after_its_commit(
-    mosquitto: MosquittoBroker,
+    broker: MosquittoBroker,
 ) -> None:
     sink = GatedSink()
     pipeline = _pipeline(sink)
     station = f"cg-{uuid.uuid4().hex[:6]}"
-    async with _consuming(mosquitto, pipeline, max_group=100):
-        await asyncio.to_thread(_publish, mosquitto, station, 500)
+    async with _consuming(broker, pipeline, max_group=100):
+        await asyncio.to_thread(_publish, broker, station, 500)
         await _until(lambda: _acked(pipeline) == 500)
     assert [b.seq for b in sink.batches] == list(range(500))
     assert sum(pipeline.groups) == 500
@@ -131,13 +139,13 @@ async def test_a_burst_is_handled_in_groups_and_each_acknowledged_after_its_comm
     assert sink.flushes == len(pipeline.groups)  # one commit per group
 
 
-async def test_nothing_is_acknowledged_while_the_commit_waits(mosquitto: MosquittoBroker) -> None:
+async def test_nothing_is_acknowledged_while_the_commit_waits(broker: MosquittoBroker) -> None:
     sink = GatedSink()
     sink.gate.clear()  # the store is down: every commit waits
     pipeline = _pipeline(sink)
     station = f"cw-{uuid.uuid4().hex[:6]}"
-    async with _consuming(mosquitto, pipeline):
-        await asyncio.to_thread(_publish, mosquitto, station, 20)
+    async with _consuming(broker, pipeline):
+        await asyncio.to_thread(_publish, broker, station, 20)
         await _until(lambda: _sample(pipeline, "citysense_ingest_in_flight") == 20)
         await asyncio.sleep(0.3)
         assert _acked(pipeline) == 0
@@ -146,12 +154,12 @@ async def test_nothing_is_acknowledged_while_the_commit_waits(mosquitto: Mosquit
         await _until(lambda: _acked(pipeline) == 20)
 
 
-async def test_a_lone_message_is_committed_and_acknowledged(mosquitto: MosquittoBroker) -> None:
+async def test_a_lone_message_is_committed_and_acknowledged(broker: MosquittoBroker) -> None:
     sink = GatedSink()
     pipeline = _pipeline(sink)
     station = f"cl-{uuid.uuid4().hex[:6]}"
-    async with _consuming(mosquitto, pipeline):
-        await asyncio.to_thread(_publish, mosquitto, station, 1)
+    async with _consuming(broker, pipeline):
+        await asyncio.to_thread(_publish, broker, station, 1)
         await _until(lambda: _acked(pipeline) == 1, within_s=5)
     assert pipeline.groups == [1]
     assert _sample(pipeline, "citysense_ingest_in_flight") == 0
