@@ -17,6 +17,47 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+RulesFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--rules",
+        exists=True,
+        dir_okay=False,
+        help="Rules YAML (default: the built-in rules; serve: CITYSENSE_INGEST_RULES_PATH).",
+    ),
+]
+
+
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import version
+
+        console.print(f"citysense {version('citysense')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """citysense: IoT sensing and edge ingestion for digital city management (GB/T 30428)."""
+
+
+def _checked_rules(path: Path | None) -> None:
+    """A rules file that cannot be used is refused before anything starts (exit 2)."""
+    if path is None:
+        return
+    from rules import RuleError, load_rules
+
+    try:
+        load_rules(path)
+    except RuleError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--rules") from None
 
 
 @app.command()
@@ -38,12 +79,14 @@ def demo(
             "or force mosquitto / embedded."
         ),
     ] = "auto",
+    rules: RulesFile = None,
     verbose: bool = False,
 ) -> None:
     """The whole system on this machine: broker, ingest + rules + center, a simulated city."""
     from citysense.demo import DemoError, run_demo
 
     configure_logging(verbose)
+    _checked_rules(rules)
     with (
         tempfile.TemporaryDirectory(prefix="citysense-demo-") as scratch,
         contextlib.suppress(KeyboardInterrupt),
@@ -58,6 +101,7 @@ def demo(
                     data_dir=data_dir or Path(scratch),
                     console=console,
                     broker_choice=broker,
+                    rules_path=rules,
                 )
             )
         except DemoError as exc:
@@ -69,9 +113,16 @@ def demo(
 @app.command()
 def serve(
     port: Annotated[int | None, typer.Option(help="HTTP port [env CITYSENSE_CENTER_PORT].")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="HTTP bind address [env CITYSENSE_CENTER_HOST].")
+    ] = None,
+    mqtt_host: Annotated[
+        str | None, typer.Option(help="Broker host [env CITYSENSE_INGEST_MQTT_HOST].")
+    ] = None,
     mqtt_port: Annotated[
         int | None, typer.Option(help="Broker port [env CITYSENSE_INGEST_MQTT_PORT].")
     ] = None,
+    rules: RulesFile = None,
     verbose: bool = False,
 ) -> None:
     """Ingest + rules + center on one node.
@@ -95,10 +146,13 @@ def serve(
     except ValidationError as exc:
         console.print(f"[red]bad configuration[/]: {exc}")
         raise typer.Exit(2) from None
-    if port is not None:  # typer has checked the type already
-        center = center.model_copy(update={"port": port})
-    if mqtt_port is not None:
-        ingest = ingest.model_copy(update={"mqtt_port": mqtt_port})
+    _checked_rules(rules)
+    # typer has checked the types; the options win over the environment
+    center = center.model_copy(
+        update={k: v for k, v in {"port": port, "host": host}.items() if v is not None}
+    )
+    options = {"mqtt_port": mqtt_port, "mqtt_host": mqtt_host, "rules_path": rules}
+    ingest = ingest.model_copy(update={k: v for k, v in options.items() if v is not None})
 
     async def main() -> None:
         async with build_node(ingest, center, sinks) as node:

@@ -43,6 +43,7 @@ async def run_demo(
     data_dir: Path,
     console: Console,
     broker_choice: BrokerChoice = "auto",
+    rules_path: Path | None = None,
 ) -> None:
     check_port_free(host, port)
     if broker_choice == "mosquitto" and not MosquittoBroker.available():
@@ -62,6 +63,7 @@ async def run_demo(
             mqtt_port=mqtt_port,
             dead_letter_path=data_dir / "dead_letters.jsonl",
             snapshot_path=data_dir / "rules.snapshot",
+            rules_path=rules_path,
         )
         center = CenterSettings(
             database_url=f"sqlite+aiosqlite:///{data_dir / 'cases.db'}", host=host, port=port

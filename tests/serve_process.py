@@ -60,13 +60,13 @@ def serve_env(
 
 
 @contextmanager
-def serve(env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
-    """``citysense serve``; its output goes to ``serve.log`` beside its dead letters (a file,
+def serve(env: dict[str, str], *args: str) -> Iterator[subprocess.Popen[str]]:
+    """``citysense serve [args]``; its output goes to ``serve.log`` beside its dead letters (a file,
     not a pipe: a pipe nobody reads fills up and blocks the node's logging mid-test)."""
     log = Path(env["CITYSENSE_INGEST_DEAD_LETTER_PATH"]).with_name("serve.log")
     with log.open("a") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "citysense.cli", "serve"],
+            [sys.executable, "-m", "citysense.cli", "serve", *args],
             stdout=output,
             stderr=subprocess.STDOUT,
             text=True,
