@@ -10,10 +10,11 @@ from fastapi.responses import JSONResponse
 
 from center.api import cases, dashboard, sensors, stations
 from center.api import rejects as rejects_api
+from center.api import rules as rules_api
 from center.api.system import HealthProbe, MetricsExporter, system_router
 from center.errors import StoreError
 from center.service import CaseService
-from center.views import HealthCheck, RegistryView, RejectStore
+from center.views import HealthCheck, RegistryView, RejectStore, RulesAdmin
 
 log = logging.getLogger(__name__)
 
@@ -31,24 +32,27 @@ def create_app(
     checks: Mapping[str, HealthCheck] | None = None,
     registry: RegistryView | None = None,
     rejects: RejectStore | None = None,
+    rules: RulesAdmin | None = None,
 ) -> FastAPI:
-    """The API (``/api/v1/cases``, ``/stations``, ``/sensors``, ``/rejects``), ``/healthz``,
-    ``/metrics`` (when given) and the dashboard.
+    """The API (``/api/v1/cases``, ``/stations``, ``/sensors``, ``/rejects``, ``/rules``),
+    ``/healthz``, ``/metrics`` (when given) and the dashboard.
 
     ``health()`` entries are merged into ``{"status": "ok"}`` (it may override ``status``).
     ``checks`` are the dependency probes ``/healthz`` runs: 503 unless all are ok.
     Without ``registry`` the stations and sensors routes answer 503, without ``rejects``
-    the rejects route does.
+    the rejects route does, without ``rules`` ``/api/v1/rules`` does.
     """
     app = FastAPI(title="citysense center", version="1", summary="Urgent-handling center")
     app.state.service = service
     app.state.registry = registry
     app.state.rejects = rejects
+    app.state.rules = rules
     app.add_exception_handler(StoreError, _store_unavailable)
     app.include_router(cases.router)
     app.include_router(stations.router)
     app.include_router(sensors.router)
     app.include_router(rejects_api.router)
+    app.include_router(rules_api.router)
     app.include_router(system_router(health, metrics, checks))
     app.include_router(dashboard.router)
     return app

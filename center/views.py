@@ -1,12 +1,14 @@
-"""Read-only views the composition root injects into the app: the station registry and the
-dead letters. Ingest implements them (``ingest.registry.StationRegistry``,
-``ingest.dead_letters.JsonlDeadLetters``); the center never imports ingest."""
+"""Views the composition root injects into the app: the station registry, the dead letters and
+the rules. Ingest implements them (``ingest.registry.StationRegistry``,
+``ingest.dead_letters.JsonlDeadLetters``, ``ingest.rules_control.RulesControl``); the center
+never imports ingest."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
 from protocol import Reading, SensorInfo
 
@@ -85,3 +87,34 @@ class RejectStore(Protocol):
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[Sequence[RejectRecord], int]: ...
+
+
+class RulesAdmin(Protocol):
+    """The node's rules as versioned configuration (``ingest.rules_control.RulesControl``)."""
+
+    path: Path | None
+
+    @property
+    def current(self) -> RulesVersionView: ...
+
+    @property
+    def history(self) -> Sequence[RulesVersionView]: ...
+
+    async def apply(self, text: str, author: str, source: Literal["api"] = "api") -> Any: ...
+
+
+class RulesVersionView(Protocol):
+    @property
+    def version(self) -> int: ...
+    @property
+    def at(self) -> datetime: ...
+    @property
+    def author(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def diff(self) -> str: ...

@@ -31,6 +31,7 @@ from ingest.consumer import IngestConsumer
 from ingest.dead_letters import JsonlDeadLetters
 from ingest.pipeline import IngestPipeline
 from ingest.registry import StationRegistry
+from ingest.rules_control import RulesControl
 from ingest.settings import IngestSettings
 from ingest.sinks.recorder import read_recorded
 from ingest.sinks.settings import SinkSettings, build_recorder, build_store
@@ -47,6 +48,7 @@ class Node:
     app: FastAPI
     center: CenterSettings
     ingest: IngestSettings
+    rules: RulesControl
 
     def health(self) -> Mapping[str, object]:
         return {
@@ -73,7 +75,9 @@ async def build_node(
     async with AsyncExitStack() as stack:
         stack.push_async_callback(engine.dispose)
         service = CaseService(CaseStore(engine), CaseBroadcaster())
-        rule_set = load_rules(ingest.rules_path or DEFAULT_RULES_FILE)
+        rules_file = ingest.rules_path or DEFAULT_RULES_FILE
+        rules_text = rules_file.read_text(encoding="utf-8")
+        rule_set = load_rules(rules_file)
         clock = ClockPolicy(allowed_lateness=ingest.allowed_lateness_s)
         checkpoint = load(rule_set, ingest.snapshot_path, clock, ingest.gap_policy())
         store = build_store(sinks)
@@ -113,7 +117,8 @@ async def build_node(
             auth=ingest.mqtt_auth,
         )
         pipeline.metrics.registry.register(CaseCollector(service))
-        node = Node(pipeline, consumer, service, FastAPI(), center, ingest)
+        rules = RulesControl(pipeline, rules_text, ingest.rules_path)
+        node = Node(pipeline, consumer, service, FastAPI(), center, ingest, rules)
         node.app = create_app(
             service,
             health=node.health,
@@ -121,6 +126,7 @@ async def build_node(
             checks=_health_checks(pipeline, consumer, service, sinks.victoria_url),
             registry=pipeline.registry,
             rejects=dead_letters,
+            rules=rules,
         )
         yield node
 
@@ -168,8 +174,10 @@ async def serve_until_stopped(
 
 
 def node_tasks(node: Node) -> dict[str, Coroutine[Any, Any, None]]:
-    """The node's background work: the MQTT consumer and the checkpoints."""
+    """The node's background work: the MQTT consumer, the checkpoints, the rules file watch."""
     tasks = {"ingest": node.consumer.run()}
+    if node.rules.path is not None:
+        tasks["rules-file"] = node.rules.watch()
     if node.ingest.snapshot_path is not None:
         tasks["checkpoints"] = keep_saved(
             node.pipeline, node.ingest.snapshot_path, node.ingest.snapshot_every_s

@@ -127,6 +127,12 @@ class IngestPipeline:
         self.metrics.watch_gaps(self.gaps)
         self.registry.watch_losses(self.gaps.lost_readings)
 
+    def replace_engine(self, engine: RuleEngine) -> None:
+        """Run ``engine`` from the next message on (a rules reload: hold ``evaluating``)."""
+        engine.set_locator(self.registry.location)
+        self.engine = engine
+        self.metrics.watch_engine(engine)
+
     async def handle_group(self, messages: Sequence[tuple[str, bytes]]) -> None:
         """Handle messages in order, then ``commit``: after this they may be acknowledged."""
         for topic, payload in messages:

@@ -5,6 +5,7 @@ from rules.clock import ClockPolicy
 from rules.engine import RuleEngine
 from rules.schema import (
     DEFAULT_RULES_FILE,
+    ReadOnlyRulesError,
     Rule,
     RuleError,
     RuleSet,
@@ -23,6 +24,7 @@ __all__ = [
     "ClockPolicy",
     "EngineStats",
     "Evidence",
+    "ReadOnlyRulesError",
     "Rule",
     "RuleEngine",
     "RuleError",

@@ -40,7 +40,15 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
 
 
 class RuleError(ValueError):
-    """A rule file that cannot be used, with where and why."""
+    """A rule file that cannot be used, with where and why (``reasons``: one per problem)."""
+
+    def __init__(self, message: str, reasons: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.reasons = reasons if reasons is not None else [message]
+
+
+class ReadOnlyRulesError(RuntimeError):
+    """A new rule set offered to a node that runs the built-in rules: no file to write it to."""
 
 
 def _seconds(value: object) -> object:
@@ -330,7 +338,7 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
             line = f"{_where(document, err['loc'])}: {message}"
             if line not in seen:
                 seen.append(line)
-        raise RuleError(f"{source}: {'; '.join(seen)}") from None
+        raise RuleError(f"{source}: {'; '.join(seen)}", seen) from None
 
 
 def load_rules(path: Path = DEFAULT_RULES_FILE) -> RuleSet:

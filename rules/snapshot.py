@@ -168,6 +168,8 @@ def _restore_into(engine: RuleEngine, document: dict[str, Any], known: set[str])
                 engine.stats.dropped_tracks += 1
                 continue
             tracks[rule_id] = track = _track_from(data)
+            if track.memory is None and engine._by_id[rule_id].stateful:
+                track.memory = Memory()  # the rule became stateful (e.g. above -> drop)
             _rearm(engine, sensor, sensor_id, rule_id, track)
         sensor.tracks = tracks or None
         engine.sensors[sensor_id] = sensor

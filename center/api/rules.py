@@ -1,0 +1,78 @@
+"""``/api/v1/rules``: the running rule set with its versions, and a new set to run.
+
+Answers 503 when the node was built without rules control (``create_app(rules=None)``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import yaml
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi.responses import JSONResponse
+
+from center.schemas_rules import RulesApplied, RulesIn, RulesOut, RulesRefusal, RulesVersionOut
+from center.views import RulesAdmin
+from rules import ReadOnlyRulesError, RuleError
+
+router = APIRouter(prefix="/api/v1/rules", tags=["rules"])
+
+
+def get_rules(request: Request) -> RulesAdmin:
+    rules: RulesAdmin | None = request.app.state.rules
+    if rules is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="no rules control here")
+    return rules
+
+
+RulesDep = Annotated[RulesAdmin, Depends(get_rules)]
+UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {"description": "This node has no rules control."}
+}
+
+
+@router.get("", response_model=RulesOut, responses=UNAVAILABLE)
+async def get_rule_set(rules: RulesDep) -> RulesOut:
+    """The running rule set, its version and every version before it (author, time, diff)."""
+    current = rules.current
+    parsed = yaml.safe_load(current.text) or {}
+    return RulesOut(
+        version=current.version,
+        path=None if rules.path is None else str(rules.path),
+        sha256=current.sha256,
+        yaml=current.text,
+        rules=list(parsed.get("rules", [])) if isinstance(parsed, dict) else [],
+        history=[
+            RulesVersionOut(
+                version=v.version,
+                at=v.at,
+                author=v.author,
+                source=v.source,
+                sha256=v.sha256,
+                diff=v.diff,
+            )
+            for v in rules.history
+        ],
+    )
+
+
+@router.put(
+    "",
+    response_model=RulesApplied,
+    responses={
+        409: {"description": "The node runs the built-in rules (no file to write)."},
+        422: {"model": RulesRefusal, "description": "Refused; the running rules stay."},
+        **UNAVAILABLE,
+    },
+)
+async def put_rule_set(body: RulesIn, rules: RulesDep) -> RulesApplied | JSONResponse:
+    """Validate a whole rule file and run it from the next unit of work on. Rules whose id
+    survives keep their state (pending holds, open incidents, baselines)."""
+    try:
+        version = await rules.apply(body.yaml, body.author)
+    except RuleError as exc:
+        refusal = RulesRefusal(detail="rule set refused", reasons=exc.reasons)
+        return JSONResponse(refusal.model_dump(), status_code=422)
+    except ReadOnlyRulesError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    return RulesApplied(version=version.version, sha256=version.sha256)
