@@ -39,3 +39,38 @@ class RulesApplied(BaseModel):
 class RulesRefusal(BaseModel):
     detail: str
     reasons: list[str] = Field(description="Every problem found; the running rules stay.")
+
+
+class ShadowOpening(BaseModel):
+    rule_id: str
+    sensor_id: str
+    station_id: str
+    severity: str
+    started_at: datetime
+    opened_at: datetime
+    value: float
+    threshold: float
+
+
+class ShadowBoth(ShadowOpening):
+    shadow_opened_at: datetime
+    shadow_earlier_s: float = Field(
+        description="How much earlier the candidate opened (< 0: later)."
+    )
+
+
+class ShadowReport(BaseModel):
+    version: str = Field(description="SHA-256 of the candidate rule set.")
+    author: str
+    since: datetime
+    batches: int = Field(description="Batches the candidate has evaluated.")
+    live_opened: int
+    shadow_opened: int
+    only_shadow: list[ShadowOpening] = Field(
+        description="What the candidate would open in addition."
+    )
+    only_live: list[ShadowOpening] = Field(description="What the candidate would miss.")
+    both: list[ShadowBoth]
+    failed: str | None = Field(
+        description="Why the shadow stopped, if it failed (the live rules ran on)."
+    )

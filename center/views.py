@@ -102,6 +102,17 @@ class RulesAdmin(Protocol):
 
     async def apply(self, text: str, author: str, source: Literal["api"] = "api") -> Any: ...
 
+    @property
+    def shadow(self) -> ShadowView | None: ...
+
+    async def start_shadow(self, text: str, author: str) -> ShadowView: ...
+
+    async def stop_shadow(self) -> ShadowView | None: ...
+
+
+class ShadowView(Protocol):
+    def report(self) -> dict[str, Any]: ...
+
 
 class RulesVersionView(Protocol):
     @property

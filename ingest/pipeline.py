@@ -33,6 +33,7 @@ from ingest.gaps import GapTracker
 from ingest.metrics import IngestMetrics
 from ingest.ports import AlertHandler, CommandPublisher, DeadLetterSink, ReadingSink
 from ingest.registry import RegistryConflict, StationRegistry
+from ingest.shadow import Shadow
 from protocol import (
     Channel,
     CommandAck,
@@ -119,6 +120,8 @@ class IngestPipeline:
         self._paused_since: datetime | None = None
         """When ``request_resends`` last found ingest stalled (None: not stalled)."""
         """The journal position after the last commit."""
+        self.shadow: Shadow | None = None
+        """A candidate rule set evaluated beside the engine, opening nothing (``ingest.shadow``)."""
         self.evaluating = asyncio.Lock()
         """Held while a message is handled (checkpoints wait for it)."""
         self.engine.set_locator(self.registry.location)
@@ -239,6 +242,8 @@ class IngestPipeline:
         await self._journal(topic, payload, received_at)
         if state.status == "online":
             self.engine.note_birth(state.station_id, state.ts)
+            if self.shadow is not None:
+                self.shadow.note_birth(state.station_id, state.ts)
 
     async def _journal(self, topic: str, payload: bytes, received_at: datetime) -> None:
         journal = self.journal
@@ -279,9 +284,10 @@ class IngestPipeline:
         unregistered = sum(1 for r in batch.readings if self.registry.sensor(r.sensor_id) is None)
         if unregistered:
             self.metrics.unregistered.inc(unregistered)
-        await self._deliver_all(
-            self.engine.process(batch.station_id, batch.readings, batch.sent_at), received_at
-        )
+        alerts = self.engine.process(batch.station_id, batch.readings, batch.sent_at)
+        if self.shadow is not None:
+            self.shadow.observe(batch.station_id, batch.readings, batch.sent_at, alerts)
+        await self._deliver_all(alerts, received_at)
         self.dedup.remember(batch.station_id, batch.boot_epoch, batch.seq)
         self.gaps.saw(batch.station_id, batch.boot_epoch, batch.seq, received_at)
 

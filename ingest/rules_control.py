@@ -33,6 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ingest.pipeline import IngestPipeline
+from ingest.shadow import Shadow
 from rules import ReadOnlyRulesError, RuleError, RuleSet, parse_rules
 from rules.snapshot import restore, snapshot
 
@@ -116,6 +117,25 @@ class RulesControl:
         version = self._record(text, author, source)
         log.info("rules version %d applied (%s, by %s)", version.version, source, author)
         return version
+
+    async def start_shadow(self, text: str, author: str) -> Shadow:
+        """Evaluate ``text`` beside the running rules from the next unit of work on (replacing
+        a shadow run already going); raises ``RuleError`` with every reason."""
+        rules = parse_rules(text, "<shadow rules>")
+        async with self.pipeline.evaluating:
+            shadow = Shadow.start(rules, self.pipeline.engine, _sha(text), author, self.clock())
+            self.pipeline.shadow = shadow
+        log.info("shadow rules %s started by %s", shadow.version[:12], author)
+        return shadow
+
+    async def stop_shadow(self) -> Shadow | None:
+        async with self.pipeline.evaluating:
+            shadow, self.pipeline.shadow = self.pipeline.shadow, None
+        return shadow
+
+    @property
+    def shadow(self) -> Shadow | None:
+        return self.pipeline.shadow
 
     async def check_file(self) -> RulesVersion | None:
         """Apply the rules file when it changed since it was last seen; a file that does not

@@ -11,7 +11,14 @@ import yaml
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 
-from center.schemas_rules import RulesApplied, RulesIn, RulesOut, RulesRefusal, RulesVersionOut
+from center.schemas_rules import (
+    RulesApplied,
+    RulesIn,
+    RulesOut,
+    RulesRefusal,
+    RulesVersionOut,
+    ShadowReport,
+)
 from center.views import RulesAdmin
 from rules import ReadOnlyRulesError, RuleError
 
@@ -76,3 +83,43 @@ async def put_rule_set(body: RulesIn, rules: RulesDep) -> RulesApplied | JSONRes
     except ReadOnlyRulesError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
     return RulesApplied(version=version.version, sha256=version.sha256)
+
+
+SHADOW_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No shadow run is going."},
+    **UNAVAILABLE,
+}
+
+
+@router.get("/shadow", response_model=ShadowReport, responses=SHADOW_RESPONSES)
+async def get_shadow(rules: RulesDep) -> ShadowReport:
+    """What the candidate rule set would have opened or missed, compared with the live one."""
+    shadow = rules.shadow
+    if shadow is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no shadow run")
+    return ShadowReport.model_validate(shadow.report())
+
+
+@router.put(
+    "/shadow",
+    response_model=ShadowReport,
+    responses={422: {"model": RulesRefusal, "description": "Refused."}, **UNAVAILABLE},
+)
+async def put_shadow(body: RulesIn, rules: RulesDep) -> ShadowReport | JSONResponse:
+    """Run a candidate rule set beside the live one on live traffic, opening no case (replaces
+    a shadow run already going). It starts from the live engine's state."""
+    try:
+        shadow = await rules.start_shadow(body.yaml, body.author)
+    except RuleError as exc:
+        refusal = RulesRefusal(detail="rule set refused", reasons=exc.reasons)
+        return JSONResponse(refusal.model_dump(), status_code=422)
+    return ShadowReport.model_validate(shadow.report())
+
+
+@router.delete("/shadow", response_model=ShadowReport, responses=SHADOW_RESPONSES)
+async def delete_shadow(rules: RulesDep) -> ShadowReport:
+    """Stop the shadow run; answers its final report."""
+    shadow = await rules.stop_shadow()
+    if shadow is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no shadow run")
+    return ShadowReport.model_validate(shadow.report())

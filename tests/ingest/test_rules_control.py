@@ -198,3 +198,71 @@ async def test_the_api_shows_versions_applies_refuses_with_reasons(tmp_path: Pat
         assert answer.status_code == 409
     async with _client(None) as client:
         assert (await client.get("/api/v1/rules")).status_code == 503
+
+
+async def feed_sensor(
+    pipeline: IngestPipeline, sensor: str, seconds: range, value: float, seq0: int
+) -> None:
+    for second in seconds:
+        reading = tilt(second, value, sensor)
+        await pipeline.handle(TELEMETRY, encode(batch([reading], seq=seq0 + second)))
+
+
+async def test_a_shadow_set_reports_what_it_would_open_and_miss_and_opens_no_case(
+    tmp_path: Path,
+) -> None:
+    pipeline, control = controlled(text(above=15), tmp_path)
+    await control.start_shadow(text(above=25), "ana")
+    await feed_sensor(pipeline, "st-1.cover-01", range(6), 20.0, 0)  # live only
+    await feed_sensor(pipeline, "st-1.cover-02", range(6), 60.0, 100)  # both
+    assert isinstance(pipeline.alerts, MemoryAlerts)
+    assert len(pipeline.alerts.alerts) == 2  # the live cases; the shadow opened none
+    shadow = control.shadow
+    assert shadow is not None
+    report = shadow.report()
+    assert report["live_opened"] == 2
+    assert report["shadow_opened"] == 1
+    assert [o["sensor_id"] for o in report["only_live"]] == ["st-1.cover-01"]
+    assert report["only_shadow"] == []
+    assert [(o["sensor_id"], o["shadow_earlier_s"]) for o in report["both"]] == [
+        ("st-1.cover-02", 0.0)
+    ]
+    await control.start_shadow(text(above=5), "ana")  # a more sensitive candidate
+    await feed_sensor(pipeline, "st-1.cover-03", range(6), 10.0, 200)
+    assert control.shadow is not None
+    again = control.shadow.report()
+    assert [o["sensor_id"] for o in again["only_shadow"]] == ["st-1.cover-03"]
+    stopped = await control.stop_shadow()
+    assert stopped is not None
+    assert control.shadow is None
+
+
+async def test_a_failing_shadow_stops_itself_and_the_live_rules_run_on(tmp_path: Path) -> None:
+    pipeline, control = controlled(text(), tmp_path)
+    shadow = await control.start_shadow(text(above=25), "ana")
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("a bug in the candidate's path")
+
+    shadow.engine.process = broken  # type: ignore[assignment, method-assign]
+    await feed(pipeline, range(6))
+    assert opened(pipeline) == [3.0]
+    assert shadow.report()["failed"] == "RuntimeError: a bug in the candidate's path"
+
+
+async def test_the_shadow_api(tmp_path: Path) -> None:
+    _, control = controlled(text(), tmp_path)
+    async with _client(control) as client:
+        assert (await client.get("/api/v1/rules/shadow")).status_code == 404
+        started = await client.put(
+            "/api/v1/rules/shadow", json={"yaml": text(above=40), "author": "ana"}
+        )
+        assert started.status_code == 200, started.text
+        assert started.json()["author"] == "ana"
+        refused = await client.put(
+            "/api/v1/rules/shadow", json={"yaml": "rules: [", "author": "ana"}
+        )
+        assert refused.status_code == 422
+        assert (await client.get("/api/v1/rules/shadow")).json()["batches"] == 0
+        assert (await client.delete("/api/v1/rules/shadow")).status_code == 200
+        assert (await client.delete("/api/v1/rules/shadow")).status_code == 404
