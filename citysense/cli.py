@@ -170,6 +170,7 @@ def serve(
 # Commands that live in their own modules (imports inside them stay lazy for a fast --help).
 from citysense.cli_config import config_app  # noqa: E402
 from citysense.cli_edge import edge  # noqa: E402
+from citysense.cli_lab import lab_app  # noqa: E402
 from citysense.cli_provision import provision_app  # noqa: E402
 from citysense.cli_recording import record, replay  # noqa: E402
 from citysense.cli_rejects import rejects_app  # noqa: E402
@@ -184,6 +185,7 @@ app.command()(score)
 app.add_typer(rejects_app, name="rejects")
 app.add_typer(provision_app, name="provision")
 app.add_typer(config_app, name="config")
+app.add_typer(lab_app, name="lab")
 
 
 if __name__ == "__main__":

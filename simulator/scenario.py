@@ -25,10 +25,23 @@ covers, breezy wind, a real-time day)::
 gusty; ``day_length``: the daily cycles (demand peaks, rush hours) run in this time;
 ``reporting``: per sensor kind, ``periodic`` (every second while an alarm lasts) or
 ``exception`` (on raise and recovery only), plus the heartbeat either way.
+
+``expect`` states the outcome the scenario is meant to show, which ``citysense lab run`` checks
+after simulating, backtesting and scoring it (all optional; the defaults ask for every incident
+caught once, no false alarm)::
+
+    expect:
+      recall: 1.0                 # share of the incidents caught by a right case
+      cases_per_incident: 1       # exactly one case per caught incident
+      max_false_alarms: 0
+      max_delay_s: 25             # event time, incident start to case opening, every incident
+      counters:                   # metric samples after the backtest: min / max / equals
+        'citysense_rules_readings_total{outcome="clock_reset_flagged"}': {min: 1}
 """
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -36,6 +49,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -150,6 +164,106 @@ class FaultSpec(_Strict):
         return self
 
 
+_METRIC_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?$")
+_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"([^"\\]*)"\s*(?:,|$)')
+
+
+def parse_metric_sample(key: str) -> tuple[str, dict[str, str]]:
+    """``name`` or ``name{label="value",...}`` (as Prometheus prints a sample) into the name
+    and its labels."""
+    match = _METRIC_SAMPLE.match(key.strip())
+    if match is None:
+        raise ValueError(f'{key!r} is not a metric sample: name or name{{label="value",...}}')
+    name, inside = match[1], (match[2] or "").strip()
+    labels: dict[str, str] = {}
+    position = 0
+    while position < len(inside):
+        label = _LABEL.match(inside, position)
+        if label is None or label.end() == position:
+            raise ValueError(f'{key!r}: labels are written {{label="value",...}}')
+        if label[1] in labels:
+            raise ValueError(f"{key!r}: label {label[1]!r} given twice")
+        labels[label[1]] = label[2]
+        position = label.end()
+    return name, labels
+
+
+def _metric_sample(key: str) -> str:
+    parse_metric_sample(key)
+    return key.strip()
+
+
+MetricSample = Annotated[str, AfterValidator(_metric_sample)]
+
+
+class CounterBound(_Strict):
+    """What a metric sample must read after the backtest: at least, at most, or exactly."""
+
+    min: float | None = Field(default=None, description="At least this.")
+    max: float | None = Field(default=None, description="At most this.")
+    equals: float | None = Field(default=None, description="Exactly this (alone).")
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> CounterBound:
+        given = [v for v in (self.min, self.max, self.equals) if v is not None]
+        if not given:
+            raise ValueError("give min, max or equals")
+        if any(not math.isfinite(v) for v in given):
+            raise ValueError("bounds are finite numbers")
+        if self.equals is not None and len(given) > 1:
+            raise ValueError("equals stands alone (not with min or max)")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min is above max")
+        return self
+
+    def holds(self, value: float) -> bool:
+        if self.equals is not None:
+            return value == self.equals
+        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
+
+    def __str__(self) -> str:
+        if self.equals is not None:
+            return f"= {self.equals:g}"
+        if self.min is not None and self.max is not None:
+            return f"{self.min:g}..{self.max:g}"
+        return f">= {self.min:g}" if self.min is not None else f"<= {self.max:g}"
+
+
+class Expectation(_Strict):
+    """The outcome a scenario is meant to show on the default rules (``citysense lab run``)."""
+
+    recall: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of the scenario's incidents (emergencies and maintenance alike) that "
+        "a case of the right class and severity caught; an incident whose value no enabled rule "
+        "watches counts as missed.",
+    )
+    cases_per_incident: Literal[1] = Field(
+        default=1,
+        description="Exactly one case per caught incident: a second case of the right class on "
+        "it (a duplicate), or one of the wrong class or severity, fails.",
+    )
+    max_false_alarms: int = Field(
+        default=0,
+        ge=0,
+        description="Cases no incident explains, plus critical or urgent cases on a "
+        "maintenance incident.",
+    )
+    max_delay_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds of event time from each caught incident's start to its case "
+        "opening, for every incident (none: not checked).",
+    )
+    counters: dict[MetricSample, CounterBound] = Field(
+        default_factory=dict,
+        description='Ingest and rules metric samples after the backtest, name{label="value"} '
+        "as /metrics shows them, each with a bound; a sample the registry does not have fails.",
+    )
+
+
 class Scenario(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     description: str = ""
@@ -160,6 +274,9 @@ class Scenario(_Strict):
     edge: EdgeSpec = EdgeSpec()
     incidents: list[IncidentSpec] = Field(default_factory=list)
     faults: list[FaultSpec] = Field(default_factory=list)
+    expect: Expectation = Field(
+        default_factory=Expectation, description="The outcome the scenario is meant to show."
+    )
 
     @model_validator(mode="after")
     def _inside(self) -> Scenario:
