@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from rules import RuleSet
 
 console = Console()
 err_console = Console(stderr=True)
@@ -24,3 +28,24 @@ def configure_logging(verbose: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+RulesOption = Annotated[
+    Path | None, typer.Option("--rules", help="Rules YAML (default: the built-in rules).")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def one_line(exc: Exception) -> str:
+    """An error as one line (a YAML error's position spans several)."""
+    return " ".join(str(exc).split())
+
+
+def rules_option(path: Path | None) -> RuleSet:
+    """The rule set of a ``--rules`` option, or a one-line refusal (exit 2)."""
+    from rules import DEFAULT_RULES_FILE, RuleError, load_rules
+
+    try:
+        return load_rules(path or DEFAULT_RULES_FILE)
+    except RuleError as exc:
+        raise typer.BadParameter(one_line(exc), param_hint="--rules") from None

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from citysense.cli_common import MqttHost, MqttPort, console
+from citysense.cli_common import MqttHost, MqttPort, console, one_line
 
 if TYPE_CHECKING:
     from protocol import ConfigAck, StationConfig
@@ -115,7 +115,7 @@ async def push_config(
         try:
             config = StationConfig.model_validate(fields)
         except ValidationError as exc:
-            raise ConfigInputError(_one_line(exc)) from None
+            raise ConfigInputError(one_line(exc)) from None
         await client.publish(str(config_topic), encode(config), qos=1, retain=True)
         answer: ConfigAck | None = None
         try:
@@ -137,10 +137,6 @@ async def push_config(
         if answer is not None and answer.status == "rejected":
             await client.publish(str(config_topic), before or b"", qos=1, retain=True)
         return config, answer
-
-
-def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).split())
 
 
 def push(

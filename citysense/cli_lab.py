@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from citysense.cli_common import configure_logging, console, err_console
+from citysense.cli_common import (
+    JsonOption,
+    RulesOption,
+    configure_logging,
+    console,
+    err_console,
+    one_line,
+    rules_option,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -27,7 +35,6 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from citysense.lab import LabResult
-    from rules import RuleSet
 
 lab_app = typer.Typer(
     help="The scenario library held to the outcomes its files state (expect:).",
@@ -40,19 +47,6 @@ Paths = Annotated[
         help="Scenario files, or directories of them (*.yaml, sorted).", show_default=False
     ),
 ]
-RulesOption = Annotated[
-    Path | None, typer.Option("--rules", help="Rules YAML (default: the built-in rules).")
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
-
-def _rules(path: Path | None) -> RuleSet:
-    from rules import DEFAULT_RULES_FILE, RuleError, load_rules
-
-    try:
-        return load_rules(path or DEFAULT_RULES_FILE)
-    except RuleError as exc:
-        raise typer.BadParameter(_one_line(exc), param_hint="--rules") from None
 
 
 @lab_app.command("run")
@@ -97,12 +91,12 @@ def _run(paths: Sequence[Path], rules: Path | None, as_json: bool) -> None:
     try:
         files = scenario_files(paths)
     except LabError as exc:
-        raise typer.BadParameter(_one_line(exc), param_hint="PATH") from None
-    rule_set = _rules(rules)
+        raise typer.BadParameter(one_line(exc), param_hint="PATH") from None
+    rule_set = rules_option(rules)
     try:
         library = load_library(files)
     except ScenarioError as exc:
-        raise typer.BadParameter(_one_line(exc), param_hint="PATH") from None
+        raise typer.BadParameter(one_line(exc), param_hint="PATH") from None
     began = time.perf_counter()
     results: list[LabResult] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
@@ -113,7 +107,7 @@ def _run(paths: Sequence[Path], rules: Path | None, as_json: bool) -> None:
             try:
                 result = asyncio.run(run_one(path, scenario, rule_set))
             except ScenarioError as exc:
-                raise typer.BadParameter(_one_line(exc), param_hint="PATH") from None
+                raise typer.BadParameter(one_line(exc), param_hint="PATH") from None
             results.append(result)
             if not as_json:
                 verdict = "[green]PASS[/]" if result.passed else "[red]FAIL[/]"
@@ -136,11 +130,6 @@ def _run(paths: Sequence[Path], rules: Path | None, as_json: bool) -> None:
         console.print(_summary(results, seconds, label))
     if not all(r.passed for r in results):
         raise typer.Exit(1)
-
-
-def _one_line(exc: Exception) -> str:
-    """An error as one line (a YAML error's position spans several)."""
-    return " ".join(str(exc).split())
 
 
 def _summary(results: Sequence[LabResult], seconds: float, rules: str) -> str:

@@ -11,12 +11,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from citysense.cli_common import (
+    JsonOption,
     MqttHost,
     MqttPort,
+    RulesOption,
     Seed,
     configure_logging,
     console,
     err_console,
+    rules_option,
 )
 
 if TYPE_CHECKING:
@@ -28,20 +31,6 @@ if TYPE_CHECKING:
     from rules import RuleSet
     from simulator.score import Score
     from simulator.truth import GroundTruth
-
-RulesOption = Annotated[
-    Path | None, typer.Option("--rules", help="Rules YAML (default: the built-in rules).")
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
-
-def _rules(path: Path | None) -> RuleSet:
-    from rules import DEFAULT_RULES_FILE, RuleError, load_rules
-
-    try:
-        return load_rules(path or DEFAULT_RULES_FILE)
-    except RuleError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--rules") from None
 
 
 def simulate(
@@ -242,9 +231,9 @@ def _plans(
     from rules import DEFAULT_RULES_FILE
 
     if sweep is None:
-        return [(label_of(path), _rules(path), None) for path in paths]
+        return [(label_of(path), rules_option(path), None) for path in paths]
     source = paths[0] or DEFAULT_RULES_FILE
-    _rules(paths[0])  # the file itself is valid before any value is tried
+    rules_option(paths[0])  # the file itself is valid before any value is tried
     text = source.read_text(encoding="utf-8")
     return [
         (f"{sweep.name}={value:g}", swept(text, str(source), sweep, value), value)
@@ -346,7 +335,7 @@ def _list_cases(recording: Path, path: Path | None, as_json: bool) -> None:
     from citysense.backtest import backtest as run_backtest
     from simulator.recording import RecordingError
 
-    rule_set = _rules(path)
+    rule_set = rules_option(path)
     try:
         result = asyncio.run(run_backtest(recording, rule_set))
     except (RecordingError, OSError) as exc:
@@ -405,5 +394,5 @@ def score(
             items.extend(body["items"])
             if not body["items"] or len(items) >= body["total"]:
                 break
-    result = score_run(read_truth(truth), map(ScoredCase.from_api, items), _rules(rules))
+    result = score_run(read_truth(truth), map(ScoredCase.from_api, items), rules_option(rules))
     _print_score(result, as_json)
