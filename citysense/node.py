@@ -117,7 +117,12 @@ async def build_node(
             auth=ingest.mqtt_auth,
         )
         pipeline.metrics.registry.register(CaseCollector(service))
-        rules = RulesControl(pipeline, rules_text, ingest.rules_path)
+        history = (
+            None
+            if ingest.snapshot_path is None
+            else ingest.snapshot_path.with_name("rules.history.jsonl")
+        )
+        rules = RulesControl(pipeline, rules_text, ingest.rules_path, history_path=history)
         node = Node(pipeline, consumer, service, FastAPI(), center, ingest, rules)
         node.app = create_app(
             service,

@@ -10,8 +10,8 @@ lost: the consumer waits for the lock like it waits for any unit of work.
 
 Every applied set is a version: number, time, author, where it came from (``start``, ``api``,
 ``file``), its SHA-256, its text and a unified diff against the previous one. The history is
-kept beside the rules file (``<rules file>.history.jsonl``) and survives restarts; a node on the
-built-in rules keeps it in memory and refuses ``PUT`` (there is no file to write).
+kept in the node's data directory (``rules.history.jsonl`` beside ingest's checkpoint) and
+survives restarts. A node on the built-in rules refuses ``PUT`` (there is no file to write).
 """
 
 from __future__ import annotations
@@ -75,12 +75,14 @@ class RulesControl:
         text: str,
         path: Path | None = None,
         *,
+        history_path: Path | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.pipeline = pipeline
         self.path = path
         self.clock = clock
-        self.history_path = None if path is None else path.with_name(path.name + ".history.jsonl")
+        self.history_path = history_path
+        """Where the versions are kept (the node's data directory); None: in memory only."""
         self.history: list[RulesVersion] = self._load_history()
         self.applied = 0
         self.refused = 0

@@ -126,7 +126,9 @@ async def test_an_invalid_set_is_refused_with_every_reason_and_the_old_one_runs_
 async def test_versions_carry_author_diff_and_survive_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "rules.yaml"
     path.write_text(text(), encoding="utf-8")
-    control = RulesControl(make_pipeline(text()), text(), path)
+    history = tmp_path / "data" / "rules.history.jsonl"
+    history.parent.mkdir()
+    control = RulesControl(make_pipeline(text()), text(), path, history_path=history)
     await control.apply(text(above=25), "ana")
     assert path.read_text(encoding="utf-8") == text(above=25)  # written for the next start
     latest = control.current
@@ -134,10 +136,12 @@ async def test_versions_carry_author_diff_and_survive_a_restart(tmp_path: Path) 
     assert "-  when: {field: tilt_deg, above: 15}" not in latest.diff  # one-line rule: whole line
     assert "above: 15" in latest.diff
     assert "above: 25" in latest.diff
-    again = RulesControl(make_pipeline(text(above=25)), text(above=25), path)
+    again = RulesControl(make_pipeline(text(above=25)), text(above=25), path, history_path=history)
     assert [v.version for v in again.history] == [1, 2]
     path.write_text(text(above=30), encoding="utf-8")  # edited while the node was down
-    restarted = RulesControl(make_pipeline(text(above=30)), text(above=30), path)
+    restarted = RulesControl(
+        make_pipeline(text(above=30)), text(above=30), path, history_path=history
+    )
     assert [(v.version, v.source) for v in restarted.history][-1] == (3, "start")
 
 
