@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from citysense.cli_common import Host, Port, Seed, configure_logging, console
+from citysense.cli_common import Host, Port, Seed, configure_logging, console, rules_option
 
 app = typer.Typer(
     help="citysense: IoT sensing and edge ingestion for digital city management (GB/T 30428).",
@@ -50,14 +50,8 @@ def main(
 
 def _checked_rules(path: Path | None) -> None:
     """A rules file that cannot be used is refused before anything starts (exit 2)."""
-    if path is None:
-        return
-    from rules import RuleError, load_rules
-
-    try:
-        load_rules(path)
-    except RuleError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--rules") from None
+    if path is not None:
+        rules_option(path)
 
 
 @app.command()

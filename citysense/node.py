@@ -35,7 +35,7 @@ from ingest.rules_control import RulesControl
 from ingest.settings import IngestSettings
 from ingest.sinks.recorder import read_recorded
 from ingest.sinks.settings import SinkSettings, build_recorder, build_store
-from rules import DEFAULT_RULES_FILE, ClockPolicy, load_rules
+from rules import DEFAULT_RULES_FILE, ClockPolicy, parse_rules
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ async def build_node(
         service = CaseService(CaseStore(engine), CaseBroadcaster())
         rules_file = ingest.rules_path or DEFAULT_RULES_FILE
         rules_text = rules_file.read_text(encoding="utf-8")
-        rule_set = load_rules(rules_file)
+        rule_set = parse_rules(rules_text, str(rules_file))
         clock = ClockPolicy(allowed_lateness=ingest.allowed_lateness_s)
         checkpoint = load(rule_set, ingest.snapshot_path, clock, ingest.gap_policy())
         store = build_store(sinks)

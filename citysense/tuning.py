@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,15 +185,6 @@ def check_belongs(truth: GroundTruth, metadata: dict[str, object], recording: Pa
             f"the truth file is for scenario {truth.scenario!r} seed {truth.seed}, but "
             f"{recording.name} is scenario {scenario!r} seed {seed}"
         )
-
-
-def run_variants(
-    plans: Sequence[tuple[str, RuleSet, float | None]],
-    evaluate: Callable[[RuleSet], Score],
-) -> Iterator[Variant]:
-    """Score each ``(label, rules, value)`` with ``evaluate`` (a backtest plus scoring)."""
-    for label, rules, value in plans:
-        yield Variant(label, evaluate(rules), value)
 
 
 def label_of(path: Path | None) -> str:

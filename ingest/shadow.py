@@ -11,6 +11,7 @@ later. A failure inside the shadow stops the shadow (logged), never the live pip
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -49,8 +50,8 @@ class Shadow:
     """What the candidate is (its SHA-256), for the report."""
     author: str
     since: datetime
-    live: list[Alert] = field(default_factory=list)
-    shadow: list[Alert] = field(default_factory=list)
+    live: deque[Alert] = field(default_factory=lambda: deque(maxlen=KEPT))
+    shadow: deque[Alert] = field(default_factory=lambda: deque(maxlen=KEPT))
     live_opened: int = 0
     shadow_opened: int = 0
     batches: int = 0
@@ -82,7 +83,7 @@ class Shadow:
             return
         opened = [a for a in live if a.state == "open"]
         self.live_opened += len(opened)
-        self.live = (self.live + opened)[-KEPT:]
+        self.live.extend(opened)
         try:
             alerts = self.engine.process(station_id, readings, sent_at)
         except Exception as exc:  # the shadow must never stop the live pipeline
@@ -91,7 +92,7 @@ class Shadow:
         self.batches += 1
         mine = [a for a in alerts if a.state == "open"]
         self.shadow_opened += len(mine)
-        self.shadow = (self.shadow + mine)[-KEPT:]
+        self.shadow.extend(mine)
 
     def _fail(self, exc: Exception) -> None:
         log.exception("shadow rules %s stopped", self.version[:12])
