@@ -1,9 +1,11 @@
 """A rule set changed through the API while a station streams: nothing lost, the pending hold
-kept (the case starts when the incident did), the new thresholds in force afterwards."""
+kept (the case starts when the incident did), the new thresholds in force afterwards, and still
+after the node is killed (kill -9) and started again."""
 
 from __future__ import annotations
 
 import json
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -38,7 +40,7 @@ def test_rules_changed_mid_stream_lose_nothing_and_keep_the_pending_hold(
     station = f"st-rl-{uuid.uuid4().hex[:6]}"
     edge = NumberedEdge(mosquitto, station, covers=3, realtime=True)
     try:
-        with serve(env):
+        with serve(env) as node:
             wait_for(lambda: api(env, "/healthz")["mqtt_connected"], 30, "serve")
 
             def stream(seconds: float, tilt: float) -> None:
@@ -75,5 +77,13 @@ def test_rules_changed_mid_stream_lose_nothing_and_keep_the_pending_hold(
             history = api(env, "/api/v1/rules")["history"]
             assert [v["version"] for v in history] == [1, 2]
             assert "above: 50" in rules.read_text(encoding="utf-8")  # the next start runs it
+            node.send_signal(signal.SIGKILL)
+            node.wait(timeout=10)
+        with serve(env):  # after a kill -9: the new version runs, and its history is kept
+            wait_for(lambda: api(env, "/healthz")["mqtt_connected"], 30, "restart")
+            running = api(env, "/api/v1/rules")
+            assert running["version"] == 2
+            assert "above: 50" in running["yaml"]
+            assert [v["source"] for v in running["history"]] == ["start", "api"]
     finally:
         edge.close()
