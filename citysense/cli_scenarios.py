@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from rich.table import Table
 
+    from citysense.backtest import BacktestResult
     from citysense.tuning import Gates, Sweep, Variant
     from rules import RuleSet
     from simulator.score import Score
@@ -251,9 +252,7 @@ def _scored(
     """One backtest per plan, scored; a progress bar on stderr when there are several."""
     from rich.progress import Progress
 
-    from citysense.backtest import backtest as run_backtest
     from citysense.tuning import Variant
-    from simulator.recording import RecordingError
     from simulator.score import ScoredCase
     from simulator.score import score as score_run
 
@@ -262,11 +261,7 @@ def _scored(
         task = bar.add_task("backtest", total=len(plans))
         for label, rule_set, value in plans:
             bar.update(task, description=label)
-            try:
-                result = asyncio.run(run_backtest(recording, rule_set))
-            except (RecordingError, OSError) as exc:
-                raise typer.BadParameter(str(exc), param_hint="RECORDING") from None
-            cases = map(ScoredCase.from_api, result.cases)
+            cases = map(ScoredCase.from_api, _run_backtest(recording, rule_set).cases)
             variants.append(Variant(label, score_run(ground, cases, rule_set), value))
             bar.advance(task)
     return variants
@@ -331,15 +326,19 @@ def _report_sweep(variants: Sequence[Variant], gates: Gates, as_json: bool) -> l
     return failures
 
 
-def _list_cases(recording: Path, path: Path | None, as_json: bool) -> None:
+def _run_backtest(recording: Path, rule_set: RuleSet) -> BacktestResult:
+    """One backtest; a recording that cannot be read is a one-line refusal (exit 2)."""
     from citysense.backtest import backtest as run_backtest
     from simulator.recording import RecordingError
 
-    rule_set = rules_option(path)
     try:
-        result = asyncio.run(run_backtest(recording, rule_set))
+        return asyncio.run(run_backtest(recording, rule_set))
     except (RecordingError, OSError) as exc:
         raise typer.BadParameter(str(exc), param_hint="RECORDING") from None
+
+
+def _list_cases(recording: Path, path: Path | None, as_json: bool) -> None:
+    result = _run_backtest(recording, rules_option(path))
     if as_json:
         console.print_json(json.dumps([c.model_dump(mode="json") for c in result.cases]))
         return
