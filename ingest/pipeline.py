@@ -124,7 +124,7 @@ class IngestPipeline:
         """A candidate rule set evaluated beside the engine, opening nothing (``ingest.shadow``)."""
         self.evaluating = asyncio.Lock()
         """Held while a message is handled (checkpoints wait for it)."""
-        self.engine.set_locator(self.registry.location)
+        self.engine.set_locator(self.registry.location, self.registry.district)
         self.metrics.watch_engine(self.engine)
         self.metrics.watch_dedup(self.dedup)
         self.metrics.watch_gaps(self.gaps)
@@ -132,7 +132,7 @@ class IngestPipeline:
 
     def replace_engine(self, engine: RuleEngine) -> None:
         """Run ``engine`` from the next message on (a rules reload: hold ``evaluating``)."""
-        engine.set_locator(self.registry.location)
+        engine.set_locator(self.registry.location, self.registry.district)
         self.engine = engine
         self.metrics.watch_engine(engine)
 

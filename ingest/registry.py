@@ -161,6 +161,11 @@ class StationRegistry:
         sensor = self._sensors.get(sensor_id)
         return None if sensor is None else (sensor.lon, sensor.lat)
 
+    def district(self, sensor_id: str) -> str | None:
+        """The sensor's district code: the first six digits of its component id."""
+        sensor = self._sensors.get(sensor_id)
+        return None if sensor is None else sensor.component_id[:6]
+
     def presence(self, station_id: str) -> Presence | None:
         return self._presence.get(station_id)
 

@@ -61,7 +61,13 @@ class Shadow:
     def start(
         cls, rules: RuleSet, live: RuleEngine, version: str, author: str, now: datetime
     ) -> Shadow:
-        engine = restore(rules, snapshot(live), locate=live.groups.locate, clock=live.clock_policy)
+        engine = restore(
+            rules,
+            snapshot(live),
+            locate=live.groups.locate,
+            clock=live.clock_policy,
+            district_of=live.district_of,
+        )
         return cls(rules, engine, version, author, now)
 
     def note_birth(self, station_id: str, ts: datetime) -> None:

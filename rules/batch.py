@@ -505,7 +505,11 @@ class BatchEngine:
                 continue
             kind = self._kind_codes.get(sensor.kind, -1)
             screen = self._screens[kind] if kind >= 0 else None
-            if screen is None or not self._followable(sensor, screen):
+            if (
+                screen is None
+                or not self._followable(sensor, screen)
+                or self.engine.has_overrides(names[code])  # its own thresholds: not the kind's
+            ):
                 continue
             for base in screen.baselines:
                 assert sensor.tracks is not None

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
 from protocol import Reading, kind_values
 from rules.alerts import Alert, Evidence
 from rules.clock import ClockPolicy, Row, check_clock
-from rules.compiled import CompiledRule, compile_rules
+from rules.compiled import CompiledRule, compile_rule, compile_rules
 from rules.conditions import Memory
 from rules.groups import Groups, Locate
+from rules.inherit import Scope, applicable, resolve
 from rules.schema import RuleSet
 from rules.state import (
     ARMED,
@@ -42,6 +43,11 @@ __all__ = ["EngineStats", "RuleEngine"]
 NO_DATA_SCAN_FRACTION = 0.1
 """A silent sensor is noticed within this fraction of its rule's ``no_data`` period."""
 
+DistrictOf = Callable[[str], str | None]
+"""A sensor's district code (the first six digits of its component id), when known."""
+SensorRules = tuple[Sequence[CompiledRule], dict[str, CompiledRule]]
+"""The rules one sensor is evaluated by, as a list and by id."""
+
 
 def _time(t: float) -> datetime:
     return datetime.fromtimestamp(t, UTC)
@@ -54,24 +60,118 @@ class RuleEngine:
         *,
         locate: Locate | None = None,
         clock: ClockPolicy | None = None,
+        district_of: DistrictOf | None = None,
     ) -> None:
         self.rules = rules
         self.clock_policy = clock or ClockPolicy()
         self._by_kind, self._by_id = compile_rules(rules)
         self._known_values = {kind: kind_values(kind) for kind in {r.kind for r in rules.rules}}
+        # Inherited thresholds (rules.inherit): with overrides, each sensor gets its own list,
+        # shared by every sensor the same overrides apply to; without, the kind's list.
+        self._plain = not rules.overrides
+        self.district_of: DistrictOf = district_of or (lambda _sensor_id: None)
+        self._sensor_rules: dict[str, SensorRules] = {}
+        self.districts: dict[str, str] = {}
+        """Each sensor's district as last known (in snapshots: a restart knows it before the
+        station's birth arrives again)."""
+        self._variants: dict[tuple[tuple[str, tuple[int, ...]], ...], SensorRules] = {}
+        variants = [
+            compile_rule(resolve(rules, rules.rule(o.rule), [i]).rule)
+            for i, o in enumerate(rules.overrides)
+        ]
+        every = [*self._by_id.values(), *(v for v in variants if v.rule.enabled)]
+        self.rule_ids = frozenset(r.id for r in every)
+        """Rules enabled for at least one sensor."""
+        self._stateful = frozenset(r.id for r in every if r.stateful)
         self.sensors: dict[str, SensorState] = {}
         self.stations: dict[str, StationState] = {}
         self.groups = Groups(locate)
         self.stats = EngineStats()
         self._order = 0
         self._out: list[Alert] = []
-        self._no_data_min = min(
-            (r.rule.no_data for r in self._by_id.values() if r.rule.no_data), default=None
-        )
+        self._no_data_min = min((r.rule.no_data for r in every if r.rule.no_data), default=None)
 
-    def set_locator(self, locate: Locate) -> None:
-        """Where sensors are (ingest's station registry), for grouping alerts by distance."""
+    def set_locator(self, locate: Locate, district_of: DistrictOf | None = None) -> None:
+        """Where sensors are (ingest's station registry), for grouping alerts by distance, and
+        (``district_of``) which district's overrides apply to them."""
         self.groups.locate = locate
+        if district_of is not None:
+            self.district_of = district_of
+            self._rescope(list(self._sensor_rules))
+
+    # -- which rules a sensor has --------------------------------------------------------------
+    def rules_of(self, sensor_id: str, station_id: str, kind: str) -> SensorRules:
+        """The compiled rules ``sensor_id`` is evaluated by, overrides applied."""
+        if self._plain:
+            return self._by_kind.get(kind, ()), self._by_id
+        cached = self._sensor_rules.get(sensor_id)
+        if cached is None:
+            district = self.district_of(sensor_id) or self.districts.get(sensor_id)
+            if district is not None:
+                self.districts[sensor_id] = district
+            scope = Scope(sensor_id, station_id, district)
+            key = tuple(
+                (rule.id, tuple(applicable(self.rules, rule.id, scope)))
+                for rule in self.rules.rules
+                if rule.kind.value == kind
+            )
+            cached = self._variants.get(key)
+            if cached is None and not any(indexes for _, indexes in key):
+                cached = self._by_kind.get(kind, ()), self._by_id
+            if cached is None:
+                cached = self._variants[key] = self._compile_variant(key)
+            self._sensor_rules[sensor_id] = cached
+        return cached
+
+    def _compile_variant(self, key: tuple[tuple[str, tuple[int, ...]], ...]) -> SensorRules:
+        listed: list[CompiledRule] = []
+        for rule_id, indexes in key:
+            if indexes:
+                rule = resolve(self.rules, self.rules.rule(rule_id), indexes).rule
+                compiled = compile_rule(rule) if rule.enabled else None
+            else:
+                compiled = self._by_id.get(rule_id)
+            if compiled is not None:
+                listed.append(compiled)
+        return listed, {rule.id: rule for rule in listed}
+
+    def has_overrides(self, sensor_id: str) -> bool:
+        """Whether any override applies to a sensor the engine has seen (False if unseen)."""
+        sensor = self.sensors.get(sensor_id)
+        if self._plain or sensor is None:
+            return False
+        listed, _ = self.rules_of(sensor_id, sensor.station, sensor.kind)
+        return listed is not self._by_kind.get(sensor.kind, ())
+
+    def _rescope(self, sensor_ids: Iterable[str]) -> None:
+        """Forget which rules these sensors have (their district may have changed) and put
+        back the timers their pending holds and clears wait on, under the rules they have now
+        (a timer set under the old ones is ignored when it fires: its time does not match)."""
+        if self._plain:
+            return
+        for sensor_id in sensor_ids:
+            if self._sensor_rules.pop(sensor_id, None) is None:
+                continue
+            sensor = self.sensors.get(sensor_id)
+            if sensor is not None and sensor.tracks:
+                for rule_id, track in sensor.tracks.items():
+                    self.rearm(sensor_id, sensor, rule_id, track)
+
+    def rearm(self, sensor_id: str, sensor: SensorState, rule_id: str, track: Track) -> None:
+        """Put back the timer a pending hold or a clearing alert waits on."""
+        rule = self._rule(sensor_id, sensor, rule_id)
+        if rule is None:  # enabled for other sensors only
+            return
+        station = self._station(sensor.station)
+        if track.phase == PENDING and rule.hold > 0 and rule.count is None:
+            station.push_timer(track.since + rule.hold, sensor_id, rule_id)
+        elif track.phase == CLEARING:
+            station.push_timer(track.clear_since + rule.clear_hold(track), sensor_id, rule_id)
+
+    def _rule(self, sensor_id: str, sensor: SensorState, rule_id: str) -> CompiledRule | None:
+        if self._plain:
+            return self._by_id.get(rule_id)
+        return self.rules_of(sensor_id, sensor.station, sensor.kind)[1].get(rule_id)
 
     # -- input ---------------------------------------------------------------------------
     def process(
@@ -119,6 +219,7 @@ class RuleEngine:
     def note_birth(self, station_id: str, ts: datetime) -> None:
         """A station announced itself: a device time before its first birth is a reset clock."""
         station = self._station(station_id)
+        self._rescope(station.sensors)  # a birth may move its sensors to another district
         born = ts.timestamp() - self.clock_policy.birth_slack
         # The first birth counts: a reconnect's birth must not make its own backlog "too old".
         if station.born == float("-inf") or born < station.born:
@@ -169,7 +270,7 @@ class RuleEngine:
 
     def _timer(self, station_id: str, due: float, sensor_id: str, rule_id: str) -> None:
         sensor = self.sensors.get(sensor_id)
-        rule = self._by_id.get(rule_id)
+        rule = self._rule(sensor_id, sensor, rule_id) if sensor is not None else None
         track = sensor.tracks.get(rule_id) if sensor and sensor.tracks else None
         if sensor is None or rule is None or track is None:
             return
@@ -187,7 +288,7 @@ class RuleEngine:
     def _scan_silence(self, station_id: str, station: StationState, now: float) -> None:
         for sensor_id in sorted(station.sensors):
             sensor = self.sensors[sensor_id]
-            for rule in self._by_kind.get(sensor.kind, ()):
+            for rule in self.rules_of(sensor_id, sensor.station, sensor.kind)[0]:
                 period = rule.rule.no_data
                 if period is None or now - sensor.last_t < period:
                     continue
@@ -222,7 +323,12 @@ class RuleEngine:
         known = self._known_values.get(kind)  # type: ignore[call-overload]
         if known is not None and not known.issuperset(values):
             self.stats.unknown_value += 1
-        for rule in self._by_kind.get(kind, ()):
+        rules = (
+            self._by_kind.get(kind, ())
+            if self._plain
+            else self.rules_of(sensor_id, station_id, kind)[0]
+        )
+        for rule in rules:
             tracks = sensor.tracks
             track = tracks.get(rule.id) if tracks is not None else None
             if rule.no_data_rule:
@@ -257,7 +363,7 @@ class RuleEngine:
         track = sensor.tracks.get(rule.id)
         if track is None:
             track = sensor.tracks[rule.id] = Track()
-            if rule.stateful:
+            if rule.id in self._stateful:  # for one sensor or another: overrides may differ
                 track.memory = Memory()
         return track
 
@@ -538,8 +644,7 @@ class RuleEngine:
         than the case): (rule id, first sensor, start, members). Returns how many were new."""
         adopted = 0
         for rule_id, first, start_dt, members in incidents:
-            rule = self._by_id.get(rule_id)
-            if rule is None:
+            if rule_id not in self.rule_ids:
                 continue
             start = start_dt.timestamp()
             if self.groups.is_open(rule_id, first, start):
@@ -554,7 +659,7 @@ class RuleEngine:
 
     def _adopt_member(self, sensor_id: str, sensor: SensorState) -> None:
         for rule_id, first, start in self.groups.open_keys():
-            rule = self._by_id.get(rule_id)
+            rule = self._rule(sensor_id, sensor, rule_id)
             if rule is None or rule.rule.kind.value != sensor.kind:
                 continue
             if self.groups.incidents[(rule_id, first, start)].members.get(sensor_id):

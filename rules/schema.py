@@ -31,6 +31,7 @@ from pydantic import (
 
 from protocol import SensorKind, kind_values
 from protocol.gbt30428 import COMPONENT_MINOR, EVENT_MINOR
+from protocol.topics import STATION_ID_PATTERN
 from rules.alerts import CaseTarget, Severity
 
 DEFAULT_RULES_FILE = Path(__file__).with_name("default_rules.yaml")
@@ -293,8 +294,59 @@ Rule.model_rebuild()
 ThresholdRule = Rule
 
 
+OVERRIDABLE = frozenset(
+    {"when", "hold", "steady", "count", "clear", "no_data", "stale_after", "enabled", "severity"}
+)
+"""What an override may change. The rest (id, kind, case class, grouping, flapping) is the
+rule's own: one rule id is one kind of case, grouped the same way everywhere."""
+
+
+class Override(_Strict):
+    """Settings of one rule changed for a district, a station or one sensor (rules.inherit)."""
+
+    rule: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    district: str | None = Field(
+        default=None, pattern=r"^[0-9]{6}$", description="First 6 digits of the component id."
+    )
+    station: str | None = Field(default=None, pattern=STATION_ID_PATTERN)
+    sensor: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+    set: dict[str, Any] = Field(min_length=1)
+    note: str = Field(default="", max_length=500, description="Why (shown by explain).")
+
+    @model_validator(mode="after")
+    def _one_scope(self) -> Override:
+        given = [n for n in ("district", "station", "sensor") if getattr(self, n) is not None]
+        if len(given) != 1:
+            got = ", ".join(given) or "none"
+            raise ValueError(f"give exactly one of district, station or sensor (got {got})")
+        unknown = sorted(set(self.set) - OVERRIDABLE)
+        if unknown:
+            raise ValueError(
+                f"an override cannot change {', '.join(unknown)}; it may set"
+                f" {', '.join(sorted(OVERRIDABLE))}"
+            )
+        return self
+
+    @property
+    def level(self) -> Literal["district", "station", "sensor"]:
+        if self.sensor is not None:
+            return "sensor"
+        return "station" if self.station is not None else "district"
+
+    @property
+    def scope_id(self) -> str:
+        return self.sensor or self.station or self.district or ""
+
+    def label(self) -> str:
+        return f"override of {self.rule!r} for {self.level} {self.scope_id}"
+
+
 class RuleSet(_Strict):
     rules: list[Rule] = Field(min_length=1)
+    overrides: list[Override] = Field(
+        default_factory=list,
+        description="Settings changed per district, station or sensor; the most specific wins.",
+    )
 
     @model_validator(mode="after")
     def _unique_ids(self) -> RuleSet:
@@ -303,6 +355,41 @@ class RuleSet(_Strict):
         if duplicates:
             raise ValueError(f"duplicate rule ids: {', '.join(duplicates)}")
         return self
+
+    @model_validator(mode="after")
+    def _overrides_apply(self) -> RuleSet:
+        from rules.inherit import merge, rule_document
+
+        by_id = {rule.id: rule for rule in self.rules}
+        problems: list[str] = []
+        seen: set[tuple[str, str, str]] = set()
+        for override in self.overrides:
+            key = (override.rule, override.level, override.scope_id)
+            if key in seen:
+                problems.append(f"{override.label()} is given twice")
+            seen.add(key)
+            rule = by_id.get(override.rule)
+            if rule is None:
+                problems.append(
+                    f"{override.label()}: no such rule (the file has {', '.join(sorted(by_id))})"
+                )
+                continue
+            try:
+                Rule.model_validate(merge(rule_document(rule), override.set))
+            except ValidationError as exc:
+                for err in exc.errors():
+                    where = ".".join(
+                        str(p) for p in err["loc"] if str(p) not in ("leaf", "all_of", "any_of")
+                    )
+                    message = err["msg"].removeprefix("Value error, ")
+                    problems.append(f"{override.label()}: {where + ': ' if where else ''}{message}")
+        if problems:
+            raise ValueError("\n".join(dict.fromkeys(problems)))
+        return self
+
+    @property
+    def has_overrides(self) -> bool:
+        return bool(self.overrides)
 
     def rule(self, rule_id: str) -> Rule:
         for rule in self.rules:
@@ -321,6 +408,10 @@ def _where(document: Any, loc: tuple[int | str, ...]) -> str:
         # drop pydantic's union-branch labels (Leaf, AllOf, ...) from the path
         rest = [str(p) for p in loc[2:] if str(p) not in ("leaf", "all_of", "any_of")]
         return f"{label}: {'.'.join(rest)}" if rest else label
+    if len(loc) >= 2 and loc[0] == "overrides" and isinstance(loc[1], int):
+        rest = [str(p) for p in loc[2:]]
+        label = f"override #{loc[1] + 1}"
+        return f"{label}: {'.'.join(rest)}" if rest else label
     return ".".join(str(p) for p in loc) or "document"
 
 
@@ -335,9 +426,12 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
         seen: list[str] = []
         for err in exc.errors():
             message = err["msg"].removeprefix("Value error, ")
-            line = f"{_where(document, err['loc'])}: {message}"
-            if line not in seen:
-                seen.append(line)
+            # the rule set's own checks (ids, overrides) give one reason per line
+            parts = message.split("\n") if not err["loc"] else [message]
+            for part in parts:
+                line = f"{_where(document, err['loc'])}: {part}" if err["loc"] else part
+                if line not in seen:
+                    seen.append(line)
         raise RuleError(f"{source}: {'; '.join(seen)}", seen) from None
 
 

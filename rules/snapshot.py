@@ -18,7 +18,7 @@ from typing import Any
 from rules.conditions import BaselineState, Memory
 from rules.engine import RuleEngine
 from rules.schema import RuleSet
-from rules.state import CLEARING, PENDING, Incident, SensorState, StationState, Track
+from rules.state import Incident, SensorState, StationState, Track
 
 SNAPSHOT_VERSION = 1
 
@@ -127,6 +127,8 @@ def snapshot(engine: RuleEngine) -> bytes:
             rid: {s: list(v) for s, v in a.items()} for rid, a in engine.groups.armed.items()
         },
     }
+    if engine.districts:  # only with overrides (rules.inherit)
+        document["districts"] = dict(sorted(engine.districts.items()))
     return json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
 
 
@@ -140,7 +142,7 @@ def restore(rules: RuleSet, data: bytes, **engine_options: Any) -> RuleEngine:
         version = document.get("version") if isinstance(document, dict) else None
         raise SnapshotError(f"snapshot version {version!r} unknown (want {SNAPSHOT_VERSION})")
     engine = RuleEngine(rules, **engine_options)
-    known = {rule.id for rule in rules.rules if rule.enabled}
+    known = set(engine.rule_ids)
     try:
         _restore_into(engine, document, known)
     except (KeyError, TypeError, ValueError, IndexError) as exc:
@@ -150,6 +152,7 @@ def restore(rules: RuleSet, data: bytes, **engine_options: Any) -> RuleEngine:
 
 def _restore_into(engine: RuleEngine, document: dict[str, Any], known: set[str]) -> None:
     engine._order = int(document["order"])
+    engine.districts.update({str(k): str(v) for k, v in document.get("districts", {}).items()})
     for station_id, s in document["stations"].items():
         engine.stations[station_id] = StationState(
             watermark=_float(s["wm"]),
@@ -168,9 +171,9 @@ def _restore_into(engine: RuleEngine, document: dict[str, Any], known: set[str])
                 engine.stats.dropped_tracks += 1
                 continue
             tracks[rule_id] = track = _track_from(data)
-            if track.memory is None and engine._by_id[rule_id].stateful:
+            if track.memory is None and rule_id in engine._stateful:
                 track.memory = Memory()  # the rule became stateful (e.g. above -> drop)
-            _rearm(engine, sensor, sensor_id, rule_id, track)
+            engine.rearm(sensor_id, sensor, rule_id, track)
         sensor.tracks = tracks or None
         engine.sensors[sensor_id] = sensor
         engine._station(sensor.station).sensors.add(sensor_id)
@@ -188,15 +191,3 @@ def _restore_into(engine: RuleEngine, document: dict[str, Any], known: set[str])
     for rule_id, armed in document["armed"].items():
         if rule_id in known:
             engine.groups.armed[rule_id] = {s: (float(v[0]), float(v[1])) for s, v in armed.items()}
-
-
-def _rearm(
-    engine: RuleEngine, sensor: SensorState, sensor_id: str, rule_id: str, track: Track
-) -> None:
-    """Put back the timer a pending hold or a clearing alert was waiting on."""
-    rule = engine._by_id[rule_id]
-    station = engine._station(sensor.station)
-    if track.phase == PENDING and rule.hold > 0 and rule.count is None:
-        station.push_timer(track.since + rule.hold, sensor_id, rule_id)
-    elif track.phase == CLEARING:
-        station.push_timer(track.clear_since + rule.clear_hold(track), sensor_id, rule_id)
