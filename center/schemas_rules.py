@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -24,6 +24,36 @@ class RulesOut(BaseModel):
     yaml: str = Field(description="The running rule set as written.")
     rules: list[dict[str, Any]] = Field(description="The running rules, parsed.")
     history: list[RulesVersionOut] = Field(description="Every version, oldest first.")
+
+
+class EffectiveSetting(BaseModel):
+    path: str = Field(description="Dotted, as in the rule file: when.above, clear.hold.")
+    value: Any
+    level: Literal["default", "kind", "district", "station", "sensor"] = Field(
+        description="Where the value comes from: the schema's default, the rule itself, or an"
+        " override for the sensor's district, station or the sensor."
+    )
+    scope: str | None = Field(description="The district code, station id or sensor id.")
+    note: str = Field(description="The override's note (why).")
+
+
+class EffectiveRule(BaseModel):
+    rule_id: str
+    enabled: bool
+    settings: list[EffectiveSetting]
+    ignored: list[str] = Field(
+        description="Overrides left out for this sensor: with the levels above, the rule they"
+        " make does not validate (each with the reason)."
+    )
+
+
+class EffectiveRules(BaseModel):
+    version: int = Field(description="The running rule set's version.")
+    sensor_id: str
+    station_id: str
+    district: str | None = Field(description="From the sensor's component id; null if unknown.")
+    kind: str
+    rules: list[EffectiveRule] = Field(description="Every rule of the sensor's kind.")
 
 
 class RulesIn(BaseModel):

@@ -109,6 +109,10 @@ class RulesAdmin(Protocol):
 
     async def stop_shadow(self) -> ShadowView | None: ...
 
+    def effective(self, sensor_id: str) -> dict[str, Any] | None:
+        """Which rule settings apply to a sensor the node knows, and from which level."""
+        ...
+
 
 class ShadowView(Protocol):
     def report(self) -> dict[str, Any]: ...

@@ -168,6 +168,7 @@ from citysense.cli_lab import lab_app  # noqa: E402
 from citysense.cli_provision import provision_app  # noqa: E402
 from citysense.cli_recording import record, replay  # noqa: E402
 from citysense.cli_rejects import rejects_app  # noqa: E402
+from citysense.cli_rules import rules_app  # noqa: E402
 from citysense.cli_scenarios import backtest, score, simulate  # noqa: E402
 
 app.command()(edge)
@@ -180,6 +181,7 @@ app.add_typer(rejects_app, name="rejects")
 app.add_typer(provision_app, name="provision")
 app.add_typer(config_app, name="config")
 app.add_typer(lab_app, name="lab")
+app.add_typer(rules_app, name="rules")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from prometheus_client.registry import Collector
 from ingest.pipeline import IngestPipeline
 from ingest.shadow import Shadow
 from rules import ReadOnlyRulesError, RuleError, RuleSet, parse_rules
+from rules.inherit import Scope, explain
 from rules.snapshot import restore, snapshot
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,21 @@ class RulesControl:
     @property
     def current(self) -> RulesVersion:
         return self.history[-1]
+
+    def effective(self, sensor_id: str) -> dict[str, Any] | None:
+        """The running rules' settings for one sensor and the level each comes from
+        (``rules.inherit.explain``); None for a sensor no birth named and no reading carried."""
+        engine, registry = self.pipeline.engine, self.pipeline.registry
+        info, seen = registry.sensor(sensor_id), engine.sensors.get(sensor_id)
+        if info is None and seen is None:
+            return None
+        kind = info.kind.value if info is not None else seen.kind if seen is not None else ""
+        station = registry.owner(sensor_id) or (
+            seen.station if seen is not None else Scope.of(sensor_id).station_id
+        )
+        district = registry.district(sensor_id) or engine.districts.get(sensor_id)
+        found = explain(engine.rules, Scope(sensor_id, station, district), kind)
+        return {**found, "version": self.current.version}
 
     async def apply(self, text: str, author: str, source: Source = "api") -> RulesVersion:
         """Validate ``text`` and run it from the next unit of work on; an ``api`` version is

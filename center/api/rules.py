@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 
 from center.schemas_rules import (
+    EffectiveRules,
     RulesApplied,
     RulesIn,
     RulesOut,
@@ -83,6 +84,23 @@ async def put_rule_set(body: RulesIn, rules: RulesDep) -> RulesApplied | JSONRes
     except ReadOnlyRulesError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
     return RulesApplied(version=version.version, sha256=version.sha256)
+
+
+@router.get(
+    "/effective/{sensor_id}",
+    response_model=EffectiveRules,
+    responses={
+        404: {"description": "No birth names it and it never sent a reading."},
+        **UNAVAILABLE,
+    },
+)
+async def get_effective(sensor_id: str, rules: RulesDep) -> EffectiveRules:
+    """Every setting of every rule of the sensor's kind as it applies to this sensor, with the
+    level it comes from: kind (the rule) -> district -> station -> sensor."""
+    found = rules.effective(sensor_id)
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown sensor {sensor_id}")
+    return EffectiveRules.model_validate(found)
 
 
 SHADOW_RESPONSES: dict[int | str, dict[str, Any]] = {

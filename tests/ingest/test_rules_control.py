@@ -16,7 +16,7 @@ from ingest.pipeline import IngestPipeline
 from ingest.rules_control import RulesControl
 from protocol import Channel, Reading, SensorKind, StationTopic, encode
 from rules import ClockPolicy, ReadOnlyRulesError, RuleEngine, RuleError, parse_rules
-from tests.factories import batch, tilt
+from tests.factories import batch, birth, cover_info, tilt
 
 TELEMETRY = str(StationTopic("st-1", Channel.TELEMETRY))
 RULE = (
@@ -270,3 +270,33 @@ async def test_the_shadow_api(tmp_path: Path) -> None:
         assert (await client.get("/api/v1/rules/shadow")).json()["batches"] == 0
         assert (await client.delete("/api/v1/rules/shadow")).status_code == 200
         assert (await client.delete("/api/v1/rules/shadow")).status_code == 404
+
+
+DISTRICT = "overrides:\n- {rule: cover-tilt, district: '410105', set: {when: {above: 60}}}\n"
+
+
+async def test_a_district_override_applies_once_the_birth_names_the_district(
+    tmp_path: Path,
+) -> None:
+    """The factories' covers are in district 410105 (their component ids): 50° opens a case on
+    the kind's 15° but not on the district's 60°, and the API says which applies and why."""
+    pipeline, control = controlled(text() + DISTRICT, tmp_path)
+    state = str(StationTopic("st-1", Channel.STATE))
+    await pipeline.handle(state, encode(birth("st-1", [cover_info("st-1.cover-01")])))
+    await feed_sensor(pipeline, "st-1.cover-01", range(10), 50.0, 0)
+    await feed_sensor(pipeline, "st-1.cover-02", range(10), 50.0, 100)  # no birth names it
+    assert isinstance(pipeline.alerts, MemoryAlerts)
+    assert [a.sensor_id for a, _ in pipeline.alerts.alerts] == ["st-1.cover-02"]
+    async with _client(control) as client:
+        answer = await client.get("/api/v1/rules/effective/st-1.cover-01")
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert (body["version"], body["district"], body["kind"]) == (1, "410105", "cover")
+        (rule,) = body["rules"]
+        above = next(s for s in rule["settings"] if s["path"] == "when.above")
+        assert (above["value"], above["level"], above["scope"]) == (60.0, "district", "410105")
+        other = (await client.get("/api/v1/rules/effective/st-1.cover-02")).json()
+        above = next(s for s in other["rules"][0]["settings"] if s["path"] == "when.above")
+        assert (other["district"], above["value"], above["level"]) == (None, 15.0, "kind")
+        missing = await client.get("/api/v1/rules/effective/st-9.nothing")
+        assert missing.status_code == 404
