@@ -59,7 +59,7 @@ class Groups:
         for incident in self.incidents.values():
             if incident.rule_id != rule_id or incident.where is None:
                 continue
-            if at - incident.opened > group.window or sensor_id in incident.members:
+            if abs(at - incident.opened) > group.window or sensor_id in incident.members:
                 continue
             if distance_m(where, incident.where) <= group.within_m and (
                 best is None or incident.opened < best.opened
@@ -84,7 +84,7 @@ class Groups:
         near = []
         for other, (other_since, held_at) in armed.items():
             spot = self.locate(other)
-            if spot is None or at - held_at > group.window:
+            if spot is None or abs(at - held_at) > group.window:
                 continue
             if distance_m(where, spot) <= group.within_m:
                 near.append((other_since, other))
