@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-dev
 ARGS    ?=
 
-.PHONY: demo test lint bench services mosquitto postgres victoria-metrics asyncapi openapi clean
+.PHONY: demo test lint bench services mosquitto postgres victoria-metrics chromium asyncapi openapi clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ asyncapi: $(STAMP)
 openapi: $(STAMP)
 	$(PY) -m center.openapi > docs/openapi.json
 
-services: mosquitto postgres victoria-metrics
+services: mosquitto postgres victoria-metrics chromium
 
 # Tests start their own Mosquitto from broker_config/; they need the binary.
 mosquitto:
@@ -53,6 +53,16 @@ victoria-metrics:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq victoria-metrics >/dev/null; \
 	  else \
 	    echo "victoria-metrics is missing; install it with: sudo apt-get install victoria-metrics"; exit 1; \
+	  fi; }
+
+# The backtest report's browser test opens the report in headless Chromium (driven by playwright).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's chromium"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "chromium is missing; install it with: sudo apt-get install chromium"; exit 1; \
 	  fi; }
 
 # The PostgreSQL half of the case-store tests needs a server on 127.0.0.1:5432

@@ -7,8 +7,9 @@ waits for the station's ``ConfigAck`` of that version. A rejected config is take
 broker again (the one retained before is put back, or none), so the station does not refuse it
 on every reconnect.
 
-Exit codes: 0 applied (or already current), 1 rejected or no answer in time (the config stays
-retained and is applied when the station comes online), 2 bad input.
+Exit codes: 0 applied (or already current), 1 rejected, no answer in time (the config stays
+retained and is applied when the station comes online) or no broker, 2 bad input. Errors are one
+line on stderr.
 """
 
 from __future__ import annotations
@@ -22,13 +23,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from citysense.cli_common import MqttHost, MqttPort, console, one_line
+from citysense.cli_common import BAD_INPUT, FAILED, MqttHost, MqttPort, console, fail, one_line
 
 if TYPE_CHECKING:
     from protocol import ConfigAck, StationConfig
 
-BAD_INPUT = 2
-FAILED = 1
 RETAINED_WAIT_S = 0.5
 """How long to wait for the config retained now (it comes right after the subscription)."""
 
@@ -144,29 +143,39 @@ def push(
     file: Annotated[Path, typer.Argument(help="The desired config, TOML or JSON.")],
     mqtt_host: MqttHost = "127.0.0.1",
     mqtt_port: MqttPort = 1883,
-    version: Annotated[
-        int | None, typer.Option(help="Config version (default: the file's, else current + 1).")
+    config_version: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Config version (default: the file's config_version, else current + 1)."
+        ),
     ] = None,
     timeout: Annotated[
-        float, typer.Option(help="Seconds to wait for the station's answer.")
+        float, typer.Option(min=0, help="Seconds to wait for the station's answer.")
     ] = 10.0,
+    version: Annotated[
+        int | None, typer.Option("--version", min=1, hidden=True, help="Old --config-version.")
+    ] = None,
 ) -> None:
     """Publish STATION's desired config (retained, QoS 1) and print the station's answer."""
     import aiomqtt
 
     from protocol import TopicError
 
+    if version is not None and config_version not in (None, version):
+        fail("--version is the old name of --config-version: give one of them")
+    if config_version is None:
+        config_version = version
     try:
         document = read_config_file(file)
         config, ack = asyncio.run(
-            push_config(mqtt_host, mqtt_port, station, document, version, answer_within_s=timeout)
+            push_config(
+                mqtt_host, mqtt_port, station, document, config_version, answer_within_s=timeout
+            )
         )
     except (ConfigInputError, TopicError) as exc:
-        console.print(f"[red]bad config[/]: {exc}", soft_wrap=True)
-        raise typer.Exit(BAD_INPUT) from None
+        fail(f"bad config: {exc}", BAD_INPUT)
     except aiomqtt.MqttError as exc:
-        console.print(f"[red]broker {mqtt_host}:{mqtt_port}[/]: {exc}", soft_wrap=True)
-        raise typer.Exit(FAILED) from None
+        fail(f"broker {mqtt_host}:{mqtt_port}: {exc}", FAILED)
     if ack is None:
         console.print(
             f"config {config.config_version} for {station} published (retained); no answer "

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from citysense.cli_common import configure_logging
+from citysense.cli_common import Verbose, check_host, configure_logging, fail
 
 if TYPE_CHECKING:
     from edge.driver import SensorDriver
@@ -37,13 +37,26 @@ def edge(
         Literal["simulated", "udp"] | None,
         typer.Option(help="Where readings come from (default: the config's, else simulated)."),
     ] = None,
-    mqtt_host: Annotated[str | None, typer.Option(help="MQTT broker host.")] = None,
-    mqtt_port: Annotated[int | None, typer.Option(help="MQTT broker port.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of the simulated city.")] = None,
-    interval: Annotated[
-        float | None, typer.Option(help="Seconds between samples and between batches.")
+    mqtt_host: Annotated[
+        str | None,
+        typer.Option(
+            callback=check_host, help="MQTT broker host (default: the config's, else 127.0.0.1)."
+        ),
     ] = None,
-    verbose: bool = False,
+    mqtt_port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="MQTT broker port (default: the config's, else 1883)."),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the simulated city (default: the config's, else 7).")
+    ] = None,
+    interval: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds between samples and between batches (default: the config's, else 1)."
+        ),
+    ] = None,
+    verbose: Verbose = False,
 ) -> None:
     """Run one base station's edge agent: simulated sensors or a UDP/JSON gateway feed.
 
@@ -68,8 +81,7 @@ def edge(
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_run(settings, sensors, udp))
     except (EdgeConfigError, DriverError) as exc:
-        typer.echo(f"citysense edge: bad configuration: {exc}", err=True)
-        raise typer.Exit(2) from None
+        fail(f"bad configuration: {exc}")
 
 
 def _driver(settings: EdgeSettings) -> tuple[SensorDriver, UdpGatewayDriver | None]:

@@ -55,7 +55,8 @@ def run(
     rules: RulesOption = None,
     as_json: JsonOption = False,
     verbose: Annotated[
-        bool, typer.Option(help="Log ingest's warnings (the rejects a fault causes) too.")
+        bool,
+        typer.Option("--verbose", help="Log ingest's warnings (the rejects a fault causes) too."),
     ] = False,
 ) -> None:
     """Simulate, backtest and score each scenario and check it against its expect: block.

@@ -1,7 +1,8 @@
 """`citysense provision ca | server | station | service`: credentials for the production broker.
 
 Each command prints one line per file (created, kept, replaced, added, restored) and ends with
-exit code 2 and one line on stderr when it cannot go ahead. docs/broker.md has the walk-through.
+exit code 2 and one line on stderr (``citysense provision <command>: error: ...``) when it cannot
+go ahead. docs/broker.md has the walk-through.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from citysense.cli_common import console
+from citysense.cli_common import check_host, console, fail
 from citysense.provision import (
     CA_DAYS,
     DEFAULT_DIR,
@@ -27,8 +28,6 @@ from citysense.provision import (
     station_account,
 )
 
-BAD_INPUT = 2
-
 provision_app = typer.Typer(
     help="Broker credentials: the CA, the broker's certificate, station and service accounts.",
     no_args_is_help=True,
@@ -43,7 +42,10 @@ Dir = Annotated[
     ),
 ]
 Rotate = Annotated[
-    bool, typer.Option(help="Issue new credentials (password, key, certificate) in any case.")
+    bool,
+    typer.Option(
+        "--rotate", help="Issue new credentials (password, key, certificate) in any case."
+    ),
 ]
 
 
@@ -53,8 +55,7 @@ def _report(steps: list[Step]) -> None:
 
 
 def _fail(error: ProvisionError) -> NoReturn:
-    typer.echo(f"provision: {error}", err=True)
-    raise typer.Exit(BAD_INPUT)
+    fail(str(error))
 
 
 @provision_app.command("ca")
@@ -75,7 +76,9 @@ def server(
         list[str], typer.Argument(help="DNS names and IP addresses stations use to reach it.")
     ],
     directory: Dir = DEFAULT_DIR,
-    days: Annotated[int, typer.Option(min=1)] = SERVER_CERT_DAYS,
+    days: Annotated[
+        int, typer.Option(min=1, help="Validity of the broker's certificate.")
+    ] = SERVER_CERT_DAYS,
 ) -> None:
     """The broker's TLS certificate (DIR/broker/server.crt and server.key)."""
     try:
@@ -89,21 +92,37 @@ def station(
     station_id: Annotated[str, typer.Argument(help="The station id; also its MQTT username.")],
     directory: Dir = DEFAULT_DIR,
     rotate: Rotate = False,
-    broker_host: Annotated[
-        str | None, typer.Option(help="Broker name for mqtt.env (as in its certificate).")
+    mqtt_host: Annotated[
+        str | None,
+        typer.Option(
+            callback=check_host,
+            help="The broker's name for mqtt.env, as in its certificate (default: the one the "
+            "bundle's mqtt.env has, else none).",
+        ),
     ] = None,
-    broker_port: Annotated[int, typer.Option(min=1, max=65535)] = 8883,
+    mqtt_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="The broker's TLS port for mqtt.env.")
+    ] = 8883,
     install_dir: Annotated[
         str, typer.Option(help="Where the bundle goes on the station (paths in mqtt.env).")
     ] = str(STATION_INSTALL_DIR),
+    broker_host: Annotated[
+        str | None, typer.Option("--broker-host", callback=check_host, hidden=True)
+    ] = None,
+    broker_port: Annotated[
+        int | None, typer.Option("--broker-port", min=1, max=65535, hidden=True)
+    ] = None,
 ) -> None:
     """A base station's password entry, client certificate and mqtt.env (DIR/stations/ID/)."""
+    # --broker-host and --broker-port: the old names of --mqtt-host and --mqtt-port (hidden)
+    mqtt_host = mqtt_host if broker_host is None else broker_host
+    mqtt_port = mqtt_port if broker_port is None else broker_port
     try:
         account = station_account(
             station_id,
             install_dir=PurePosixPath(install_dir),
-            broker_host=broker_host,
-            broker_port=broker_port,
+            broker_host=mqtt_host,
+            broker_port=mqtt_port,
         )
         _report(provision(directory, account, rotate=rotate))
     except ProvisionError as exc:

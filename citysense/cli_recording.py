@@ -2,7 +2,8 @@
 
 Registered by ``citysense.cli``; heavy imports stay inside the commands so ``--help`` is fast.
 Bad input (a missing file, not a recording, a speed out of range) ends with one line on stderr
-and exit code 2; a broker that cannot be reached or fails mid-way with exit code 1.
+(``citysense replay: error: ...``) and exit code 2; a broker that cannot be reached or fails
+mid-way with one line and exit code 1.
 """
 
 from __future__ import annotations
@@ -10,18 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from citysense.cli_common import MqttHost, MqttPort, configure_logging, console
+from citysense.cli_common import MqttHost, MqttPort, Verbose, configure_logging, console, fail
 
 if TYPE_CHECKING:
     from simulator.capture import CaptureStats
-    from simulator.recording import RecordingSummary
+    from simulator.recording import Record, RecordingSummary
     from simulator.replay import ReplayStats
 
 BAD_INPUT = 2
@@ -31,24 +33,30 @@ TOPIC_GROUPS_SHOWN = 12
 
 
 def _fail(message: str, code: int = BAD_INPUT) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+    fail(message, code)
 
 
 def record(
-    out: Annotated[Path, typer.Argument(help="Recording to write, e.g. traffic.csrec.")],
+    out: Annotated[
+        Path, typer.Argument(dir_okay=False, help="Recording to write, e.g. traffic.csrec.")
+    ],
     mqtt_host: MqttHost = "127.0.0.1",
     mqtt_port: MqttPort = 1883,
     topic: Annotated[
         list[str] | None,
         typer.Option(help="Topic filter to capture, repeat for several (default citysense/#)."),
     ] = None,
-    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
-    max_records: Annotated[int | None, typer.Option(help="Stop after this many messages.")] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: at Ctrl-C).")
+    ] = None,
+    max_records: Annotated[
+        int | None, typer.Option(help="Stop after this many messages (default: no limit).")
+    ] = None,
     append: Annotated[
-        bool, typer.Option(help="Continue an existing recording (a torn tail is cut off).")
+        bool,
+        typer.Option("--append", help="Continue an existing recording (a torn tail is cut off)."),
     ] = False,
-    verbose: bool = False,
+    verbose: Verbose = False,
 ) -> None:
     """Capture live MQTT traffic from any broker into a recording (Ctrl-C stops cleanly).
 
@@ -144,15 +152,39 @@ def replay(
         typer.Option(help="Time scale, 0 < speed <= 1000 (default 1): 10 is ten times faster."),
     ] = None,
     as_fast_as_possible: Annotated[
-        bool, typer.Option(help="Ignore the recorded timing and publish at full rate.")
+        bool,
+        typer.Option(
+            "--as-fast-as-possible", help="Ignore the recorded timing and publish at full rate."
+        ),
     ] = False,
     qos: Annotated[
-        int | None, typer.Option(help="Publish every message with this QoS (0, 1 or 2).")
+        int | None,
+        typer.Option(
+            min=0,
+            max=2,
+            help="Publish every message with this QoS (0, 1 or 2; default: as recorded).",
+        ),
     ] = None,
     info: Annotated[
-        bool, typer.Option(help="Only describe the recording; do not connect to a broker.")
+        bool,
+        typer.Option("--info", help="Only describe the recording; do not connect to a broker."),
     ] = False,
-    verbose: bool = False,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            help="Replay as a run of its own: every station and sensor id becomes "
+            "<run id>-<id>, so the run cannot mix with a demo or an earlier run; score it with "
+            "citysense score --run-id. A new id per run (1-24 letters, digits, _ or -)."
+        ),
+    ] = None,
+    run_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --run-id: where the run record goes (default: beside the recording, "
+            "<name>.<run id>.run.json, where citysense score --run-id looks for it)."
+        ),
+    ] = None,
+    verbose: Verbose = False,
 ) -> None:
     """Replay a recording into a broker with its original timing, scaled by --speed.
 
@@ -161,6 +193,12 @@ def replay(
         citysense replay city.csrec --mqtt-host 127.0.0.1 --mqtt-port 1883 --speed 10
 
         citysense replay city.csrec --info
+
+    A scenario run into a system that runs other traffic (make demo), scored on its own:
+
+        citysense replay runs/cover-open.csrec --speed 100 --run-id lab1
+
+        citysense score runs/cover-open.truth.json --run-id lab1
     """
     from simulator.recording import RecordingError, summarize
 
@@ -171,6 +209,8 @@ def replay(
         _fail(f"--speed must be in (0, {MAX_SPEED:g}], not {speed:g}")
     if qos is not None and qos not in (0, 1, 2):
         _fail(f"--qos must be 0, 1 or 2, not {qos}")
+    if run_file is not None and run_id is None:
+        _fail("--run-file goes with --run-id")
     try:
         summary = summarize(recording)
     except RecordingError as exc:
@@ -179,12 +219,95 @@ def replay(
         _print_info(recording, summary)
         return
     scale = None if as_fast_as_possible else (speed or 1.0)
+    if run_id is not None:
+        _replay_run(recording, summary, run_id, run_file, mqtt_host, mqtt_port, scale, qos)
+        return
     stats = _replay_with_progress(recording, summary.records, mqtt_host, mqtt_port, scale, qos)
     _print_replay(stats)
 
 
+def _replay_run(
+    recording: Path,
+    summary: RecordingSummary,
+    run_id: str,
+    run_file: Path | None,
+    host: str,
+    port: int,
+    speed: float | None,
+    qos: int | None,
+) -> None:
+    """``replay --run-id``: refuse a run id this recording or broker has seen, write the run
+    record, replay under the run's ids, and complete the record."""
+    from simulator.replay import (
+        ReplayError,
+        RunPrefix,
+        RunRecord,
+        RunScopeError,
+        recorded_stations,
+        retained_births,
+        run_record_path,
+    )
+
+    try:
+        prefix = RunPrefix(run_id)
+        stations = {sid: prefix.station(sid) for sid in recorded_stations(summary.topics)}
+    except RunScopeError as exc:
+        _fail(str(exc))
+    if not stations:
+        _fail(f"{recording} has no station topics: nothing to replay as a run")
+    path = run_file or run_record_path(recording.parent, recording.stem, run_id)
+    if path.exists():
+        _fail(f"run {run_id} was replayed before ({path} exists): choose another --run-id")
+    try:
+        used = asyncio.run(retained_births(host, port, stations.values()))
+    except ReplayError as exc:
+        _fail(str(exc), FAILED)
+    if used:
+        _fail(
+            f"run id {run_id} was replayed into this broker before (it holds the birth of "
+            f"{used[0]}): a center that saw it would drop the batches again as duplicates; "
+            "choose another --run-id"
+        )
+    run = RunRecord(
+        run_id=run_id,
+        recording=str(recording.resolve()),
+        metadata=dict(summary.metadata),
+        broker=f"{host}:{port}",
+        speed=speed,
+        started_at=datetime.now(UTC),
+        stations=stations,
+    )
+    try:
+        run.write(path)
+    except OSError as exc:
+        _fail(f"cannot write the run record {path}: {exc}")
+    shown = ", ".join(f"{a} -> {b}" for a, b in list(stations.items())[:3])
+    more = f" and {len(stations) - 3} more" if len(stations) > 3 else ""
+    console.print(
+        f"run {run_id}: {len(stations)} stations renamed ({shown}{more}); run record {path}",
+        soft_wrap=True,
+    )
+    stats = _replay_with_progress(
+        recording, summary.records, host, port, speed, qos, transform=prefix.record
+    )
+    run = replace(
+        run, finished_at=datetime.now(UTC), published=stats.records, skipped=stats.skipped
+    )
+    run.write(path)
+    _print_replay(stats)
+    if stats.skipped:
+        console.print(f"left out {stats.skipped} messages on topics outside the stations")
+
+
 def _replay_with_progress(
-    recording: Path, total: int, host: str, port: int, speed: float | None, qos: int | None
+    recording: Path,
+    total: int,
+    host: str,
+    port: int,
+    speed: float | None,
+    qos: int | None,
+    *,
+    transform: Callable[[Record], Record | None] | None = None,
 ) -> ReplayStats:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -215,6 +338,7 @@ def _replay_with_progress(
                     qos_override=qos,
                     progress=advance,
                     total_records=total,
+                    transform=transform,
                 )
             )
         except ReplayError as exc:

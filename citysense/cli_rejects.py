@@ -7,7 +7,9 @@ payloads and ``replay --from DIR`` publishes them again. Replay publishes at QoS
 each PUBACK; it skips alert letters (alerts never travelled on MQTT) and topics that are not
 station topics (ingest would refuse them again).
 
-Bad input ends with one line on stderr and exit code 2; a broker that cannot be reached with 1.
+Bad input (a missing or unreadable dead-letter file, a file that is not one, an unreadable
+``--since``, a missing ``--from`` directory) ends with one line on stderr and exit code 2; a
+broker that cannot be reached with one line and exit code 1.
 """
 
 from __future__ import annotations
@@ -24,13 +26,11 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from citysense.cli_common import MqttHost, MqttPort, console
+from citysense.cli_common import BAD_INPUT, FAILED, MqttHost, MqttPort, console, fail
 
 if TYPE_CHECKING:
     from ingest.dead_letters import DeadLetter
 
-BAD_INPUT = 2
-FAILED = 1
 PUBACK_TIMEOUT_S = 10.0
 SIDECAR_SUFFIX = ".meta.json"
 PAYLOAD_SUFFIX = ".payload"
@@ -43,7 +43,11 @@ rejects_app = typer.Typer(
 DeadLettersPath = Annotated[
     Path | None,
     typer.Option(
-        "--dead-letters", help="Dead-letter file (default: env CITYSENSE_INGEST_DEAD_LETTER_PATH)."
+        "--dead-letters",
+        exists=True,
+        dir_okay=False,
+        readable=True,
+        help="Dead-letter file (default: env CITYSENSE_INGEST_DEAD_LETTER_PATH).",
     ),
 ]
 Reason = Annotated[str | None, typer.Option(help="Only this reason, e.g. not_json.")]
@@ -68,8 +72,7 @@ class ReplayError(Exception):
 
 
 def _fail(message: str, code: int = BAD_INPUT) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+    fail(message, code)
 
 
 def _parse_since(since: str | None) -> datetime | None:
@@ -90,8 +93,30 @@ def _selected(
     from ingest.settings import IngestSettings
 
     after = _parse_since(since)
-    store = JsonlDeadLetters(path or IngestSettings().dead_letter_path)
+    path = path or IngestSettings().dead_letter_path
+    _check_dead_letter_file(path)
+    store = JsonlDeadLetters(path)
     return select(store.letters(), reason=reason, station_id=station, since=after)
+
+
+def _check_dead_letter_file(path: Path) -> None:
+    """A file whose first line is not a dead letter is refused (a file of another kind, given
+    by mistake, would otherwise be listed as no letters and a warning per line)."""
+    if not path.exists():
+        return  # ingest has refused nothing yet
+    try:
+        with path.open("rb") as source:
+            first = next((line for line in source if line.strip()), b"")
+    except OSError as exc:
+        _fail(f"cannot read {path}: {exc.strerror or exc}")
+    if not first:
+        return
+    try:
+        record = json.loads(first)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict) or not {"reason", "payload_b64"} <= record.keys():
+        _fail(f"{path} is not a dead-letter file (JSON lines of ingest's dead letters)")
 
 
 def _file_stem(letter_id: str) -> str:
@@ -251,7 +276,9 @@ def replay(
     since: Since = None,
     mqtt_host: MqttHost = "127.0.0.1",
     mqtt_port: MqttPort = 1883,
-    dry_run: Annotated[bool, typer.Option(help="Only print what would be published.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only print what would be published.")
+    ] = False,
 ) -> None:
     """Publish dead-lettered messages again (QoS 1), oldest first."""
     if from_dir is not None:

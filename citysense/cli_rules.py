@@ -1,4 +1,9 @@
-"""`citysense rules`: check a rule file, and explain which settings apply to a sensor."""
+"""`citysense rules`: check a rule file, and explain which settings apply to a sensor.
+
+``rules check`` prints every reason a file is refused, one line each (``<file>: <reason>``), and
+exits 2. ``rules explain --api`` exits 1 with one line when the node cannot be reached or fails,
+2 for a bad URL or a sensor the node does not know.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,16 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from citysense.cli_common import JsonOption, RulesOption, console, one_line, rules_option
+from citysense.cli_common import (
+    FAILED,
+    JsonOption,
+    RulesOption,
+    check_url,
+    console,
+    fail,
+    one_line,
+    rules_option,
+)
 
 rules_app = typer.Typer(
     help="Rule files: check one, see which settings apply to a sensor and why.",
@@ -20,7 +34,7 @@ rules_app = typer.Typer(
 
 @rules_app.command("check")
 def check(
-    path: Annotated[Path, typer.Argument(help="A rules YAML file.", dir_okay=False)],
+    path: Annotated[Path, typer.Argument(help="A rules YAML file.", exists=True, dir_okay=False)],
 ) -> None:
     """Validate a rule file (rules and overrides); every reason on its own line, exit 2."""
     from rules import RuleError, load_rules
@@ -56,8 +70,9 @@ def explain(
     api: Annotated[
         str | None,
         typer.Option(
+            callback=check_url,
             help="Ask a running node instead (its rules, and the sensor's kind and district"
-            " from its station's birth), e.g. http://127.0.0.1:8000."
+            " from its station's birth), e.g. http://127.0.0.1:8000.",
         ),
     ] = None,
     as_json: JsonOption = False,
@@ -101,18 +116,20 @@ def _from_node(api: str, sensor_id: str) -> dict[str, Any]:
     try:
         with httpx.Client(base_url=api, timeout=10) as client:
             answer = client.get(f"/api/v1/rules/effective/{sensor_id}")
-    except (httpx.HTTPError, ValueError) as exc:
-        raise typer.BadParameter(
-            f"cannot reach {api}: {one_line(exc)}", param_hint="--api"
-        ) from None
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        raise typer.BadParameter(f"{api}: {one_line(exc)}", param_hint="--api") from None
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach {api}: {one_line(exc)}", FAILED)
     if answer.status_code == 404:
         raise typer.BadParameter(f"the node at {api} does not know {sensor_id}")
     if answer.status_code != 200:
-        raise typer.BadParameter(
-            f"{api} answered {answer.status_code}: {one_line(Exception(answer.text[:200]))}",
-            param_hint="--api",
+        fail(
+            f"{api} answered {answer.status_code}: {one_line(Exception(answer.text[:200]))}", FAILED
         )
-    body: dict[str, Any] = answer.json()
+    try:
+        body: dict[str, Any] = answer.json()
+    except ValueError:
+        fail(f"{api} did not answer JSON: is it a citysense node?", FAILED)
     return body
 
 

@@ -11,25 +11,32 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from citysense.cli_common import (
+    FAILED,
     JsonOption,
     MqttHost,
     MqttPort,
     RulesOption,
     Seed,
+    Verbose,
+    check_url,
     configure_logging,
     console,
     err_console,
+    fail,
     rules_option,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    import httpx
     from rich.table import Table
 
+    from center import CaseOut
     from citysense.backtest import BacktestResult
     from citysense.tuning import Gates, Sweep, Variant
     from rules import RuleSet
+    from simulator.replay import RunRecord
     from simulator.score import Score
     from simulator.truth import GroundTruth
 
@@ -38,9 +45,11 @@ def simulate(
     scenario: Annotated[
         Path | None, typer.Argument(help="Scenario YAML (see scenarios/); omit with --live.")
     ] = None,
-    out: Annotated[Path, typer.Option(help="Where the recording and truth go.")] = Path("runs"),
+    out: Annotated[
+        Path, typer.Option(file_okay=False, help="Directory the recording and truth go to.")
+    ] = Path("runs"),
     live: Annotated[
-        bool, typer.Option(help="Run the seeded city live against a broker instead.")
+        bool, typer.Option("--live", help="Run the seeded city live against a broker instead.")
     ] = False,
     mqtt_host: MqttHost = "127.0.0.1",
     mqtt_port: MqttPort = 1883,
@@ -48,7 +57,7 @@ def simulate(
     incident_every: Annotated[
         float, typer.Option(help="--live: seconds between cover incidents.")
     ] = 20.0,
-    verbose: bool = False,
+    verbose: Verbose = False,
 ) -> None:
     """Run a scenario in simulated time into a recording plus its ground truth, or --live.
 
@@ -80,7 +89,11 @@ def simulate(
         loaded = load_scenario(scenario)
     except ScenarioError as exc:
         raise typer.BadParameter(str(exc), param_hint="SCENARIO") from None
-    result = run_scenario(loaded, out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        result = run_scenario(loaded, out)
+    except OSError as exc:
+        fail(f"cannot write to --out {out}: {exc.strerror or exc}")
     truth = result.truth
     console.print(
         f"{truth.scenario}: {truth.stations} stations, {truth.sensors} sensors, "
@@ -154,6 +167,13 @@ def backtest(
     max_false_alarms: Annotated[
         int | None, typer.Option(min=0, help="Fail (exit 1) with more false alarms than this.")
     ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write a self-contained HTML report (summary, a plot per incident, "
+            "delays, the sweep curve; opens offline) to this file (needs --truth).",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Run a recording through ingest, the rules and a throw-away case store; list the cases,
@@ -161,7 +181,8 @@ def backtest(
 
     Examples: citysense backtest runs/cover-open.csrec --truth runs/cover-open.truth.json;
     ... --rules a.yaml --rules b.yaml (side by side); ... --sweep cover-open.when.above=10:40:5;
-    ... --min-recall 1 --max-false-alarms 0 (exit 1 when a gate fails: for CI).
+    ... --min-recall 1 --max-false-alarms 0 (exit 1 when a gate fails: for CI);
+    ... --report runs/report.html (an HTML report with plots).
     """
     from citysense.tuning import Gates, TuningError, parse_sweep
 
@@ -177,6 +198,11 @@ def backtest(
         raise typer.BadParameter(
             "--sweep changes one rule set: give at most one --rules", param_hint="--sweep"
         )
+    if report is not None and truth is None:
+        raise typer.BadParameter("a report needs --truth to score against", param_hint="--report")
+    if report is not None and (report.is_dir() or not report.parent.is_dir()):
+        problem = "is a directory" if report.is_dir() else f"no directory {report.parent}"
+        raise typer.BadParameter(f"cannot write {report}: {problem}", param_hint="--report")
     metadata = _recording_metadata(recording)
     ground = None if truth is None else _truth_for(truth, metadata, recording)
     if ground is None:
@@ -186,7 +212,8 @@ def backtest(
         plans = _plans(paths, parse_sweep(sweep) if sweep else None)
     except TuningError as exc:
         raise typer.BadParameter(str(exc), param_hint="--sweep") from None
-    variants = _scored(recording, ground, plans, quiet=as_json)
+    kept: list[list[CaseOut]] | None = [] if report is not None else None
+    variants = _scored(recording, ground, plans, quiet=as_json, cases=kept)
     failures = [line for variant in variants for line in gates.failures(variant)]
     if sweep:
         failures = _report_sweep(variants, gates, as_json)
@@ -194,6 +221,8 @@ def backtest(
         _report_compare(variants, as_json)
     else:
         _print_score(variants[0].score, as_json)
+    if report is not None and kept is not None:
+        _write_report(report, recording, ground, plans, variants, kept, bool(sweep), as_json)
     if failures:
         for line in failures:
             err_console.print(f"gate failed: {line}")
@@ -248,8 +277,10 @@ def _scored(
     plans: list[tuple[str, RuleSet, float | None]],
     *,
     quiet: bool,
+    cases: list[list[CaseOut]] | None = None,
 ) -> list[Variant]:
-    """One backtest per plan, scored; a progress bar on stderr when there are several."""
+    """One backtest per plan, scored; a progress bar on stderr when there are several.
+    ``cases`` (when given) receives each plan's cases, for the report."""
     from rich.progress import Progress
 
     from citysense.tuning import Variant
@@ -261,10 +292,50 @@ def _scored(
         task = bar.add_task("backtest", total=len(plans))
         for label, rule_set, value in plans:
             bar.update(task, description=label)
-            cases = map(ScoredCase.from_api, _run_backtest(recording, rule_set).cases)
-            variants.append(Variant(label, score_run(ground, cases, rule_set), value))
+            opened = _run_backtest(recording, rule_set).cases
+            if cases is not None:
+                cases.append(opened)
+            scored = map(ScoredCase.from_api, opened)
+            variants.append(Variant(label, score_run(ground, scored, rule_set), value))
             bar.advance(task)
     return variants
+
+
+def _write_report(
+    path: Path,
+    recording: Path,
+    ground: GroundTruth,
+    plans: list[tuple[str, RuleSet, float | None]],
+    variants: Sequence[Variant],
+    cases: Sequence[Sequence[CaseOut]],
+    sweep: bool,
+    as_json: bool,
+) -> None:
+    """``--report``: the HTML report (citysense/report.py), written atomically; one line says
+    where (on stderr with --json, so stdout stays one document)."""
+    from citysense.report import ReportCase, ReportVariant, build_report, write_report
+    from citysense.tuning import recommend
+    from simulator.recording import RecordingError
+
+    entries = [
+        ReportVariant(v.label, v.score, tuple(map(ReportCase.from_case, found)), rule_set, v.value)
+        for v, found, (_, rule_set, _) in zip(variants, cases, plans, strict=True)
+    ]
+    best = recommend(variants) if sweep else None
+    try:
+        text = build_report(
+            recording,
+            ground,
+            entries,
+            sweep_name=variants[0].label.split("=")[0] if sweep else None,
+            recommended=next((i for i, v in enumerate(variants) if v is best), None),
+        )
+        write_report(path, text)
+    except (RecordingError, OSError) as exc:
+        raise typer.BadParameter(f"cannot write {path}: {exc}", param_hint="--report") from None
+    (err_console if as_json else console).print(
+        f"report: {path}", markup=False, highlight=False, soft_wrap=True
+    )
 
 
 def _percent(value: float | None) -> str:
@@ -367,31 +438,161 @@ def _engine_summary(counters: dict[str, int]) -> str:
 
 def score(
     truth: Annotated[Path, typer.Argument(help="Ground truth (.truth.json) of the run.")],
-    api: Annotated[str, typer.Option(help="Base URL of a running center.")] = (
-        "http://127.0.0.1:8000"
-    ),
+    api: Annotated[
+        str, typer.Option(callback=check_url, help="Base URL of a running center.")
+    ] = "http://127.0.0.1:8000",
     rules: RulesOption = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            help="Score only the run citysense replay --run-id made: the cases of its stations "
+            "that arrived after it started (its run record, beside the truth file, says which)."
+        ),
+    ] = None,
+    run_file: Annotated[
+        Path | None,
+        typer.Option(help="The run record (default: <name>.<run id>.run.json beside TRUTH)."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Score the cases a running center opened against a run's ground truth.
 
-    Example: citysense replay runs/cover-open.csrec --speed 100 ... then
-    citysense score runs/cover-open.truth.json --api http://127.0.0.1:8000
+    Example: citysense replay runs/cover-open.csrec --speed 100 --run-id lab1 ... then
+    citysense score runs/cover-open.truth.json --run-id lab1 --api http://127.0.0.1:8000
+    (without --run-id every case of the center counts: a demo's and earlier runs' too)
     """
-    import httpx
-
-    from simulator.score import ScoredCase
+    from simulator.score import ScoredCase, split_by_arrival
     from simulator.score import score as score_run
+
+    ground = _read_ground(truth)
+    rule_set = rules_option(rules)
+    run = None if run_id is None and run_file is None else _run_record(truth, run_id, run_file)
+    if run is not None:
+        ground = _scoped_truth(ground, run)
+    items = _live_cases(api, None if run is None else list(run.stations.values()))
+    cases = [ScoredCase.from_api(item) for item in items]
+    earlier: list[ScoredCase] = []
+    if run is not None:
+        cases, earlier = split_by_arrival(cases, run.started_at)
+    result = score_run(ground, cases, rule_set)
+    if run is None:
+        _print_score(result, as_json)
+    else:
+        _print_run_score(result, run, len(earlier), as_json)
+
+
+def _read_ground(path: Path) -> GroundTruth:
     from simulator.truth import read_truth
 
+    try:
+        return read_truth(path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc}", param_hint="TRUTH") from None
+
+
+def _run_record(truth: Path, run_id: str | None, run_file: Path | None) -> RunRecord:
+    """The record ``citysense replay --run-id`` wrote; by default beside the truth file."""
+    from simulator.replay import RunRecord, run_record_path
+
+    if run_file is None:
+        assert run_id is not None
+        name = truth.name.removesuffix(".truth.json")
+        if name == truth.name:
+            name = truth.stem
+        run_file = run_record_path(truth.parent, name, run_id)
+        if not run_file.exists():
+            raise typer.BadParameter(
+                f"no run record {run_file}: replay the recording with --run-id {run_id} first "
+                "(it writes the record beside the recording), or give --run-file",
+                param_hint="--run-id",
+            )
+    try:
+        run = RunRecord.read(run_file)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise typer.BadParameter(
+            f"cannot read {run_file}: {exc}", param_hint="--run-file"
+        ) from None
+    if run_id is not None and run.run_id != run_id:
+        raise typer.BadParameter(
+            f"{run_file} is the record of run {run.run_id}, not {run_id}", param_hint="--run-id"
+        )
+    return run
+
+
+def _scoped_truth(ground: GroundTruth, run: RunRecord) -> GroundTruth:
+    """The truth under the run's ids, once it is clear the run replayed this truth's scenario."""
+    from citysense.tuning import TuningError, check_belongs
+    from simulator.replay import RunPrefix
+
+    try:
+        check_belongs(ground, run.metadata, Path(run.recording))
+    except TuningError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--run-id") from None
+    absent = sorted(ground.named_stations - set(run.stations))
+    if absent:
+        raise typer.BadParameter(
+            f"the truth names station {absent[0]}, which run {run.run_id} did not replay: "
+            "the truth file is not of this run's recording",
+            param_hint="--run-id",
+        )
+    prefix = RunPrefix(run.run_id)
+    return ground.renamed(prefix.station, prefix.sensor)
+
+
+def _live_cases(api: str, stations: list[str] | None) -> list[dict[str, object]]:
+    """Every case of the center (``stations=None``), or of these stations; exit 1 when the
+    center cannot be asked."""
+    import httpx
+
     items: list[dict[str, object]] = []
-    with httpx.Client(base_url=api, timeout=30) as client:
-        while True:
-            page = client.get("/api/v1/cases", params={"limit": 500, "offset": len(items)})
-            page.raise_for_status()
-            body = page.json()
-            items.extend(body["items"])
-            if not body["items"] or len(items) >= body["total"]:
-                break
-    result = score_run(read_truth(truth), map(ScoredCase.from_api, items), rules_option(rules))
-    _print_score(result, as_json)
+    try:
+        with httpx.Client(base_url=api, timeout=30) as client:
+            for station in stations if stations is not None else [None]:
+                items.extend(_case_pages(client, station))
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        fail(f"cannot read the cases from {api}: {exc}", FAILED)
+    return items
+
+
+def _case_pages(client: httpx.Client, station: str | None) -> list[dict[str, object]]:
+    params: dict[str, str | int] = {"limit": 500}
+    if station is not None:
+        params["station_id"] = station
+    items: list[dict[str, object]] = []
+    while True:
+        page = client.get("/api/v1/cases", params={**params, "offset": len(items)})
+        page.raise_for_status()
+        body = page.json()
+        items.extend(body["items"])
+        if not body["items"] or len(items) >= body["total"]:
+            return items
+
+
+def _print_run_score(result: Score, run: RunRecord, earlier: int, as_json: bool) -> None:
+    """The score of one run, and what its scope left out."""
+    started = run.started_at.isoformat(timespec="seconds").replace("+00:00", "Z")
+    if as_json:
+        document = result.as_dict()
+        document["run"] = {
+            "run_id": run.run_id,
+            "stations": len(run.stations),
+            "started_at": run.started_at.isoformat().replace("+00:00", "Z"),
+            "finished": run.finished_at is not None,
+            "earlier_cases": earlier,
+        }
+        console.print_json(json.dumps(document))
+        return
+    _print_score(result, False)
+    console.print(
+        f"run {run.run_id}: the cases of its {len(run.stations)} stations ({run.prefix}...) "
+        f"that arrived since {started}",
+        soft_wrap=True,
+    )
+    if earlier:
+        console.print(
+            f"left out {earlier} case{'s' if earlier != 1 else ''} of these stations that "
+            "arrived before the run started: "
+            "was the run id used before?"
+        )
+    if run.finished_at is None:
+        console.print("the run record has no end: the replay failed, was stopped or still runs")

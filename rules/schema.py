@@ -440,4 +440,6 @@ def load_rules(path: Path = DEFAULT_RULES_FILE) -> RuleSet:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RuleError(f"cannot read rules file {path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise RuleError(f"{path} is not a rules file: not UTF-8 text (rules are YAML)") from None
     return parse_rules(text, str(path))

@@ -308,4 +308,8 @@ def load_scenario(path: Path) -> Scenario:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ScenarioError(f"cannot read scenario {path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise ScenarioError(
+            f"{path} is not a scenario: not UTF-8 text (a scenario is YAML; a recording?)"
+        ) from None
     return parse_scenario(text, str(path))

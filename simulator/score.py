@@ -201,6 +201,19 @@ class Score:
         return tuple(name for k in self.kinds if k.rule is not None for name in k.missed)
 
 
+def split_by_arrival(
+    cases: Iterable[ScoredCase], since: datetime
+) -> tuple[list[ScoredCase], list[ScoredCase]]:
+    """The cases ingest saw at or after ``since`` (a live run's start, wall clock) and the ones
+    it saw before it: an earlier run's. A case without ``detected_at`` counts as arrived."""
+    arrived: list[ScoredCase] = []
+    earlier: list[ScoredCase] = []
+    for case in cases:
+        seen = case.detected_at
+        (earlier if seen is not None and seen < since else arrived).append(case)
+    return arrived, earlier
+
+
 def _status(kind: KindScore) -> str:
     if kind.rule is None:
         sensor_kind, value = WATCHED_VALUE[kind.kind]

@@ -7,7 +7,8 @@ same scenario and seed give a byte-identical file.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -58,6 +59,35 @@ class GroundTruth:
     @property
     def sensor_days(self) -> float:
         return self.sensors * (self.end - self.start).total_seconds() / 86_400
+
+    @property
+    def named_stations(self) -> frozenset[str]:
+        """Every station an incident or a fault names (not every station of the run)."""
+        named = {i.station_id for i in self.incidents}
+        named.update(f.station_id for f in self.faults if f.station_id is not None)
+        return frozenset(named)
+
+    def renamed(self, station: Callable[[str], str], sensor: Callable[[str], str]) -> GroundTruth:
+        """The same truth with every station and sensor id renamed: a run replayed under ids
+        of its own (``citysense replay --run-id``) is scored against this."""
+        incidents = tuple(
+            replace(
+                i,
+                station_id=station(i.station_id),
+                sensor_id=sensor(i.sensor_id),
+                sensors=tuple(sensor(s) for s in i.sensors),
+            )
+            for i in self.incidents
+        )
+        faults = tuple(
+            replace(
+                f,
+                station_id=None if f.station_id is None else station(f.station_id),
+                sensor_id=None if f.sensor_id is None else sensor(f.sensor_id),
+            )
+            for f in self.faults
+        )
+        return replace(self, incidents=incidents, faults=faults)
 
 
 def _encode(value: Any) -> Any:

@@ -90,5 +90,8 @@ def test_serve_refuses_bad_configuration_in_one_line() -> None:
         check=False,
     )
     assert result.returncode == 2
-    assert "bad configuration" in result.stdout
+    assert result.stderr.splitlines() == [
+        "citysense serve: error: bad configuration: CITYSENSE_CENTER_PORT: "
+        "Input should be a valid integer, unable to parse string as an integer"
+    ]
     assert "Traceback" not in result.stdout + result.stderr

@@ -103,4 +103,6 @@ def test_demo_refuses_a_taken_port_with_a_clear_message() -> None:
             check=False,
         )
     assert result.returncode == 2
-    assert f"127.0.0.1:{port} is taken" in result.stdout
+    [line] = result.stderr.splitlines()
+    assert line.startswith("citysense demo: error: demo cannot start: ")
+    assert f"127.0.0.1:{port} is taken" in line

@@ -49,7 +49,7 @@ class CountingSink(MemorySink):
 @pytest.fixture
 def installed(pki: Path, tmp_path: Path) -> Path:
     """A copy of the provisioned tree whose station bundle names its own folder and the
-    test broker's TLS port, as `provision station --install-dir --broker-host` does on site."""
+    test broker's TLS port, as `provision station --install-dir --mqtt-host` does on site."""
     root = tmp_path / "pki"
     shutil.copytree(pki, root)
     return root

@@ -214,7 +214,7 @@ def test_the_command_refuses_a_bad_file_with_one_line_and_exit_code_2(tmp_path: 
     result = run_cli(env={"CITYSENSE_EDGE_CONFIG": str(config)})
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        f"citysense edge: bad configuration: {config}: udp.port: "
+        f"citysense edge: error: bad configuration: {config}: udp.port: "
         "Input should be greater than or equal to 0"
     ]
     assert result.stdout == ""

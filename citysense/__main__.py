@@ -1,0 +1,5 @@
+"""`python -m citysense`: the `citysense` command line."""
+
+from citysense.cli import main
+
+main()
