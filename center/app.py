@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from center.api import cases, dashboard, sensors, stations
+from center.api import cases, dashboard, sensors, stations, transitions
 from center.api import rejects as rejects_api
 from center.api import rules as rules_api
 from center.api.system import HealthProbe, MetricsExporter, system_router
@@ -49,6 +49,7 @@ def create_app(
     app.state.rules = rules
     app.add_exception_handler(StoreError, _store_unavailable)
     app.include_router(cases.router)
+    app.include_router(transitions.router)
     app.include_router(stations.router)
     app.include_router(sensors.router)
     app.include_router(rejects_api.router)

@@ -11,6 +11,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Float,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -61,13 +62,19 @@ class Base(DeclarativeBase):
 
 
 class CaseRow(Base):
-    """One case: an incident of one rule, named by its first sensor and start, from open to
-    cleared; ``members`` lists every sensor of a grouped incident (first sensor first)."""
+    """One case: an incident of one rule, named by its first sensor and start; ``members``
+    lists every sensor of a grouped incident (first sensor first).
+
+    ``status`` is the sensor's condition (``open`` / ``cleared``: the sensor recovered), ``step``
+    where the people are in the 7-step loop (``center.lifecycle``): a sensor never closes a
+    case."""
 
     __tablename__ = "cases"
     __table_args__ = (
         UniqueConstraint("rule_id", "sensor_id", "started_at", name="uq_cases_alert"),
         Index("ix_cases_opened_at", "opened_at"),
+        Index("ix_cases_detected_at", "detected_at"),
+        Index("ix_cases_step", "step"),
         Index("ix_cases_status", "status"),
         Index("ix_cases_class_code", "class_code"),
         Index("ix_cases_station_id", "station_id"),
@@ -105,6 +112,45 @@ class CaseRow(Base):
     members: Mapped[list[str]] = mapped_column(JSON, default=list)
     flags: Mapped[list[str]] = mapped_column(JSON, default=list)
     flapping: Mapped[bool] = mapped_column(Boolean, default=False)
+    step: Mapped[str] = mapped_column(String(16), default="discover")
+    detected_late: Mapped[bool] = mapped_column(Boolean, default=False)
+    ended_before_seen: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class CaseTransitionRow(Base):
+    """The audit trail: one row per step a case took, written with the change itself."""
+
+    __tablename__ = "case_transitions"
+    __table_args__ = (Index("ix_case_transitions_case_id", "case_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_id: Mapped[int] = mapped_column(Integer, ForeignKey("cases.id"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(16))
+    from_step: Mapped[str | None] = mapped_column(String(16))
+    to_step: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str] = mapped_column(String(1000))
+
+
+class CaseEventRow(Base):
+    """Every case change, in commit order: ``id`` is the live stream's event id.
+
+    Written in the transaction of the change. Ids only grow (SQLite ``AUTOINCREMENT`` never
+    reuses one; PostgreSQL writers take ``EVENT_LOCK`` before writing, so ids commit in order).
+    ``data`` is the event as the stream sent it, without its id."""
+
+    __tablename__ = "case_events"
+    __table_args__ = (
+        Index("ix_case_events_case_id", "case_id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_id: Mapped[int] = mapped_column(Integer, ForeignKey("cases.id"))
+    type: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:

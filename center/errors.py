@@ -20,3 +20,21 @@ class StoreError(CenterError, ConnectionError):
 
 class MigrationError(StoreError):
     """The case store schema could not be brought up to date."""
+
+
+class CaseNotFoundError(CenterError, LookupError):
+    """No case has that id."""
+
+
+class TransitionRefusedError(CenterError):
+    """A lifecycle transition the case's step does not allow, with the reason.
+
+    ``step`` is where the case is, ``action`` what was asked (``None`` when a target step was
+    asked for and no action leads there), ``allowed`` the actions its step allows."""
+
+    def __init__(self, reason: str, *, step: str, action: str | None, allowed: list[str]) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.step = step
+        self.action = action
+        self.allowed = allowed

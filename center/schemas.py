@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, computed_field, model_validator
 
+from center import lifecycle
+from center.lifecycle import Action, Step
 from protocol import SensorKind
 from rules.alerts import Severity
 
 CaseStatus = Literal["open", "cleared"]
-CaseEventType = Literal["opened", "updated", "reopened", "cleared"]
+"""The sensor's condition: ``open`` while the rule's condition holds, ``cleared`` once the
+sensor recovered. Not the lifecycle (``step``): a sensor never closes a case."""
+CaseEventType = Literal["opened", "updated", "reopened", "recovered", "transition"]
 """``updated``: another sensor joined the incident; ``reopened``: a flapping condition
-re-triggered a cleared case, which is open again and marked ``flapping``."""
+re-triggered a recovered case, whose condition is open again and marked ``flapping``;
+``recovered``: the sensor recovered (the case awaits verification on site); ``transition``:
+the case moved in the 7-step loop (``transition`` says who moved it, from where, to where)."""
 
 
 class EvidencePoint(BaseModel):
@@ -53,8 +59,11 @@ class CaseOut(BaseModel):
     started_at: AwareDatetime = Field(description="Event time the condition began.")
     opened_at: AwareDatetime = Field(description="Event time the alert opened.")
     cleared_at: AwareDatetime | None
-    detected_at: AwareDatetime = Field(description="Wall time ingest saw the alert.")
-    updated_at: AwareDatetime
+    detected_at: AwareDatetime = Field(
+        description="Wall time the center learned of the case (ingest saw the alert): cases"
+        " are ordered and filtered by it, not by device time."
+    )
+    updated_at: AwareDatetime = Field(description="Wall time of the case's last change.")
     evidence: list[EvidencePoint]
     unregistered: bool = Field(description="The sensor was not in the station registry.")
     members: list[str] = Field(
@@ -67,6 +76,33 @@ class CaseOut(BaseModel):
     flapping: bool = Field(
         description="The condition kept coming and going: re-opened instead of new cases."
     )
+    step: Step = Field(
+        description="Where the case is in the 7-step loop (GB/T 30428): discover, register,"
+        " dispatch, handle, verify, close, evaluate."
+    )
+    detected_late: bool = Field(
+        description="The center learned of it long after it opened (a backlog after an"
+        " outage): recorded, not dispatched automatically."
+    )
+    ended_before_seen: bool = Field(
+        description="Its condition had already ended when the center first learned of it:"
+        " an incident inside an outage, for the record."
+    )
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="The sensor recovered and the case is not closed: recovered, awaiting"
+        " verification on site."
+    )
+    @property
+    def awaiting_verification(self) -> bool:
+        return lifecycle.awaiting_verification(self.step, self.status == "cleared")
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="The actions its step allows (POST .../transitions)."
+    )
+    @property
+    def next_actions(self) -> list[Action]:
+        return list(lifecycle.allowed_actions(self.step))
 
 
 class CasePage(BaseModel):
@@ -74,10 +110,73 @@ class CasePage(BaseModel):
     total: int
 
 
+class TransitionOut(BaseModel):
+    """One entry of a case's audit trail: who moved it, when, from which step to which."""
+
+    model_config = ConfigDict(frozen=True, from_attributes=True)
+
+    id: int
+    case_id: int
+    at: AwareDatetime = Field(description="Wall time of the transition.")
+    actor: str = Field(description="Who: a person, or `system` for the center's own moves.")
+    action: Action | Literal["discover"] = Field(
+        description="`discover` is the first entry: the sensor's rule opened the case."
+    )
+    from_step: Step | None
+    to_step: Step
+    note: str
+
+
+class CaseHistory(BaseModel):
+    case_id: int
+    items: list[TransitionOut] = Field(description="Oldest first.")
+
+
+class TransitionIn(BaseModel):
+    """A request to move a case: name the ``action`` or the step to go ``to`` (one of them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Action | None = None
+    to: Step | None = None
+    note: str = Field("", max_length=1000)
+    actor: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^\S(?:.*\S)?$",
+        description="Who asks (until sign-in exists; then the signed-in user is the actor)."
+        " `system` is reserved for the center.",
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> TransitionIn:
+        if (self.action is None) == (self.to is None):
+            raise ValueError("give either action or to")
+        if self.actor.lower() == lifecycle.SYSTEM:
+            raise ValueError(f"actor {lifecycle.SYSTEM!r} is reserved for the center")
+        return self
+
+
+class TransitionRefusal(BaseModel):
+    """Why a transition was refused (409)."""
+
+    detail: str
+    step: Step = Field(description="Where the case is.")
+    action: str | None = Field(description="What was asked; null when a step was asked for.")
+    allowed: list[Action] = Field(description="The actions its step allows.")
+
+
 class CaseEvent(BaseModel):
-    """A case change on the live stream."""
+    """A case change on the live stream, as stored in ``case_events``."""
 
     model_config = ConfigDict(frozen=True)
 
+    id: int = Field(description="Monotonic event id, the SSE `id:`; resume after it.")
     type: CaseEventType
-    case: CaseOut
+    at: AwareDatetime = Field(description="Wall time of the change.")
+    case: CaseOut = Field(description="The case after the change.")
+    transition: TransitionOut | None = Field(
+        default=None,
+        description="The audit entry, with `transition` events and with `opened` (its first"
+        " entry, `discover`).",
+    )

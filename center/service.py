@@ -1,14 +1,23 @@
-"""The port ingest calls: an alert in, a stored case and a live event out."""
+"""The port ingest calls (an alert in, a stored case and its events out), and the one the API
+calls to move a case through its lifecycle.
+
+Every write and the publishing of its events happen under one lock, so live subscribers get
+events in id order: the stream can then skip what it already replayed by id alone.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from center.broadcast import CaseBroadcaster
+from center.case_log import CaseChange
 from center.errors import AlertRejectedError
-from center.schemas import CaseEvent
+from center.lifecycle import Action, Step
+from center.schemas import CaseOut
 from center.store import CaseStore
 from protocol import SensorInfo
 from rules.alerts import Alert
@@ -30,13 +39,47 @@ class CaseStats:
     rejected: int = 0
 
 
-class CaseService:
-    """Turn alerts into cases: store first, then tell live subscribers."""
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
-    def __init__(self, store: CaseStore, broadcaster: CaseBroadcaster) -> None:
+
+class CaseService:
+    """Turn alerts into cases and move cases: store first, then tell live subscribers."""
+
+    def __init__(
+        self,
+        store: CaseStore,
+        broadcaster: CaseBroadcaster,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
         self.store = store
         self.broadcaster = broadcaster
         self.stats = CaseStats()
+        self.clock = clock
+        self._writes = asyncio.Lock()
+
+    def _publish(self, change: CaseChange) -> None:
+        for event in change.events:
+            self.broadcaster.publish(event)
+
+    async def transition(
+        self,
+        case_id: int,
+        *,
+        action: Action | None = None,
+        to: Step | None = None,
+        actor: str,
+        note: str = "",
+    ) -> CaseOut:
+        """Move a case (see ``CaseStore.transition``) now, and publish its event."""
+        async with self._writes:
+            change = await self.store.transition(
+                case_id, action=action, to=to, actor=actor, note=note, at=self.clock()
+            )
+            self._publish(change)
+        log.info("case %d: %s by %s, now at %s", case_id, action or to, actor, change.case.step)
+        return change.case
 
     async def handle_alert(
         self, alert: Alert, sensor: SensorInfo | None, detected_at: datetime
@@ -49,19 +92,31 @@ class CaseService:
         caller should not acknowledge the readings then: the retried alert is de-duplicated).
         """
         try:
-            case = await self.store.record_alert(alert, sensor, detected_at)
+            async with self._writes:
+                change = await self.store.apply_alert(alert, sensor, detected_at)
+                if change is not None:
+                    self._publish(change)
         except AlertRejectedError as exc:
             self.stats.rejected += 1
             log.error("alert %s on %s rejected: %s", alert.rule_id, alert.sensor_id, exc)
             raise
+        self._count(alert, None if change is None else change.case)
+
+    def _count(self, alert: Alert, case: CaseOut | None) -> None:
         if alert.state == "open":
             if case is None:
                 self.stats.duplicates += 1
                 log.debug("duplicate alert %s on %s", alert.rule_id, alert.sensor_id)
                 return
             self.stats.opened += 1
-            log.info("case %d opened: %s %s", case.id, case.class_code, case.title)
-            self.broadcaster.publish(CaseEvent(type="opened", case=case))
+            log.info(
+                "case %d opened: %s %s, at %s%s",
+                case.id,
+                case.class_code,
+                case.title,
+                case.step,
+                " (detected late)" if case.detected_late else "",
+            )
             return
         if alert.state in ("member", "flapping"):
             if case is None:
@@ -69,20 +124,16 @@ class CaseService:
                 log.info(
                     "%s alert %s on %s has no case", alert.state, alert.rule_id, alert.sensor_id
                 )
-                return
-            if alert.state == "member":
+            elif alert.state == "member":
                 self.stats.members += 1
                 log.info("case %d: %s joined", case.id, alert.member_id)
-                self.broadcaster.publish(CaseEvent(type="updated", case=case))
             else:
                 self.stats.reopened += 1
-                log.info("case %d re-opened: flapping", case.id)
-                self.broadcaster.publish(CaseEvent(type="reopened", case=case))
+                log.info("case %d re-opened: flapping, at %s", case.id, case.step)
             return
         if case is None:
             self.stats.unmatched_clears += 1
             log.info("cleared alert %s on %s has no open case", alert.rule_id, alert.sensor_id)
             return
         self.stats.cleared += 1
-        log.info("case %d cleared", case.id)
-        self.broadcaster.publish(CaseEvent(type="cleared", case=case))
+        log.info("case %d: sensor recovered, awaiting verification at %s", case.id, case.step)

@@ -1,10 +1,14 @@
-"""The case store: alerts in, cases out, over an async SQLAlchemy engine (SQLite or PostgreSQL)."""
+"""The case store: alerts in, cases out, over an async SQLAlchemy engine (SQLite or PostgreSQL).
+
+Every change writes, in its own transaction, the case, its audit trail (``case_transitions``)
+and its events (``case_events``, whose ids the live stream resumes from).
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select, update
@@ -12,15 +16,22 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from center import lifecycle
+from center.case_log import CaseChange, CaseLog, event_from_row
 from center.classify import classify
-from center.db import CaseRow
-from center.errors import AlertRejectedError, StoreError
-from center.schemas import CaseOut, CaseStatus
+from center.db import CaseEventRow, CaseRow, CaseTransitionRow
+from center.errors import AlertRejectedError, CaseNotFoundError, StoreError
+from center.lifecycle import Action, Step
+from center.schemas import CaseEvent, CaseOut, CaseStatus, TransitionOut
 from protocol import SensorInfo
 from rules.alerts import Alert
 
 ALERT_KEY = ("rule_id", "sensor_id", "started_at")
 SUPPORTED_DIALECTS = ("sqlite", "postgresql")
+DEFAULT_LATE_AFTER = timedelta(minutes=5)
+EVENT_LOCK = 0x63697479_63617365  # "citycase": PostgreSQL advisory lock held by every writer
+"""Writers take it first, so event ids (a sequence, handed out at insert) commit in id order
+and a reader never sees id n+1 before id n. SQLite has one writer at a time anyway."""
 
 
 def _require_aware(name: str, value: datetime) -> None:
@@ -53,6 +64,7 @@ def _case_values(alert: Alert, sensor: SensorInfo | None, detected_at: datetime)
         "lat": sensor.lat if sensor else None,
         "address": sensor.address if sensor else "",
         "status": "open",
+        "step": Step.DISCOVER.value,
         "field": alert.field,
         "trigger_value": alert.value,
         "threshold": alert.threshold,
@@ -76,14 +88,18 @@ class CaseStore:
     """Cases in a SQL database migrated by ``center.migrate``.
 
     A duplicate alert (same rule, sensor and start) never becomes a second case; database
-    failures surface as ``StoreError``.
+    failures surface as ``StoreError``. ``late_after``: a case the center learns of more than
+    this after it opened (event time) is ``detected_late`` and not dispatched automatically.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, late_after: timedelta = DEFAULT_LATE_AFTER) -> None:
         if engine.dialect.name not in SUPPORTED_DIALECTS:
             raise StoreError(f"case store runs on sqlite or postgresql, not {engine.dialect.name}")
+        if late_after <= timedelta(0):
+            raise ValueError(f"late_after {late_after} must be positive")
         self._engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self.late_after = late_after
 
     @asynccontextmanager
     async def _session(self) -> AsyncIterator[AsyncSession]:
@@ -93,10 +109,26 @@ class CaseStore:
         except (SQLAlchemyError, OSError) as exc:
             raise StoreError(f"case store: {exc}") from exc
 
+    @asynccontextmanager
+    async def _writing(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction; on PostgreSQL it first takes ``EVENT_LOCK``."""
+        async with self._session() as session:
+            if self._engine.dialect.name == "postgresql":
+                await session.execute(select(func.pg_advisory_xact_lock(EVENT_LOCK)))
+            yield session
+
     async def record_alert(
         self, alert: Alert, sensor: SensorInfo | None, detected_at: datetime
     ) -> CaseOut | None:
-        """Open or clear the alert's case; ``None`` when nothing changed (duplicate, no match)."""
+        """The alert's case after the alert (``apply_alert`` without the events)."""
+        change = await self.apply_alert(alert, sensor, detected_at)
+        return None if change is None else change.case
+
+    async def apply_alert(
+        self, alert: Alert, sensor: SensorInfo | None, detected_at: datetime
+    ) -> CaseChange | None:
+        """Open, update, re-open or mark recovered the alert's case, with its events (and the
+        system's transitions); ``None`` when nothing changed (a duplicate, no such case)."""
         for name, value in (
             ("detected_at", detected_at),
             ("started_at", alert.started_at),
@@ -104,11 +136,10 @@ class CaseStore:
         ):
             _require_aware(name, value)
         if alert.state == "open":
-            return await self._open(_case_values(alert, sensor, detected_at))
+            return await self._open(alert, _case_values(alert, sensor, detected_at), detected_at)
         if alert.state == "member":
-            return await self._change(
-                alert, {"members": list(alert.members), "updated_at": detected_at}, only_open=True
-            )
+            values: dict[str, Any] = {"members": list(alert.members), "updated_at": detected_at}
+            return await self._change(alert, values, detected_at, only_open=True)
         if alert.state == "flapping":
             values = {
                 "status": "open",
@@ -117,12 +148,19 @@ class CaseStore:
                 "flags": list(alert.flags),
                 "updated_at": detected_at,
             }
-            return await self._change(alert, values, only_open=False)
-        return await self._clear(alert, detected_at)
+            return await self._change(alert, values, detected_at, only_open=False)
+        values = {
+            "status": "cleared",
+            "cleared_at": alert.at,
+            "updated_at": detected_at,
+            # The condition had ended before the center first learned of the case.
+            "ended_before_seen": CaseRow.detected_at >= alert.at,
+        }
+        return await self._change(alert, values, detected_at, only_open=True)
 
     async def _change(
-        self, alert: Alert, values: dict[str, Any], *, only_open: bool
-    ) -> CaseOut | None:
+        self, alert: Alert, values: dict[str, Any], detected_at: datetime, *, only_open: bool
+    ) -> CaseChange | None:
         conditions = [
             CaseRow.rule_id == alert.rule_id,
             CaseRow.sensor_id == alert.sensor_id,
@@ -131,9 +169,46 @@ class CaseStore:
         if only_open:
             conditions.append(CaseRow.status == "open")
         statement = update(CaseRow).where(*conditions).values(**values).returning(CaseRow)
-        async with self._session() as session:
+        async with self._writing() as session:
             row = (await session.scalars(statement)).one_or_none()
-            return None if row is None else CaseOut.model_validate(row)
+            if row is None:
+                return None
+            log = CaseLog(session, detected_at)
+            if alert.state == "member":
+                await log.event("updated", row)
+            elif alert.state == "cleared":
+                await log.event("recovered", row)
+            else:
+                await log.event("reopened", row)
+                late = lifecycle.detected_late(alert.at, detected_at, self.late_after)
+                for action in lifecycle.retrigger_actions(Step(row.step), row.severity, late):
+                    await log.move(row, action, lifecycle.SYSTEM, lifecycle.SYSTEM_NOTES[action])
+            return log.change(row)
+
+    async def transition(
+        self,
+        case_id: int,
+        *,
+        action: Action | None = None,
+        to: Step | None = None,
+        actor: str,
+        note: str = "",
+        at: datetime,
+    ) -> CaseChange:
+        """Move a case by ``action`` (or to the step ``to``); raises ``CaseNotFoundError``, and
+        ``TransitionRefusedError`` with the reason when its step does not allow it."""
+        _require_aware("at", at)
+        async with self._writing() as session:
+            row = await session.get(CaseRow, case_id)
+            if row is None:
+                raise CaseNotFoundError(f"case {case_id} not found")
+            if action is None:
+                if to is None:
+                    raise ValueError("give an action or a step to go to")
+                action = lifecycle.action_to(Step(row.step), to)
+            log = CaseLog(session, at)
+            await log.move(row, action, actor, note)
+            return log.change(row)
 
     async def open_incidents(self) -> list[tuple[str, str, datetime, list[str]]]:
         """(rule, first sensor, start, members) of every open case: what a restarted engine
@@ -145,7 +220,11 @@ class CaseStore:
             rows = (await session.execute(statement)).all()
             return [(r[0], r[1], r[2], list(r[3] or [r[1]])) for r in rows]
 
-    async def _open(self, values: dict[str, Any]) -> CaseOut | None:
+    async def _open(
+        self, alert: Alert, values: dict[str, Any], detected_at: datetime
+    ) -> CaseChange | None:
+        late = lifecycle.detected_late(alert.at, detected_at, self.late_after)
+        values["detected_late"] = late
         insert: postgresql.Insert | sqlite.Insert = (
             postgresql.insert(CaseRow)
             if self._engine.dialect.name == "postgresql"
@@ -156,25 +235,16 @@ class CaseStore:
             .on_conflict_do_nothing(index_elements=list(ALERT_KEY))
             .returning(CaseRow)
         )
-        async with self._session() as session:
+        async with self._writing() as session:
             row = (await session.scalars(statement)).one_or_none()
-            return None if row is None else CaseOut.model_validate(row)
-
-    async def _clear(self, alert: Alert, detected_at: datetime) -> CaseOut | None:
-        statement = (
-            update(CaseRow)
-            .where(
-                CaseRow.rule_id == alert.rule_id,
-                CaseRow.sensor_id == alert.sensor_id,
-                CaseRow.started_at == alert.started_at,
-                CaseRow.status == "open",
-            )
-            .values(status="cleared", cleared_at=alert.at, updated_at=detected_at)
-            .returning(CaseRow)
-        )
-        async with self._session() as session:
-            row = (await session.scalars(statement)).one_or_none()
-            return None if row is None else CaseOut.model_validate(row)
+            if row is None:
+                return None
+            log = CaseLog(session, detected_at)
+            note = f"rule {alert.rule_id} on {alert.sensor_id}"
+            await log.discovered(row, note + (" (detected late)" if late else ""))
+            for action in lifecycle.opening_actions(alert.severity, late):
+                await log.move(row, action, lifecycle.SYSTEM, lifecycle.SYSTEM_NOTES[action])
+            return log.change(row)
 
     async def list_cases(
         self,
@@ -187,7 +257,8 @@ class CaseStore:
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[CaseOut], int]:
-        """One page of cases, newest opened first, and how many match in all."""
+        """One page of cases, the one the center learned of last first (``detected_at``: its
+        clock, not the devices'), and how many match in all; ``since``: detected at or after."""
         if limit < 1 or offset < 0:
             raise ValueError(f"limit {limit} must be >= 1 and offset {offset} >= 0")
         if since is not None:
@@ -202,11 +273,11 @@ class CaseStore:
             if wanted is not None:
                 conditions.append(column == wanted)
         if since is not None:
-            conditions.append(CaseRow.opened_at >= since)
+            conditions.append(CaseRow.detected_at >= since)
         page = (
             select(CaseRow)
             .where(*conditions)
-            .order_by(CaseRow.opened_at.desc(), CaseRow.id.desc())
+            .order_by(CaseRow.detected_at.desc(), CaseRow.id.desc())
             .limit(limit)
             .offset(offset)
         )
@@ -225,3 +296,33 @@ class CaseStore:
         async with self._session() as session:
             row = await session.get(CaseRow, case_id)
             return None if row is None else CaseOut.model_validate(row)
+
+    async def history(self, case_id: int) -> list[TransitionOut] | None:
+        """The case's audit trail, oldest first; ``None`` for an unknown case."""
+        statement = (
+            select(CaseTransitionRow)
+            .where(CaseTransitionRow.case_id == case_id)
+            .order_by(CaseTransitionRow.id)
+        )
+        async with self._session() as session:
+            if await session.get(CaseRow, case_id) is None:
+                return None
+            rows = (await session.scalars(statement)).all()
+            return [TransitionOut.model_validate(row) for row in rows]
+
+    async def events_after(self, after: int, limit: int = 500) -> list[CaseEvent]:
+        """Up to ``limit`` events with an id above ``after``, in id order."""
+        statement = (
+            select(CaseEventRow)
+            .where(CaseEventRow.id > after)
+            .order_by(CaseEventRow.id)
+            .limit(limit)
+        )
+        async with self._session() as session:
+            return [event_from_row(row) for row in (await session.scalars(statement)).all()]
+
+    async def newest_event_id(self) -> int:
+        """The id of the newest event; 0 when there is none."""
+        async with self._session() as session:
+            newest = (await session.execute(select(func.max(CaseEventRow.id)))).scalar_one()
+            return int(newest or 0)

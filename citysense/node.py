@@ -74,7 +74,8 @@ async def build_node(
     engine = create_engine(center.database_url)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(engine.dispose)
-        service = CaseService(CaseStore(engine), CaseBroadcaster())
+        cases = CaseStore(engine, late_after=center.detected_late_after)
+        service = CaseService(cases, CaseBroadcaster())
         rules_file = ingest.rules_path or DEFAULT_RULES_FILE
         rules_text = rules_file.read_text(encoding="utf-8")
         rule_set = parse_rules(rules_text, str(rules_file))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 
-from center.broadcast import CaseBroadcaster
+from center.broadcast import CaseBroadcaster, Subscription
 from center.service import CaseService
 from center.store import CaseStore
 from center.views import RegistryView, RejectStore
@@ -32,6 +33,25 @@ def get_broadcaster(service: ServiceDep) -> CaseBroadcaster:
 
 StoreDep = Annotated[CaseStore, Depends(get_store)]
 BroadcasterDep = Annotated[CaseBroadcaster, Depends(get_broadcaster)]
+
+
+async def live_subscription(broadcaster: BroadcasterDep) -> AsyncIterator[Subscription]:
+    """Live case events for as long as the request lasts (a stream): subscribed before the
+    route and its other dependencies run."""
+    async with broadcaster.subscribe() as live:
+        yield live
+
+
+LiveDep = Annotated[Subscription, Depends(live_subscription)]
+
+
+def signed_in_actor(request: Request) -> str | None:
+    """Who signed in to make the request: nobody yet (sign-in comes later), so the body's
+    ``actor`` is used. With sign-in, this returns the user and the body's actor is ignored."""
+    return None
+
+
+SignedInDep = Annotated[str | None, Depends(signed_in_actor)]
 
 
 def get_registry(request: Request) -> RegistryView:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from center.schemas import CaseOut
+from center.lifecycle import Step
+from center.schemas import CaseEvent, CaseOut
 from protocol import SensorKind
-from rules.alerts import Alert, AlertState, CaseTarget, Evidence
+from rules.alerts import Alert, AlertState, CaseTarget, Evidence, Severity
 from tests.factories import sensor_info as sensor_info  # the center tests build sensors here
 
 T0 = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
@@ -25,13 +26,14 @@ def alert(
     at: datetime | None = None,
     target: CaseTarget | None = None,
     value: float = 35.0,
+    severity: Severity = "urgent",
 ) -> Alert:
     opened_at = at if at is not None else started_at + timedelta(seconds=10)
     return Alert(
         rule_id=rule_id,
         title="井盖倾斜 cover tilted",
         state=state,
-        severity="urgent",
+        severity=severity,
         station_id=station_id,
         sensor_id=sensor_id,
         kind=kind,
@@ -106,4 +108,17 @@ def case_out(case_id: int) -> CaseOut:
         members=["st-1.cover-99"],
         flags=[],
         flapping=False,
+        step=Step.DISCOVER,
+        detected_late=False,
+        ended_before_seen=False,
+    )
+
+
+def case_event(event_id: int, case_id: int | None = None) -> CaseEvent:
+    """An ``opened`` event, for tests of the fan-out and the stream that need no store."""
+    return CaseEvent(
+        id=event_id,
+        type="opened",
+        at=DETECTED,
+        case=case_out(event_id if case_id is None else case_id),
     )

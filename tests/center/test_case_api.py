@@ -30,7 +30,8 @@ async def _open_cases(service: CaseService, count: int) -> None:
     for n in range(count):
         sensor_id = f"st-1.cover-{n:02d}"
         opened = alert(sensor_id=sensor_id, started_at=T0 + timedelta(minutes=n))
-        await service.handle_alert(opened, sensor_info(sensor_id), DETECTED)
+        arrived = DETECTED + timedelta(minutes=n)
+        await service.handle_alert(opened, sensor_info(sensor_id), arrived)
 
 
 async def test_list_cases(client: httpx.AsyncClient, service: CaseService) -> None:
@@ -66,7 +67,7 @@ async def test_list_filters_and_pages(client: httpx.AsyncClient, service: CaseSe
     done = (await client.get("/api/v1/cases", params={"status": "cleared"})).json()
     assert [case["sensor_id"] for case in done["items"]] == ["st-1.cover-00"]
     since = (
-        await client.get("/api/v1/cases", params={"since": "2026-07-01T16:03:00+08:00"})
+        await client.get("/api/v1/cases", params={"since": "2026-07-01T16:04:00+08:00"})
     ).json()
     assert since["total"] == 2
     filtered = await client.get(
@@ -137,14 +138,26 @@ async def test_openapi_documents_the_api(client: httpx.AsyncClient) -> None:
     )
 
 
-async def test_store_failure_is_a_json_503() -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/api/v1/cases", None),
+        ("GET", "/api/v1/cases/stream", None),  # before the stream starts: not a 200
+        ("GET", "/api/v1/cases/1/history", None),
+        ("POST", "/api/v1/cases/1/transitions", {"action": "register", "actor": "王工"}),
+    ],
+)
+async def test_store_failure_is_a_json_503(
+    method: str, path: str, body: dict[str, str] | None
+) -> None:
     engine = create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/nowhere")
     broken = CaseService(CaseStore(engine), CaseBroadcaster())
     transport = httpx.ASGITransport(app=create_app(broken))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://center") as client:
-            response = await client.get("/api/v1/cases")
+            response = await client.request(method, path, json=body)
     finally:
         await engine.dispose()
     assert response.status_code == 503
     assert response.json() == {"detail": "case store unavailable"}
+    assert broken.broadcaster.subscriber_count == 0

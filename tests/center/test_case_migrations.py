@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from center import MigrationError, migrate
+from center import CaseStore, MigrationError, create_engine, migrate
 from center.db import Base
+from center.migrate import alembic_config
+from tests.center.factories import DETECTED, alert, sensor_info
 
 
 def _schema(connection: Connection) -> tuple[set[str], list[dict[str, object]], set[str]]:
@@ -24,8 +28,9 @@ def _schema(connection: Connection) -> tuple[set[str], list[dict[str, object]], 
 async def test_migration_creates_the_cases_table(engine: AsyncEngine) -> None:
     async with engine.connect() as connection:
         tables, uniques, columns = await connection.run_sync(_schema)
-    assert {"cases", "alembic_version"} <= tables
+    assert {"cases", "case_transitions", "case_events", "alembic_version"} <= tables
     assert {"class_code", "district_code", "evidence", "unregistered", "cleared_at"} <= columns
+    assert {"step", "detected_late", "ended_before_seen"} <= columns
     assert [(u["name"], u["column_names"]) for u in uniques] == [
         ("uq_cases_alert", ["rule_id", "sensor_id", "started_at"])
     ]
@@ -53,3 +58,44 @@ async def test_migrate_creates_the_sqlite_directory(tmp_path: Path) -> None:
 async def test_migrate_reports_an_unreachable_database() -> None:
     with pytest.raises(MigrationError, match="cannot migrate"):
         await migrate("postgresql+asyncpg://postgres@127.0.0.1:1/nowhere")
+
+
+async def _alembic(action: str, database_url: str, revision: str) -> None:
+    operation = command.upgrade if action == "upgrade" else command.downgrade
+    await asyncio.to_thread(operation, alembic_config(database_url), revision)
+
+
+async def test_0003_keeps_existing_cases_at_discover(empty_database_url: str) -> None:
+    """A store with cases from before the lifecycle: they start at discover, with no history
+    made up and an empty event log; and 0003 goes down and up again."""
+    await _alembic("upgrade", empty_database_url, "0002")
+    engine = create_engine(empty_database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO cases (rule_id, title, severity, category, class_code,"
+                    " class_name, major_name, station_id, sensor_id, sensor_kind, address,"
+                    " status, field, trigger_value, threshold, started_at, opened_at,"
+                    " detected_at, updated_at, evidence, unregistered) VALUES ('cover-tilt',"
+                    " 't', 'urgent', 'component', '0103', '雨水井盖', '公用设施', 'st-1',"
+                    " 'st-1.cover-01', 'cover', '', 'cleared', 'tilt_deg', 35, 15,"
+                    " :t, :t, :t, :t, '[]', false)"
+                ),
+                {"t": DETECTED},
+            )
+        await migrate(empty_database_url)
+        await _alembic("downgrade", empty_database_url, "0002")  # the case survives both ways
+        await migrate(empty_database_url)
+        store = CaseStore(engine)
+        (old,), _ = await store.list_cases()
+        assert (old.step, old.detected_late, old.ended_before_seen) == ("discover", False, False)
+        assert (old.status, old.awaiting_verification) == ("cleared", True)
+        assert await store.history(old.id) == []
+        assert await store.newest_event_id() == 0
+        new = await store.record_alert(alert(), sensor_info(), DETECTED)
+        assert new is not None
+        assert new.step == "dispatch"
+        assert await store.newest_event_id() == 3
+    finally:
+        await engine.dispose()

@@ -14,7 +14,7 @@ from tests.center.factories import (
     DETECTED,
     T0,
     alert,
-    case_out,
+    case_event,
     cleared,
     sensor_info,
     transition,
@@ -25,19 +25,31 @@ async def _next(events: Subscription) -> CaseEvent:
     return await asyncio.wait_for(anext(events), timeout=2)
 
 
-async def test_handle_alert_publishes_opened_then_cleared(service: CaseService) -> None:
+async def test_handle_alert_publishes_opened_dispatched_then_recovered(
+    service: CaseService,
+) -> None:
     opened = alert()
     async with service.broadcaster.subscribe() as events:
         await service.handle_alert(opened, sensor_info(), DETECTED)
         await service.handle_alert(cleared(opened), sensor_info(), DETECTED)
-        first, second = await _next(events), await _next(events)
+        received = [await _next(events) for _ in range(4)]
 
+    first, last = received[0], received[-1]
     assert (first.type, first.case.status, first.case.class_code) == ("opened", "open", "0103")
-    assert (second.type, second.case.id, second.case.status) == (
-        "cleared",
+    assert [(e.type, e.case.step) for e in received] == [
+        ("opened", "discover"),
+        ("transition", "register"),
+        ("transition", "dispatch"),
+        ("recovered", "dispatch"),
+    ]
+    assert (last.case.id, last.case.status, last.case.awaiting_verification) == (
         first.case.id,
         "cleared",
+        True,
     )
+    ids = [e.id for e in received]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 4
     assert service.stats == CaseStats(opened=1, cleared=1)
 
 
@@ -61,7 +73,7 @@ async def test_rejected_alerts_are_counted(service: CaseService) -> None:
 
 
 def _event(case_id: int) -> CaseEvent:
-    return CaseEvent(type="opened", case=case_out(case_id))
+    return case_event(case_id)
 
 
 async def test_every_subscriber_gets_every_event() -> None:
@@ -110,6 +122,6 @@ async def test_members_and_flapping_are_published_as_updated_and_reopened(
         await service.handle_alert(cleared(opened), sensor_info(), DETECTED)
         flapping = transition(opened, "flapping", timedelta(minutes=6), flags=("flapping",))
         await service.handle_alert(flapping, sensor_info(), DETECTED)
-        kinds = [(await _next(events)).type for _ in range(4)]
-    assert kinds == ["opened", "updated", "cleared", "reopened"]
+        kinds = [(await _next(events)).type for _ in range(6)]
+    assert kinds == ["opened", "transition", "transition", "updated", "recovered", "reopened"]
     assert service.stats == CaseStats(opened=1, cleared=1, members=1, reopened=1)

@@ -137,7 +137,8 @@ async def test_sensor_must_match_the_alert(store: CaseStore) -> None:
 
 
 async def _seed(store: CaseStore) -> None:
-    """Six cases: stations st-1/st-2, two classes, one cleared; opened 1 minute apart."""
+    """Six cases: stations st-1/st-2, two classes, one cleared; opened and detected 1 minute
+    apart."""
     for n in range(6):
         station = f"st-{1 + n % 2}"
         sensor_id = f"{station}.cover-{n:02d}"
@@ -147,7 +148,8 @@ async def _seed(store: CaseStore) -> None:
             started_at=T0 + timedelta(minutes=n),
         )
         code = "0103" if n < 4 else "0111"
-        await store.record_alert(opened, sensor_info(sensor_id, class_code=code), DETECTED)
+        arrived = DETECTED + timedelta(minutes=n)
+        await store.record_alert(opened, sensor_info(sensor_id, class_code=code), arrived)
         if n == 0:
             await store.record_alert(cleared(opened), None, DETECTED)
 
@@ -175,10 +177,10 @@ async def test_list_filters(store: CaseStore) -> None:
     assert (await store.list_cases(class_code="0111"))[1] == 2
     assert (await store.list_cases(station_id="st-2"))[1] == 3
     assert (await store.list_cases(sensor_id="st-1.cover-02"))[1] == 1
-    since = T0.astimezone(BEIJING) + timedelta(minutes=3, seconds=10)
+    since = DETECTED.astimezone(BEIJING) + timedelta(minutes=3)
     items, total = await store.list_cases(since=since)
     assert total == 3
-    assert all(case.opened_at >= since for case in items)
+    assert all(case.detected_at >= since for case in items)
     both = await store.list_cases(station_id="st-1", class_code="0103", status="open")
     assert both[1] == 1
 

@@ -10,13 +10,14 @@ import json
 import socket
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import httpx
 import pytest
 import uvicorn
 
-from center import CaseService, CenterServer, create_app
-from tests.center.factories import DETECTED, alert, cleared, sensor_info
+from center import Action, CaseService, CenterServer, create_app
+from tests.center.factories import DETECTED, T0, alert, cleared, sensor_info
 
 
 def _free_port() -> int:
@@ -70,7 +71,7 @@ async def _frames(lines: AsyncIterator[str]) -> AsyncGenerator[dict[str, str]]:
             fields[name] = value
 
 
-async def test_stream_delivers_opened_and_cleared(
+async def test_stream_delivers_events_with_their_ids(
     service: CaseService, center: RunningCenter
 ) -> None:
     opened = alert()
@@ -83,18 +84,162 @@ async def test_stream_delivers_opened_and_cleared(
         assert response.headers["content-type"].startswith("text/event-stream")
         frames = _frames(response.aiter_lines())
         hello = await anext(frames)  # sent once the stream has subscribed
-        assert hello == {"retry": "3000"}
+        assert hello == {"id": "0", "retry": "3000"}  # no event yet: resume after 0
         await service.handle_alert(opened, sensor_info(), DETECTED)
         await service.handle_alert(cleared(opened), sensor_info(), DETECTED)
-        received = [await anext(frames), await anext(frames)]
+        received = [await anext(frames) for _ in range(4)]
         await frames.aclose()
 
-    assert [event["event"] for event in received] == ["opened", "cleared"]
+    assert [event["event"] for event in received] == [
+        "opened",
+        "transition",
+        "transition",
+        "recovered",
+    ]
     first = json.loads(received[0]["data"])
     assert first["type"] == "opened"
     assert (first["case"]["class_code"], first["case"]["status"]) == ("0103", "open")
-    assert received[0]["id"] == received[1]["id"] == str(first["case"]["id"])
-    assert json.loads(received[1]["data"])["case"]["status"] == "cleared"
+    ids = [int(event["id"]) for event in received]
+    assert ids == sorted(set(ids))
+    assert [json.loads(event["data"])["id"] for event in received] == ids
+    last = json.loads(received[3]["data"])["case"]
+    assert (last["status"], last["step"], last["awaiting_verification"]) == (
+        "cleared",
+        "dispatch",
+        True,
+    )
+
+
+async def _read(
+    where: str | httpx.AsyncClient,
+    count: int,
+    *,
+    headers: dict[str, str] | None = None,
+    params: dict[str, int] | None = None,
+) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """Connect (to a base URL or with a client), read the hello frame and ``count`` events,
+    disconnect."""
+    if isinstance(where, str):
+        async with httpx.AsyncClient(base_url=where) as client:
+            return await _read(client, count, headers=headers, params=params)
+    async with (
+        asyncio.timeout(10),
+        where.stream("GET", "/api/v1/cases/stream", headers=headers, params=params) as answer,
+    ):
+        assert answer.status_code == 200
+        frames = _frames(answer.aiter_lines())
+        hello = await anext(frames)
+        events = [await anext(frames) for _ in range(count)]
+        await frames.aclose()
+    return hello, events
+
+
+async def _stored_ids(service: CaseService, after: int) -> list[int]:
+    return [event.id for event in await service.store.events_after(after, 10_000)]
+
+
+async def _open_and_clear(service: CaseService, n: int) -> None:
+    opened = alert(sensor_id=f"st-1.cover-{n:02d}", started_at=T0 + timedelta(minutes=n))
+    await service.handle_alert(opened, sensor_info(opened.sensor_id), DETECTED)
+    await service.handle_alert(cleared(opened), sensor_info(opened.sensor_id), DETECTED)
+
+
+async def test_resume_with_last_event_id_gets_every_missed_event_once(
+    service: CaseService, center: RunningCenter
+) -> None:
+    await _open_and_clear(service, 0)  # 4 events before the client ever connects
+    hello, seen = await _read(center.base_url, 0)
+    start = int(hello["id"])
+    assert start == (await service.store.newest_event_id()) == 4
+    await _open_and_clear(service, 1)
+    _, seen = await _read(center.base_url, 2, headers={"Last-Event-ID": str(start)})
+    last = int(seen[-1]["id"])  # the client saw 2 of the 4, then lost its connection
+
+    await _open_and_clear(service, 2)  # while it is away
+    case_id = json.loads(seen[0]["data"])["case"]["id"]
+    await service.transition(case_id, action=Action.HANDLE, actor="crew-7")
+    missed = await _stored_ids(service, last)
+    assert len(missed) == 2 + 4 + 1
+
+    _, resumed = await _read(center.base_url, len(missed), headers={"Last-Event-ID": str(last)})
+    assert [int(event["id"]) for event in resumed] == missed
+    assert resumed[-1]["event"] == "transition"
+    assert json.loads(resumed[-1]["data"])["transition"]["actor"] == "crew-7"
+    for _ in range(500):  # every client that left is unsubscribed
+        if not service.broadcaster.subscriber_count:
+            break
+        await asyncio.sleep(0.01)
+    assert service.broadcaster.subscriber_count == 0
+
+
+async def test_resume_by_query_parameter_and_the_header_wins(
+    service: CaseService, center: RunningCenter
+) -> None:
+    await _open_and_clear(service, 0)
+    await _open_and_clear(service, 1)
+    _, by_query = await _read(center.base_url, 3, params={"last_event_id": 5})
+    assert [int(event["id"]) for event in by_query] == [6, 7, 8]
+    _, both = await _read(
+        center.base_url, 1, headers={"Last-Event-ID": "7"}, params={"last_event_id": 2}
+    )
+    assert [int(event["id"]) for event in both] == [8]
+
+
+async def test_an_id_beyond_the_newest_replays_nothing_and_skips_nothing(
+    service: CaseService, center: RunningCenter
+) -> None:
+    await _open_and_clear(service, 0)
+    async with (
+        asyncio.timeout(10),
+        httpx.AsyncClient(base_url=center.base_url) as client,
+        client.stream("GET", "/api/v1/cases/stream", headers={"Last-Event-ID": "9999"}) as answer,
+    ):
+        frames = _frames(answer.aiter_lines())
+        assert (await anext(frames))["id"] == "4"  # another database's id: start at the newest
+        await _open_and_clear(service, 1)
+        assert [(await anext(frames))["id"] for _ in range(4)] == ["5", "6", "7", "8"]
+        await frames.aclose()
+
+
+@pytest.mark.parametrize("value", ["abc", "-1"])
+async def test_a_bad_resume_id_is_422(center: RunningCenter, value: str) -> None:
+    async with httpx.AsyncClient(base_url=center.base_url) as client:
+        header = await client.get("/api/v1/cases/stream", headers={"Last-Event-ID": value})
+        query = await client.get("/api/v1/cases/stream", params={"last_event_id": value})
+    assert (header.status_code, query.status_code) == (422, 422)
+
+
+async def test_resume_while_events_keep_coming_misses_none_and_repeats_none(
+    service: CaseService, center: RunningCenter
+) -> None:
+    """Clients drop and resume while a writer keeps making events: across every switch from
+    the log to the live broadcast, each client sees exactly the events the table holds."""
+    writing = asyncio.Event()
+
+    async def writer() -> None:
+        for n in range(30):
+            await _open_and_clear(service, n)
+            writing.set()
+            await asyncio.sleep(0)
+
+    async def follower(chunk: int) -> list[int]:
+        seen: list[int] = []
+        await writing.wait()
+        headers: dict[str, str] = {"Last-Event-ID": "0"}
+        async with httpx.AsyncClient(base_url=center.base_url) as client:
+            while len(seen) < 120:  # 30 cases x 4 events, `chunk` per connection
+                _, events = await _read(client, min(chunk, 120 - len(seen)), headers=headers)
+                seen.extend(int(event["id"]) for event in events)
+                headers = {"Last-Event-ID": str(seen[-1])}
+        return seen
+
+    task = asyncio.create_task(writer())
+    results = await asyncio.gather(*(follower(chunk) for chunk in (2, 5, 11, 50)))
+    await task
+    stored = await _stored_ids(service, 0)
+    assert len(stored) == 120
+    for seen in results:
+        assert seen == stored
 
 
 async def test_server_stops_with_a_stream_open(service: CaseService, center: RunningCenter) -> None:
@@ -104,7 +249,7 @@ async def test_server_stops_with_a_stream_open(service: CaseService, center: Run
         client.stream("GET", "/api/v1/cases/stream") as response,
     ):
         frames = _frames(response.aiter_lines())
-        assert await anext(frames) == {"retry": "3000"}
+        assert await anext(frames) == {"id": "0", "retry": "3000"}
         center.server.should_exit = True
         async with asyncio.timeout(3):
             await center.task
