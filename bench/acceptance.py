@@ -22,10 +22,10 @@ from typing import Any
 from bench.drain import drain_mosquitto_sub, drain_paho, forget_session, register_session
 from bench.hotspots import Hotspots, sampled
 from bench.latency import measure_case_latency
+from bench.loadgen import LoadSpec, run_load
 from bench.report import BenchError, Measurement, compared
 from bench.stack import ClockedGroups, Services, drain_node, node_on
 from citysense.node import Node
-from simulator.loadgen import LoadSpec, run_load
 
 MAX_QUEUED = 100_000
 """broker_config/dev.conf ``max_queued_messages``: a phase must fit in one session's queue."""

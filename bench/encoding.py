@@ -2,7 +2,7 @@
 
 - ``pydantic``: build ``TelemetryBatch`` and its ``Reading`` models, ``protocol.encode`` them;
 - ``json_dumps``: ``json.dumps`` a plain dict per batch (the baseline);
-- ``fragments``: what ``simulator.loadgen.StationStream`` does: reading fragments json-encoded
+- ``fragments``: what ``bench.loadgen.StationStream`` does: reading fragments json-encoded
   once per sensor, spliced with the timestamps and the header.
 
 Every variant's output must decode with ``protocol.decode_telemetry``.
@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from bench.loadgen import READING_SPACING_US, SENSORS_PER_STATION, StationStream
 from bench.report import Measurement, compared, per_second
 from protocol import Reading, StationTopic, TelemetryBatch, decode_telemetry, encode
-from simulator.loadgen import READING_SPACING_US, SENSORS_PER_STATION, StationStream
 
 Encoder = Callable[[int, int], bytes]
 """(seq, epoch microseconds) → one encoded batch."""

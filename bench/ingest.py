@@ -15,13 +15,13 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import replace
 
+from bench.loadgen import LoadSpec, LoadStats, StationStream, run_load, station_id
 from bench.report import BenchError, Measurement, per_second
 from ingest.consumer import IngestConsumer
 from ingest.fakes import MemoryAlerts, MemoryDeadLetters, MemorySink
 from ingest.pipeline import IngestPipeline
 from protocol import StationTopic, decode_telemetry
 from rules import RuleEngine, load_rules
-from simulator.loadgen import LoadSpec, LoadStats, StationStream, run_load, station_id
 
 SINK_KEEPS = 1000
 """Batches the memory sink holds before the bench empties it (memory stays bounded)."""

@@ -23,11 +23,11 @@ import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench.loadgen import LoadSpec, run_load
 from bench.report import BenchError, Measurement
 from bench.stack import Services, node_on
 from citysense.node import Node, node_tasks, serve_until_stopped
 from protocol import Channel, Reading, SensorKind, StationTopic, TelemetryBatch, encode
-from simulator.loadgen import LoadSpec, run_load
 
 LATENCY_RULES = Path(__file__).resolve().parent / "data" / "latency_rules.yaml"
 WARMUP_S = 2.0

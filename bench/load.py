@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from bench.loadgen import LoadSpec, run_load
 from bench.report import Measurement, per_second
 from bench.subscriber import CountingSubscriber
 from protocol import Channel, StationTopic
-from simulator.loadgen import LoadSpec, run_load
 
 
 def measure_loadgen(name: str, spec: LoadSpec) -> Measurement:

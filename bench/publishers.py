@@ -1,5 +1,10 @@
 """Publishers that push one small payload as fast as they can, one per client library or style.
 
+The styles are the comparison (docs/benchmarks.md, "Which client library"): ``paho_manual`` is the
+load generator's own publisher (``bench.loadgen.SharePublisher``), the others are what it was
+measured against. The product's publisher (replay, dead-letter replay) is
+``recording.publisher.MqttPublisher``.
+
 Each runs in its own OS process (spawn-safe top-level functions), for ``seconds`` seconds, keeps
 at most ``WINDOW`` messages outstanding, then waits (bounded) for what is still in flight, and
 returns how many messages completed (QoS 1: acknowledged; QoS 0: written).
@@ -18,6 +23,8 @@ from typing import Any
 import aiomqtt
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+from bench.loadgen import SharePublisher
 
 WINDOW = 1000
 AIOMQTT_TASKS = 64
@@ -54,35 +61,27 @@ def _paho_client(job: PublishJob, on_done: Callable[[], None]) -> mqtt.Client:
     return client
 
 
+class _OnePayload:
+    """A stream for ``SharePublisher``: one topic, the same payload every time."""
+
+    batch_size = 1
+    station_id = "bench"
+
+    def __init__(self, topic: str, payload: bytes) -> None:
+        self.topic, self._payload = topic, payload
+
+    def next_payload(self, _now_us: int) -> bytes:
+        return self._payload
+
+
 def paho_manual(job: PublishJob) -> Published:
-    """paho driven by hand in one thread: publish, and let ``loop()`` read acks when needed."""
-    done = [0]
-
-    def completed() -> None:
-        done[0] += 1
-
-    client = _paho_client(job, completed)
-    while not client.is_connected() and client.loop(0.1) == OK:
-        pass
-    sent, payload, errors = 0, job.payload, 0
-    started = time.monotonic()
-    deadline = started + job.seconds
-    while time.monotonic() < deadline:
-        if sent - done[0] >= WINDOW:
-            client.loop(0.01)
-            continue
-        if client.publish(job.topic, payload, job.qos).rc != OK:
-            errors += 1
-            break
-        sent += 1
-        if sent % 32 == 0:
-            client.loop(0.0)
-    flush_until = time.monotonic() + FLUSH_TIMEOUT_S
-    while done[0] < sent and time.monotonic() < flush_until:
-        client.loop(0.05)
-    elapsed = time.monotonic() - started
-    client.disconnect()
-    return Published(done[0], errors + sent - done[0], elapsed)
+    """paho driven by hand in one thread (``bench.loadgen.SharePublisher``, what the load
+    generator publishes with): publish, and let ``loop()`` read acks when needed."""
+    publisher = SharePublisher(job.host, job.port, job.qos, [_OnePayload(job.topic, job.payload)])
+    publisher.connect()
+    stats = publisher.run(None, None, job.seconds)
+    publisher.close()
+    return Published(stats.messages, stats.errors, stats.finished - stats.started)
 
 
 def paho_threaded(job: PublishJob) -> Published:

@@ -13,12 +13,12 @@ from bench.encoding import measure_encoders
 from bench.engine import Traffic, measure_state, measure_throughput
 from bench.ingest import measure_decode, measure_end_to_end, measure_pipeline, traffic
 from bench.load import measure_loadgen
+from bench.loadgen import LoadSpec
 from bench.outbox import measure as measure_outbox
 from bench.report import Measurement, compared
 from bench.stack import Services
 from citysense.broker import MosquittoBroker
 from citysense.victoria import VictoriaMetrics
-from simulator.loadgen import LoadSpec
 
 BROKER_FIGURES = ("messages_per_s", "bytes_per_s")
 

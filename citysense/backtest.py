@@ -16,8 +16,8 @@ from center import CaseBroadcaster, CaseOut, CaseService, CaseStore, create_engi
 from ingest.fakes import MemoryDeadLetters
 from ingest.metrics import IngestMetrics
 from ingest.pipeline import IngestPipeline
+from recording.format import RecordingReader
 from rules import EngineStats, RuleEngine, RuleSet
-from simulator.recording import RecordingReader
 
 PAGE = 500
 

@@ -22,9 +22,9 @@ import typer
 from citysense.cli_common import MqttHost, MqttPort, Verbose, configure_logging, console, fail
 
 if TYPE_CHECKING:
-    from simulator.capture import CaptureStats
-    from simulator.recording import Record, RecordingSummary
-    from simulator.replay import ReplayStats
+    from recording.capture import CaptureStats
+    from recording.format import Record, RecordingSummary
+    from recording.replay import ReplayStats
 
 BAD_INPUT = 2
 FAILED = 1
@@ -64,8 +64,8 @@ def record(
 
         citysense record city.csrec --mqtt-host 127.0.0.1 --mqtt-port 1883 --duration 60
     """
-    from simulator.capture import DEFAULT_TOPICS, CaptureError, capture, check_topic_filter
-    from simulator.recording import RecordingError
+    from recording.capture import DEFAULT_TOPICS, CaptureError, capture, check_topic_filter
+    from recording.format import RecordingError
 
     configure_logging(verbose)
     topics = tuple(topic or DEFAULT_TOPICS)
@@ -200,7 +200,7 @@ def replay(
 
         citysense score runs/cover-open.truth.json --run-id lab1
     """
-    from simulator.recording import RecordingError, summarize
+    from recording.format import RecordingError, summarize
 
     configure_logging(verbose)
     if speed is not None and as_fast_as_possible:
@@ -238,8 +238,8 @@ def _replay_run(
 ) -> None:
     """``replay --run-id``: refuse a run id this recording or broker has seen, write the run
     record, replay under the run's ids, and complete the record."""
-    from simulator.replay import (
-        ReplayError,
+    from recording.replay import ReplayError
+    from recording.runs import (
         RunPrefix,
         RunRecord,
         RunScopeError,
@@ -311,8 +311,8 @@ def _replay_with_progress(
 ) -> ReplayStats:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from simulator.replay import ReplayError
-    from simulator.replay import replay as replay_recording
+    from recording.replay import ReplayError
+    from recording.replay import replay as replay_recording
 
     columns = (
         TextColumn("replaying"),
@@ -408,6 +408,6 @@ def _topic_groups(topics: dict[str, int]) -> list[tuple[str, int]]:
 
 
 def _iso(t_ns: int) -> str:
-    from simulator.recording import Record
+    from recording.format import Record
 
     return Record(t_ns, "", b"").ts.isoformat()

@@ -14,10 +14,10 @@ broker that cannot be reached with one line and exit code 1.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,7 +31,6 @@ from citysense.cli_common import BAD_INPUT, FAILED, MqttHost, MqttPort, console,
 if TYPE_CHECKING:
     from ingest.dead_letters import DeadLetter
 
-PUBACK_TIMEOUT_S = 10.0
 SIDECAR_SUFFIX = ".meta.json"
 PAYLOAD_SUFFIX = ".payload"
 
@@ -65,10 +64,6 @@ class Outgoing:
     source: str
     topic: str
     payload: bytes
-
-
-class ReplayError(Exception):
-    """The broker could not be reached or did not acknowledge."""
 
 
 def _fail(message: str, code: int = BAD_INPUT) -> NoReturn:
@@ -173,32 +168,19 @@ def from_directory(directory: Path) -> tuple[list[Outgoing], list[str]]:
 
 
 def publish_all(items: Sequence[Outgoing], host: str, port: int) -> int:
-    """Publish at QoS 1, one PUBACK at a time; returns how many were acknowledged."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
+    """Publish at QoS 1, one PUBACK at a time (in order); returns how many were acknowledged."""
+    return asyncio.run(_publish_all(items, host, port))
 
-    connected = threading.Event()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"citysense-rejects-{os.getpid()}")
-    client.on_connect = lambda _c, _u, _f, reason, _p: (
-        None if reason.is_failure else connected.set()
-    )
-    try:
-        client.connect(host, port)
-    except OSError as exc:
-        raise ReplayError(f"cannot reach the broker at {host}:{port}: {exc}") from exc
-    client.loop_start()
-    try:
-        if not connected.wait(PUBACK_TIMEOUT_S):
-            raise ReplayError(f"the broker at {host}:{port} did not accept the connection")
-        for count, item in enumerate(items):
-            info = client.publish(item.topic, item.payload, qos=1)
-            info.wait_for_publish(PUBACK_TIMEOUT_S)
-            if not info.is_published():
-                raise ReplayError(f"no PUBACK for {item.source} after {count} published")
-        return len(items)
-    finally:
-        client.disconnect()
-        client.loop_stop()
+
+async def _publish_all(items: Sequence[Outgoing], host: str, port: int) -> int:
+    from recording.publisher import MqttPublisher
+
+    client_id = f"citysense-rejects-{os.getpid()}"
+    async with MqttPublisher(host, port, client_id, window=1) as publisher:
+        for item in items:
+            await publisher.publish(item.topic, item.payload, qos=1, retain=False)
+        await publisher.drain()
+    return len(items)
 
 
 @rejects_app.command("list")
@@ -299,8 +281,10 @@ def replay(
             )
         console.print(f"dry run: {len(outgoing)} to publish, {len(skipped)} skipped")
         return
+    from recording.publisher import PublishError
+
     try:
         published = publish_all(outgoing, mqtt_host, mqtt_port)
-    except ReplayError as exc:
+    except PublishError as exc:
         _fail(str(exc), FAILED)
     console.print(f"published {published}, skipped {len(skipped)}")

@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from center import CaseOut
     from citysense.backtest import BacktestResult
     from citysense.tuning import Gates, Sweep, Variant
+    from recording.runs import RunRecord
     from rules import RuleSet
-    from simulator.replay import RunRecord
     from simulator.score import Score
     from simulator.truth import GroundTruth
 
@@ -230,7 +230,7 @@ def backtest(
 
 
 def _recording_metadata(recording: Path) -> dict[str, object]:
-    from simulator.recording import RecordingError, RecordingReader
+    from recording.format import RecordingError, RecordingReader
 
     try:
         with RecordingReader(recording) as reader:
@@ -315,7 +315,7 @@ def _write_report(
     where (on stderr with --json, so stdout stays one document)."""
     from citysense.report import ReportCase, ReportVariant, build_report, write_report
     from citysense.tuning import recommend
-    from simulator.recording import RecordingError
+    from recording.format import RecordingError
 
     entries = [
         ReportVariant(v.label, v.score, tuple(map(ReportCase.from_case, found)), rule_set, v.value)
@@ -400,7 +400,7 @@ def _report_sweep(variants: Sequence[Variant], gates: Gates, as_json: bool) -> l
 def _run_backtest(recording: Path, rule_set: RuleSet) -> BacktestResult:
     """One backtest; a recording that cannot be read is a one-line refusal (exit 2)."""
     from citysense.backtest import backtest as run_backtest
-    from simulator.recording import RecordingError
+    from recording.format import RecordingError
 
     try:
         return asyncio.run(run_backtest(recording, rule_set))
@@ -492,7 +492,7 @@ def _read_ground(path: Path) -> GroundTruth:
 
 def _run_record(truth: Path, run_id: str | None, run_file: Path | None) -> RunRecord:
     """The record ``citysense replay --run-id`` wrote; by default beside the truth file."""
-    from simulator.replay import RunRecord, run_record_path
+    from recording.runs import RunRecord, run_record_path
 
     if run_file is None:
         assert run_id is not None
@@ -522,7 +522,7 @@ def _run_record(truth: Path, run_id: str | None, run_file: Path | None) -> RunRe
 def _scoped_truth(ground: GroundTruth, run: RunRecord) -> GroundTruth:
     """The truth under the run's ids, once it is clear the run replayed this truth's scenario."""
     from citysense.tuning import TuningError, check_belongs
-    from simulator.replay import RunPrefix
+    from recording.runs import RunPrefix
 
     try:
         check_belongs(ground, run.metadata, Path(run.recording))

@@ -24,9 +24,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from recording.format import RecordingReader
 from rules import RuleSet
 from rules.schema import Leaf, Rule, leaves
-from simulator.recording import RecordingReader
 from simulator.score import MATCH_SLACK, WATCHED_VALUE, KindScore, Score
 from simulator.truth import GroundTruth, LabelledIncident
 

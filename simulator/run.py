@@ -30,13 +30,13 @@ from protocol import (
     StationTopic,
     encode,
 )
+from recording.format import Record, RecordingWriter
 from rules import load_rules
 from simulator.city import City, build_city
 from simulator.faults import Fault, FaultPlan, garbage_payload
 from simulator.fleet import SimulatedFleet
 from simulator.incidents import build_incident, suits
 from simulator.physics import Street
-from simulator.recording import Record, RecordingWriter
 from simulator.reporting import ReportPolicy, micros, policy_for
 from simulator.sampling import Ticks, utc_from_us
 from simulator.scenario import CitySpec, FaultSpec, IncidentSpec, Scenario

@@ -33,8 +33,8 @@ from citysense.report import (
     render_report,
     write_report,
 )
+from recording.format import Record, RecordingWriter, ns_from_datetime
 from rules import DEFAULT_RULES_FILE, load_rules
-from simulator.recording import Record, RecordingWriter, ns_from_datetime
 from simulator.run import run_scenario
 from simulator.scenario import load_scenario
 from simulator.score import KindScore, Score, ScoredCase

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from citysense.broker import free_port
 from citysense.cli import app
 from ingest.dead_letters import JsonlDeadLetters
-from simulator.recording import Record, RecordingWriter
+from recording.format import Record, RecordingWriter
 
 SCENARIO = Path(__file__).parents[1] / "scenarios" / "clock-reset.yaml"
 SCRIPT = Path(sys.executable).with_name("citysense")

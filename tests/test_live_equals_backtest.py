@@ -13,9 +13,9 @@ import pytest
 from center import CaseOut
 from citysense.backtest import backtest
 from citysense.broker import MosquittoBroker
+from recording.format import RecordingReader
+from recording.replay import replay
 from rules import DEFAULT_RULES_FILE, load_rules
-from simulator.recording import RecordingReader
-from simulator.replay import replay
 from simulator.run import run_scenario
 from simulator.scenario import load_scenario, parse_scenario
 from tests.node_harness import base_url, serving_node

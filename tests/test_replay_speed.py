@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from citysense.broker import MosquittoBroker
-from simulator.replay import replay
+from recording.replay import replay
 from simulator.run import run_scenario
 from simulator.scenario import load_scenario
 from tests.node_harness import base_url, serving_node
@@ -42,7 +42,7 @@ async def _replay_through_node(
 
 
 def _state_records(recording: Path) -> int:
-    from simulator.recording import RecordingReader
+    from recording.format import RecordingReader
 
     with RecordingReader(recording) as reader:
         return sum(1 for r in reader if r.topic.endswith("/state"))

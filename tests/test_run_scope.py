@@ -30,16 +30,17 @@ from protocol import (
     TelemetryBatch,
     encode,
 )
-from rules import DEFAULT_RULES_FILE, load_rules
-from simulator.city import build_city
-from simulator.recording import (
+from recording.format import (
     Record,
     RecordingReader,
     RecordingWriter,
     ns_from_datetime,
     summarize,
 )
-from simulator.replay import RunPrefix, RunRecord, RunScopeError, recorded_stations, replay
+from recording.replay import replay
+from recording.runs import RunPrefix, RunRecord, RunScopeError, recorded_stations
+from rules import DEFAULT_RULES_FILE, load_rules
+from simulator.city import build_city
 from simulator.run import run_scenario
 from simulator.scenario import load_scenario
 from simulator.score import ScoredCase, score, split_by_arrival

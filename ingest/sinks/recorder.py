@@ -32,7 +32,7 @@ from typing import BinaryIO, Final, Self
 
 from ingest.errors import PermanentSinkError, TransientSinkError
 from protocol import Channel, StationTopic, TelemetryBatch, encode
-from simulator.recording import (
+from recording.format import (
     Record,
     RecordingError,
     RecordingReader,

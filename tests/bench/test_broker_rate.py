@@ -6,8 +6,8 @@ import pytest
 
 from bench.broker_rate import measure_publisher
 from bench.load import measure_loadgen
+from bench.loadgen import LoadSpec
 from citysense.broker import MosquittoBroker
-from simulator.loadgen import LoadSpec
 
 pytestmark = pytest.mark.integration
 

@@ -146,7 +146,7 @@ def test_unreachable_broker_exits_1(dead_path: Path) -> None:
     port = str(free_port())
     code, output = run("replay", "--dead-letters", str(dead_path), "--mqtt-port", port)
     assert code == 1
-    assert "cannot reach the broker" in output
+    assert "cannot connect to the broker" in output
 
 
 def test_bad_since_exits_2(dead_path: Path) -> None:

@@ -22,10 +22,10 @@ from typing import Any, get_args
 import pytest
 
 from citysense.backtest import BacktestResult, backtest
+from recording.format import RecordingReader
 from rules import load_rules
 from rules.schema import Leaf, Rule
 from simulator.faults import CLOCK_RESET_TO
-from simulator.recording import RecordingReader
 from simulator.run import RunOutput, run_scenario
 from simulator.scenario import FaultKind, IncidentKind, load_scenario
 from simulator.score import Score, ScoredCase, score

@@ -9,7 +9,7 @@ import pytest
 from ingest.errors import PermanentSinkError
 from ingest.sinks.recorder import RecorderPosition, RecorderSink, read_recorded, recorded_files
 from protocol import Channel, StationTopic, decode_telemetry, encode
-from simulator.recording import RecordingError, RecordingReader, ns_from_datetime
+from recording.format import RecordingError, RecordingReader, ns_from_datetime
 from tests.factories import T0, batch, tilt
 
 TOPIC = str(StationTopic("st-1", Channel.TELEMETRY))

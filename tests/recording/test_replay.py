@@ -16,8 +16,8 @@ import pytest
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from citysense.broker import MosquittoBroker, free_port
-from simulator.recording import Record, RecordingError, RecordingWriter
-from simulator.replay import ReplayError, replay
+from recording.format import Record, RecordingError, RecordingWriter
+from recording.replay import ReplayError, replay
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from simulator.recording import (
+from recording.format import (
     MAGIC,
     Record,
     RecordingError,

@@ -1,6 +1,6 @@
 """Load generator for benchmarks: many simulated stations publish telemetry at a target rate.
 
-    python -m simulator.loadgen --host 127.0.0.1 --port 1883 --stations 100 --rate 20000 \\
+    python -m bench.loadgen --host 127.0.0.1 --port 1883 --stations 100 --rate 20000 \\
         --batch 50 --qos 1 --processes 2 --duration 10
 
 Stations ``lg-0001`` … each have their own boot epoch, count ``seq`` from 0 and send
@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from multiprocessing.context import ForkServerContext, SpawnContext
 from multiprocessing.synchronize import Event
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -83,6 +83,16 @@ class Rfc3339:
             self._second = second
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode()
         return b"%s.%06dZ" % (self._prefix, micro)
+
+
+class Stream(Protocol):
+    """What a ``SharePublisher`` publishes: a topic and a payload per message."""
+
+    station_id: str
+    topic: str
+    batch_size: int
+
+    def next_payload(self, now_us: int) -> bytes: ...
 
 
 class StationStream:
@@ -246,7 +256,7 @@ class SharePublisher:
     written inside ``publish()`` completes before its id is known, so it goes to ``_early``.
     """
 
-    def __init__(self, host: str, port: int, qos: int, streams: Sequence[StationStream]) -> None:
+    def __init__(self, host: str, port: int, qos: int, streams: Sequence[Stream]) -> None:
         self.host, self.port, self.qos, self.streams = host, port, qos, streams
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -288,7 +298,7 @@ class SharePublisher:
         if self.client.loop(max(0.0, timeout)) != MQTTErrorCode.MQTT_ERR_SUCCESS:
             self.lost = True
 
-    def _publish(self, stream: StationStream) -> None:
+    def _publish(self, stream: Stream) -> None:
         payload = stream.next_payload(time.time_ns() // 1000)
         info = self.client.publish(stream.topic, payload, self.qos)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -431,7 +441,7 @@ def _rate(text: str) -> float | None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m simulator.loadgen", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--stations", type=int, default=100)

@@ -15,9 +15,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from citysense.broker import MosquittoBroker
-from protocol import Channel, SensorKind, StationTopic, TelemetryBatch, decode_telemetry
-from simulator.loadgen import (
+from bench.loadgen import (
     LoadSpec,
     ShareStats,
     StationStream,
@@ -27,6 +25,8 @@ from simulator.loadgen import (
     share_of,
     station_id,
 )
+from citysense.broker import MosquittoBroker
+from protocol import Channel, SensorKind, StationTopic, TelemetryBatch, decode_telemetry
 
 NOW_US = 1_782_900_000_000_000
 
@@ -229,7 +229,7 @@ def test_command_line_prints_the_stats_as_json(mosquitto: MosquittoBroker) -> No
         [
             sys.executable,
             "-m",
-            "simulator.loadgen",
+            "bench.loadgen",
             "--port",
             str(mosquitto.port),
             "--stations",
@@ -262,7 +262,7 @@ def test_a_run_without_a_broker_fails_with_the_reason() -> None:
         [
             sys.executable,
             "-m",
-            "simulator.loadgen",
+            "bench.loadgen",
             "--port",
             "1",
             "--processes",

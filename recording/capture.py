@@ -27,7 +27,7 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from protocol.backoff import Backoff
-from simulator.recording import Record, RecordingWriter
+from recording.format import Record, RecordingWriter
 
 log = logging.getLogger(__name__)
 

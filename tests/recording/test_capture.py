@@ -17,8 +17,8 @@ import pytest
 
 from citysense.broker import MosquittoBroker, free_port
 from citysense.embedded_broker import embedded_broker
-from simulator.capture import CaptureError, CaptureStats, capture
-from simulator.recording import Record, RecordingReader, summarize
+from recording.capture import CaptureError, CaptureStats, capture
+from recording.format import Record, RecordingReader, summarize
 
 pytestmark = pytest.mark.integration
 
