@@ -26,6 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from bench.loadgen import LoadSpec, run_load
 from bench.report import BenchError, Measurement
 from bench.stack import Services, node_on
+from center.auth import Role
 from citysense.node import Node, node_tasks, serve_until_stopped
 from protocol import Channel, Reading, SensorKind, StationTopic, TelemetryBatch, encode
 
@@ -55,9 +56,10 @@ def incident(station_id: str) -> tuple[str, bytes]:
     return str(StationTopic(station_id, Channel.TELEMETRY)), encode(batch)
 
 
-async def _follow(url: str, opened: dict[str, float], ready: asyncio.Event) -> None:
+async def _follow(url: str, token: str, opened: dict[str, float], ready: asyncio.Event) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
     async with (
-        httpx.AsyncClient(timeout=None) as client,
+        httpx.AsyncClient(timeout=None, headers=headers) as client,
         client.stream("GET", f"{url}/api/v1/cases/stream") as answer,
     ):
         event = ""
@@ -106,6 +108,14 @@ async def _wait_up(node: Node, url: str) -> None:
         await node.consumer.connected.wait()
 
 
+async def _viewer_token(node: Node) -> str:
+    """The stream needs a credential: a viewer's token on the node's own database."""
+    name = f"bench-{uuid.uuid4().hex[:6]}"
+    await node.accounts.add_user(name, Role.VIEWER, None)
+    token, _ = await node.accounts.issue_token(name, "latency", Role.VIEWER)
+    return token
+
+
 def percentile(values: list[float], p: float) -> float:
     """Nearest-rank percentile (p in 0..100) of a non-empty list."""
     ordered = sorted(values)
@@ -125,7 +135,8 @@ async def _measure(
         try:
             await _wait_up(node, url)
             ready = asyncio.Event()
-            follower = asyncio.create_task(_follow(url, opened, ready))
+            token = await _viewer_token(node)
+            follower = asyncio.create_task(_follow(url, token, opened, ready))
             await asyncio.wait_for(ready.wait(), START_TIMEOUT_S)
             spec = LoadSpec(
                 services.mqtt_host,

@@ -7,7 +7,8 @@ The composition root builds the pieces in this order::
     engine = create_engine(settings.database_url)
     store = CaseStore(engine, late_after=settings.detected_late_after)
     service = CaseService(store, CaseBroadcaster())
-    app = create_app(service, health=..., metrics=...)
+    accounts = Accounts(AccountStore(engine), session_ttl=settings.session_ttl)
+    app = create_app(service, auth=accounts, secure_cookies=settings.production, ...)
 
 serves it with ``CenterServer(uvicorn.Config(app, ...), service.broadcaster)`` (which ends live
 streams when it stops, else uvicorn waits on open dashboards), and finally
@@ -15,6 +16,7 @@ streams when it stops, else uvicorn waits on open dashboards), and finally
 """
 
 from center.app import create_app
+from center.auth import Accounts, AccountStore
 from center.broadcast import CaseBroadcaster
 from center.case_log import CaseChange
 from center.db import create_engine
@@ -43,6 +45,8 @@ from center.settings import CenterSettings
 from center.store import CaseStore
 
 __all__ = [
+    "AccountStore",
+    "Accounts",
     "Action",
     "AlertRejectedError",
     "CaseBroadcaster",

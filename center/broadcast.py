@@ -2,6 +2,9 @@
 
 Each subscriber has a bounded queue. Publishing never waits: a subscriber whose queue is full
 has fallen behind and is disconnected (and counted); its client reconnects and reloads.
+
+Delivery to other systems (``center.delivery``) reads the event log itself and only needs to be
+woken: ``wakeup()`` gives it an event that every publish sets, which can never fall behind.
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ class CaseBroadcaster:
             raise ValueError(f"queue_size {queue_size} must be >= 1")
         self._queue_size = queue_size
         self._subscriptions: set[Subscription] = set()
+        self._wakeups: list[asyncio.Event] = []
         self._closed = False
         self.published = 0
         self.lagging_disconnected = 0
@@ -86,8 +90,16 @@ class CaseBroadcaster:
     def subscriber_count(self) -> int:
         return len(self._subscriptions)
 
+    def wakeup(self) -> asyncio.Event:
+        """An ``asyncio.Event`` set on every publish (the reader clears it before it reads)."""
+        event = asyncio.Event()
+        self._wakeups.append(event)
+        return event
+
     def publish(self, event: CaseEvent) -> None:
         self.published += 1
+        for wakeup in self._wakeups:
+            wakeup.set()
         for subscription in list(self._subscriptions):
             if not subscription.offer(event):
                 self._subscriptions.discard(subscription)

@@ -79,6 +79,7 @@ class CaseRow(Base):
         Index("ix_cases_class_code", "class_code"),
         Index("ix_cases_station_id", "station_id"),
         Index("ix_cases_sensor_id", "sensor_id"),
+        Index("ix_cases_ack_due_at", "ack_due_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -115,6 +116,10 @@ class CaseRow(Base):
     step: Mapped[str] = mapped_column(String(16), default="discover")
     detected_late: Mapped[bool] = mapped_column(Boolean, default=False)
     ended_before_seen: Mapped[bool] = mapped_column(Boolean, default=False)
+    priority: Mapped[int] = mapped_column(Integer, default=1)
+    ack_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """A dispatched urgent or critical case must be taken on by then (``center.escalation``)."""
+    escalations: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class CaseTransitionRow(Base):
@@ -151,6 +156,21 @@ class CaseEventRow(Base):
     type: Mapped[str] = mapped_column(String(16))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class DeliveryCursorRow(Base):
+    """Where one subscriber (a webhook, the MQTT topic) is in ``case_events``: the id of the
+    last event it confirmed. The refusal columns keep the last permanent refusal (a 4xx), for
+    the record, until an event after it is delivered."""
+
+    __tablename__ = "delivery_cursors"
+
+    subscriber: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_event_id: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    refused_event_id: Mapped[int | None] = mapped_column(Integer)
+    refused_reason: Mapped[str | None] = mapped_column(String(500))
+    refused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:

@@ -1,13 +1,15 @@
-"""The center's counters as a Prometheus collector, read from the live service at scrape time."""
+"""The center's counters as Prometheus collectors, read from the live service (and the
+delivery relays) at scrape time."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from center.delivery.relay import Relay
 from center.service import CaseService
 
 
@@ -35,3 +37,52 @@ class CaseCollector(Collector):
             "Stream subscribers disconnected for falling behind",
             value=broadcaster.lagging_disconnected,
         )
+        yield CounterMetricFamily(
+            "citysense_center_escalations",
+            "Dispatched urgent/critical cases escalated: not taken on in time",
+            value=self.service.escalated,
+        )
+
+
+class DeliveryCollector(Collector):
+    """Per subscriber (``webhook:<name>``, ``mqtt:case-events``): what was delivered, what
+    failed, how far behind it is, and whether it stopped on a refusal."""
+
+    def __init__(self, relays: Sequence[Relay]) -> None:
+        self.relays = relays
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        delivered = CounterMetricFamily(
+            "citysense_center_delivery_delivered",
+            "Case events the subscriber confirmed",
+            labels=["subscriber"],
+        )
+        failed = CounterMetricFamily(
+            "citysense_center_delivery_failed_attempts",
+            "Delivery attempts that failed, by cause (unreachable, timeout, http_<status>...)",
+            labels=["subscriber", "cause"],
+        )
+        lag = GaugeMetricFamily(
+            "citysense_center_delivery_lag_events",
+            "Case events not yet delivered to the subscriber",
+            labels=["subscriber"],
+        )
+        cursor = GaugeMetricFamily(
+            "citysense_center_delivery_cursor",
+            "Id of the last case event the subscriber confirmed",
+            labels=["subscriber"],
+        )
+        stopped = GaugeMetricFamily(
+            "citysense_center_delivery_stopped",
+            "1 when the subscriber refused an event for good and delivery to it stopped",
+            labels=["subscriber"],
+        )
+        for relay in self.relays:
+            status = relay.status
+            delivered.add_metric([relay.name], status.delivered)
+            for cause, count in sorted(status.failed.items()):
+                failed.add_metric([relay.name, cause], count)
+            lag.add_metric([relay.name], status.lag)
+            cursor.add_metric([relay.name], status.cursor)
+            stopped.add_metric([relay.name], 1 if status.state == "stopped" else 0)
+        yield from (delivered, failed, lag, cursor, stopped)

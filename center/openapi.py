@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from center.app import create_app
+from center.auth import Accounts, AccountStore
 from center.broadcast import CaseBroadcaster
 from center.db import create_engine
 from center.service import CaseService
@@ -21,7 +22,7 @@ def build_document() -> dict[str, Any]:
     # The engine is never connected: building the app only needs the service's shape.
     engine = create_engine("sqlite+aiosqlite:///:memory:")
     service = CaseService(CaseStore(engine), CaseBroadcaster())
-    app = create_app(service, health=dict, metrics=bytes)
+    app = create_app(service, auth=Accounts(AccountStore(engine)), health=dict, metrics=bytes)
     return app.openapi()
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, computed_field, model_validator
 
 from center import lifecycle
+from center.escalation import MAX_PRIORITY, initial_priority
 from center.lifecycle import Action, Step
 from protocol import SensorKind
 from rules.alerts import Severity
@@ -14,11 +15,13 @@ from rules.alerts import Severity
 CaseStatus = Literal["open", "cleared"]
 """The sensor's condition: ``open`` while the rule's condition holds, ``cleared`` once the
 sensor recovered. Not the lifecycle (``step``): a sensor never closes a case."""
-CaseEventType = Literal["opened", "updated", "reopened", "recovered", "transition"]
+CaseEventType = Literal["opened", "updated", "reopened", "recovered", "transition", "escalated"]
 """``updated``: another sensor joined the incident; ``reopened``: a flapping condition
 re-triggered a recovered case, whose condition is open again and marked ``flapping``;
 ``recovered``: the sensor recovered (the case awaits verification on site); ``transition``:
-the case moved in the 7-step loop (``transition`` says who moved it, from where, to where)."""
+the case moved in the 7-step loop (``transition`` says who moved it, from where, to where);
+``escalated``: an urgent or critical case was not taken on in time after its dispatch, its
+priority went up (``escalation`` says by how much and when the next one is due)."""
 
 
 class EvidencePoint(BaseModel):
@@ -88,6 +91,28 @@ class CaseOut(BaseModel):
         description="Its condition had already ended when the center first learned of it:"
         " an incident inside an outage, for the record."
     )
+    priority: int = Field(
+        ge=1,
+        le=MAX_PRIORITY,
+        description=f"1 (lowest) to {MAX_PRIORITY}: starts at its severity's level"
+        " (maintenance 1, warning 2, urgent 3, critical 4), one up at each escalation.",
+    )
+    ack_due_at: AwareDatetime | None = Field(
+        default=None,
+        description="A dispatched urgent or critical case must be taken on (`handle`) by then,"
+        " or it is escalated; null when no deadline runs.",
+    )
+    escalations: int = Field(
+        default=0, ge=0, description="Escalations since it was last dispatched."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _priority_of_older_events(cls, data: Any) -> Any:
+        """Events stored before cases had a priority start at their severity's."""
+        if isinstance(data, dict) and "priority" not in data and "severity" in data:
+            return {**data, "priority": initial_priority(str(data["severity"]))}
+        return data
 
     @computed_field(  # type: ignore[prop-decorator]
         description="The sensor recovered and the case is not closed: recovered, awaiting"
@@ -132,27 +157,38 @@ class CaseHistory(BaseModel):
     items: list[TransitionOut] = Field(description="Oldest first.")
 
 
+ONE_TARGET: dict[str, Any] = {
+    "oneOf": [
+        {"required": ["action"], "properties": {"action": {"not": {"type": "null"}}}},
+        {"required": ["to"], "properties": {"to": {"not": {"type": "null"}}}},
+    ]
+}
+"""The document says what ``_one_target`` checks: exactly one of ``action`` and ``to``."""
+
+
 class TransitionIn(BaseModel):
     """A request to move a case: name the ``action`` or the step to go ``to`` (one of them)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ONE_TARGET)
 
     action: Action | None = None
     to: Step | None = None
-    note: str = Field("", max_length=1000)
-    actor: str = Field(
+    note: str = Field("", max_length=1000, pattern=r"^[^\x00]*$")
+    actor: str | None = Field(
+        None,
         min_length=1,
         max_length=64,
         pattern=r"^\S(?:.*\S)?$",
-        description="Who asks (until sign-in exists; then the signed-in user is the actor)."
-        " `system` is reserved for the center.",
+        description="The signed-in user is the actor; leave it out, or name that user (any"
+        " other name is refused, 403). `system` is reserved for the center.",
+        json_schema_extra={"not": {"pattern": "^[Ss][Yy][Ss][Tt][Ee][Mm]$"}},
     )
 
     @model_validator(mode="after")
     def _one_target(self) -> TransitionIn:
         if (self.action is None) == (self.to is None):
             raise ValueError("give either action or to")
-        if self.actor.lower() == lifecycle.SYSTEM:
+        if self.actor is not None and self.actor.lower() == lifecycle.SYSTEM:
             raise ValueError(f"actor {lifecycle.SYSTEM!r} is reserved for the center")
         return self
 
@@ -164,6 +200,20 @@ class TransitionRefusal(BaseModel):
     step: Step = Field(description="Where the case is.")
     action: str | None = Field(description="What was asked; null when a step was asked for.")
     allowed: list[Action] = Field(description="The actions its step allows.")
+
+
+class EscalationOut(BaseModel):
+    """What an ``escalated`` event says: which escalation, the deadline missed, the priority."""
+
+    model_config = ConfigDict(frozen=True)
+
+    level: int = Field(ge=1, description="The n-th escalation since the case was dispatched.")
+    overdue_since: AwareDatetime = Field(description="The acknowledgement deadline missed.")
+    priority_from: int
+    priority_to: int
+    next_due_at: AwareDatetime | None = Field(
+        description="The next escalation, if it is still not taken on; null after the last."
+    )
 
 
 class CaseEvent(BaseModel):
@@ -179,4 +229,7 @@ class CaseEvent(BaseModel):
         default=None,
         description="The audit entry, with `transition` events and with `opened` (its first"
         " entry, `discover`).",
+    )
+    escalation: EscalationOut | None = Field(
+        default=None, description="With `escalated` events: the escalation."
     )

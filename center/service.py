@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from center.broadcast import CaseBroadcaster
 from center.case_log import CaseChange
-from center.errors import AlertRejectedError
+from center.errors import AlertRejectedError, StoreError
 from center.lifecycle import Action, Step
 from center.schemas import CaseOut
 from center.store import CaseStore
@@ -57,6 +57,8 @@ class CaseService:
         self.broadcaster = broadcaster
         self.stats = CaseStats()
         self.clock = clock
+        self.escalated = 0
+        """Escalations written (``escalated`` events): acknowledgement deadlines missed."""
         self._writes = asyncio.Lock()
 
     def _publish(self, change: CaseChange) -> None:
@@ -80,6 +82,40 @@ class CaseService:
             self._publish(change)
         log.info("case %d: %s by %s, now at %s", case_id, action or to, actor, change.case.step)
         return change.case
+
+    async def escalate_due(self) -> int:
+        """Escalate every dispatched case whose acknowledgement deadline has passed by the
+        service's clock, and publish the ``escalated`` events; how many were escalated."""
+        escalated = 0
+        while True:
+            async with self._writes:
+                changes = await self.store.escalate_due(self.clock())
+                for change in changes:
+                    self._publish(change)
+            for change in changes:
+                case = change.case
+                log.warning(
+                    "case %d escalated: %s %s not taken on in time, priority %d (%d so far)",
+                    case.id,
+                    case.severity,
+                    case.class_code,
+                    case.priority,
+                    case.escalations,
+                )
+            escalated += len(changes)
+            self.escalated += len(changes)
+            if not changes:
+                return escalated
+
+    async def watch_deadlines(self, every_s: float) -> None:
+        """Escalate overdue cases every ``every_s`` seconds until cancelled; a store that is
+        down is logged and tried again at the next tick."""
+        while True:
+            try:
+                await self.escalate_due()
+            except StoreError as exc:
+                log.warning("acknowledgement deadlines not checked: %s", exc)
+            await asyncio.sleep(every_s)
 
     async def handle_alert(
         self, alert: Alert, sensor: SensorInfo | None, detected_at: datetime

@@ -11,24 +11,30 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from center import lifecycle
 from center.case_log import CaseChange, CaseLog, event_from_row
+from center.case_query import CaseFilter, order_by
 from center.classify import classify
 from center.db import CaseEventRow, CaseRow, CaseTransitionRow
 from center.errors import AlertRejectedError, CaseNotFoundError, StoreError
+from center.escalation import EscalationPolicy, initial_priority
 from center.lifecycle import Action, Step
-from center.schemas import CaseEvent, CaseOut, CaseStatus, TransitionOut
+from center.schemas import CaseEvent, CaseOut, TransitionOut
+from center.schemas_query import CaseSort
+from center.schemas_stats import CaseStatsOut
+from center.stats import StatsQuery
 from protocol import SensorInfo
 from rules.alerts import Alert
 
 ALERT_KEY = ("rule_id", "sensor_id", "started_at")
 SUPPORTED_DIALECTS = ("sqlite", "postgresql")
 DEFAULT_LATE_AFTER = timedelta(minutes=5)
+PURGE_BATCH = 500
 EVENT_LOCK = 0x63697479_63617365  # "citycase": PostgreSQL advisory lock held by every writer
 """Writers take it first, so event ids (a sequence, handed out at insert) commit in id order
 and a reader never sees id n+1 before id n. SQLite has one writer at a time anyway."""
@@ -81,6 +87,7 @@ def _case_values(alert: Alert, sensor: SensorInfo | None, detected_at: datetime)
         "members": list(alert.members) or [alert.sensor_id],
         "flags": list(alert.flags),
         "flapping": "flapping" in alert.flags,
+        "priority": initial_priority(alert.severity),
     }
 
 
@@ -90,9 +97,16 @@ class CaseStore:
     A duplicate alert (same rule, sensor and start) never becomes a second case; database
     failures surface as ``StoreError``. ``late_after``: a case the center learns of more than
     this after it opened (event time) is ``detected_late`` and not dispatched automatically.
+    ``escalation``: the acknowledgement deadlines of dispatched emergencies.
     """
 
-    def __init__(self, engine: AsyncEngine, *, late_after: timedelta = DEFAULT_LATE_AFTER) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        late_after: timedelta = DEFAULT_LATE_AFTER,
+        escalation: EscalationPolicy | None = None,
+    ) -> None:
         if engine.dialect.name not in SUPPORTED_DIALECTS:
             raise StoreError(f"case store runs on sqlite or postgresql, not {engine.dialect.name}")
         if late_after <= timedelta(0):
@@ -100,6 +114,7 @@ class CaseStore:
         self._engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self.late_after = late_after
+        self.escalation = escalation or EscalationPolicy()
 
     @asynccontextmanager
     async def _session(self) -> AsyncIterator[AsyncSession]:
@@ -173,7 +188,7 @@ class CaseStore:
             row = (await session.scalars(statement)).one_or_none()
             if row is None:
                 return None
-            log = CaseLog(session, detected_at)
+            log = CaseLog(session, detected_at, self.escalation)
             if alert.state == "member":
                 await log.event("updated", row)
             elif alert.state == "cleared":
@@ -206,9 +221,31 @@ class CaseStore:
                 if to is None:
                     raise ValueError("give an action or a step to go to")
                 action = lifecycle.action_to(Step(row.step), to)
-            log = CaseLog(session, at)
+            log = CaseLog(session, at, self.escalation)
             await log.move(row, action, actor, note)
             return log.change(row)
+
+    async def escalate_due(self, now: datetime, limit: int = 100) -> list[CaseChange]:
+        """Escalate up to ``limit`` dispatched cases whose acknowledgement deadline passed at
+        ``now`` (``center.escalation``), most overdue first, in one transaction."""
+        _require_aware("now", now)
+        overdue = (
+            select(CaseRow)
+            .where(
+                CaseRow.ack_due_at <= now,
+                CaseRow.step == Step.DISPATCH.value,
+                CaseRow.escalations < self.escalation.max_escalations,
+            )
+            .order_by(CaseRow.ack_due_at, CaseRow.id)
+            .limit(limit)
+        )
+        async with self._writing() as session:
+            changes = []
+            for row in (await session.scalars(overdue)).all():
+                log = CaseLog(session, now, self.escalation)
+                await log.escalate(row)
+                changes.append(log.change(row))
+            return changes
 
     async def open_incidents(self) -> list[tuple[str, str, datetime, list[str]]]:
         """(rule, first sensor, start, members) of every open case: what a restarted engine
@@ -239,7 +276,7 @@ class CaseStore:
             row = (await session.scalars(statement)).one_or_none()
             if row is None:
                 return None
-            log = CaseLog(session, detected_at)
+            log = CaseLog(session, detected_at, self.escalation)
             note = f"rule {alert.rule_id} on {alert.sensor_id}"
             await log.discovered(row, note + (" (detected late)" if late else ""))
             for action in lifecycle.opening_actions(alert.severity, late):
@@ -248,44 +285,70 @@ class CaseStore:
 
     async def list_cases(
         self,
+        filters: CaseFilter | None = None,
         *,
-        status: CaseStatus | None = None,
-        class_code: str | None = None,
-        station_id: str | None = None,
-        sensor_id: str | None = None,
-        since: datetime | None = None,
+        sort: CaseSort = "-detected_at",
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[CaseOut], int]:
-        """One page of cases, the one the center learned of last first (``detected_at``: its
-        clock, not the devices'), and how many match in all; ``since``: detected at or after."""
+        """One page of the cases that match ``filters`` in the order ``sort`` (by default the
+        one the center learned of last first: ``detected_at``, its clock, not the devices'),
+        and how many match in all."""
         if limit < 1 or offset < 0:
             raise ValueError(f"limit {limit} must be >= 1 and offset {offset} >= 0")
-        if since is not None:
-            _require_aware("since", since)
-        conditions: list[ColumnElement[bool]] = []
-        for column, wanted in (
-            (CaseRow.status, status),
-            (CaseRow.class_code, class_code),
-            (CaseRow.station_id, station_id),
-            (CaseRow.sensor_id, sensor_id),
-        ):
-            if wanted is not None:
-                conditions.append(column == wanted)
-        if since is not None:
-            conditions.append(CaseRow.detected_at >= since)
+        filters = filters or CaseFilter()
+        for name in ("since", "until", "opened_from", "opened_to"):
+            value = getattr(filters, name)
+            if value is not None:
+                _require_aware(name, value)
+        conditions = filters.conditions()
         page = (
-            select(CaseRow)
-            .where(*conditions)
-            .order_by(CaseRow.detected_at.desc(), CaseRow.id.desc())
-            .limit(limit)
-            .offset(offset)
+            select(CaseRow).where(*conditions).order_by(*order_by(sort)).limit(limit).offset(offset)
         )
         count = select(func.count()).select_from(CaseRow).where(*conditions)
         async with self._session() as session:
             total = (await session.execute(count)).scalar_one()
             rows = (await session.scalars(page)).all()
             return [CaseOut.model_validate(row) for row in rows], total
+
+    async def stats(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> CaseStatsOut:
+        """The evaluate step's numbers for the cases detected in ``[since, until)``
+        (``center.stats``); ``WindowTooLargeError`` for a window of too many cases."""
+        for name, value in (("since", since), ("until", until)):
+            if value is not None:
+                _require_aware(name, value)
+        async with self._session() as session:
+            return await StatsQuery(session, since, until).run()
+
+    async def purge_closed(self, before: datetime, batch: int = PURGE_BATCH) -> int:
+        """Delete the cases at ``close`` or ``evaluate`` whose sensor recovered and that have
+        not changed since ``before`` (``updated_at``), with their audit trails and events, in
+        transactions of ``batch`` cases; how many. A closed case whose sensor still reports
+        the condition stays: the rules engine holds its incident open, and a re-trigger must
+        find the case to re-open it."""
+        _require_aware("before", before)
+        expired = (
+            select(CaseRow.id)
+            .where(
+                CaseRow.step.in_([step.value for step in lifecycle.CLOSED_STEPS]),
+                CaseRow.status == "cleared",
+                CaseRow.updated_at < before,
+            )
+            .order_by(CaseRow.id)
+            .limit(batch)
+        )
+        purged = 0
+        while True:
+            async with self._writing() as session:
+                ids = list((await session.scalars(expired)).all())
+                for table in (CaseTransitionRow, CaseEventRow):
+                    await session.execute(delete(table).where(table.case_id.in_(ids)))
+                await session.execute(delete(CaseRow).where(CaseRow.id.in_(ids)))
+            purged += len(ids)
+            if len(ids) < batch:
+                return purged
 
     async def ping(self) -> None:
         """Raises ``StoreError`` when the database does not answer."""

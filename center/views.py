@@ -49,11 +49,16 @@ class SensorRecord(Protocol):
 
 
 class RegistryView(Protocol):
-    """Stations by id, and one sensor. Cheap, in-memory: called on the event loop."""
+    """Stations by id, one sensor, every registered sensor. Cheap, in-memory: called on the
+    event loop."""
 
     def stations(self) -> Sequence[StationRecord]: ...
 
     def sensor_summary(self, sensor_id: str) -> SensorRecord | None: ...
+
+    def registered_sensors(self) -> Sequence[tuple[str, SensorInfo]]:
+        """Every sensor a birth named, with its owner station's id."""
+        ...
 
 
 class RejectRecord(Protocol):

@@ -299,9 +299,12 @@ def _check_listen(host: str, port: int) -> None:
 def _from_environment(settings: type[SettingsT]) -> SettingsT:
     """Settings from the environment; a bad variable is one line naming it (exit 2)."""
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     try:
         return settings()
+    except SettingsError as exc:  # a list or object variable that is not JSON
+        fail(f"bad configuration: {exc} (JSON expected)")
     except ValidationError as exc:
         prefix = str(settings.model_config.get("env_prefix", ""))
         reasons = "; ".join(
@@ -320,6 +323,7 @@ from citysense.cli_recording import record, replay  # noqa: E402
 from citysense.cli_rejects import rejects_app  # noqa: E402
 from citysense.cli_rules import rules_app  # noqa: E402
 from citysense.cli_scenarios import backtest, score, simulate  # noqa: E402
+from citysense.cli_users import users_app  # noqa: E402
 
 app.command()(edge)
 app.command()(simulate)
@@ -332,6 +336,7 @@ app.add_typer(provision_app, name="provision")
 app.add_typer(config_app, name="config")
 app.add_typer(lab_app, name="lab")
 app.add_typer(rules_app, name="rules")
+app.add_typer(users_app, name="users")
 
 
 if __name__ == "__main__":

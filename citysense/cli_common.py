@@ -2,8 +2,9 @@
 
 Errors: a command refuses bad input by raising :class:`CliError` (or ``typer.BadParameter``);
 ``citysense.cli.main`` prints it as one line on stderr, ``citysense <command>: error: <message>``,
-and exits with its code: :data:`BAD_INPUT` (2) for a bad path, file, URL or option, :data:`FAILED`
-(1) for a broker or API that cannot be reached or fails mid-way.
+and exits with its code: :data:`BAD_INPUT` (2) for a bad path, file, URL or option, including a
+broker or API that cannot be reached at all (:data:`UNREACHABLE`), :data:`FAILED` (1) for one
+that fails mid-way.
 """
 
 from __future__ import annotations
@@ -20,13 +21,18 @@ import typer
 from rich.console import Console, ConsoleDimensions
 
 if TYPE_CHECKING:
+    import httpx
+
     from rules import RuleSet
 
 BAD_INPUT = 2
 """Exit code of a bad path, file, URL or option: the command line has to change."""
 FAILED = 1
-"""Exit code of a failure the command line is not to blame for (a broker or API that cannot be
-reached, a station that rejects a config, a gate that fails)."""
+"""Exit code of a failure the command line is not to blame for (a broker or API that fails
+mid-way, a station that rejects a config, a gate that fails)."""
+UNREACHABLE = BAD_INPUT
+"""Exit code when the broker or API an option names cannot be reached at all (refused, unknown
+host, no answer to the connect): as far as the command can tell, that option is what is wrong."""
 PIPE_WIDTH = 200
 """Width of tables and lines written to a pipe or file when COLUMNS is not set (rich's own
 default there is 80, which squeezes a wide table into columns of a few letters)."""
@@ -146,3 +152,35 @@ def rules_option(path: Path | None) -> RuleSet:
         return load_rules(path or DEFAULT_RULES_FILE)
     except RuleError as exc:
         raise typer.BadParameter(one_line(exc), param_hint="--rules") from None
+
+
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="CITYSENSE_TOKEN",
+        show_default=False,
+        help="API token, sent as a bearer token (citysense users token NAME --role ROLE"
+        " --name WHAT). Prefer the environment variable: an option shows in the process list.",
+    ),
+]
+
+
+def bearer_headers(token: str | None) -> dict[str, str]:
+    return {} if token is None else {"Authorization": f"Bearer {token}"}
+
+
+def refuse_unauthorized(api: str, answer: httpx.Response) -> None:
+    """A 401 or 403 from a center is one line (exit 2: the token has to change)."""
+    if answer.status_code not in (401, 403):
+        return
+    try:
+        detail = str(answer.json()["detail"])
+    except (ValueError, KeyError, TypeError):
+        detail = answer.reason_phrase
+    if answer.status_code == 401:
+        fail(
+            f"{api} refused the request (401 {detail}): give an API token with --token or "
+            "CITYSENSE_TOKEN (citysense users token NAME --role ROLE --name WHAT)"
+        )
+    fail(f"{api} refused the request (403 {detail}): use a token of a role that may do it")

@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from citysense.cli_common import MqttHost, MqttPort, Verbose, configure_logging, console, fail
+from citysense.cli_common import (
+    UNREACHABLE,
+    MqttHost,
+    MqttPort,
+    Verbose,
+    configure_logging,
+    console,
+    fail,
+)
 
 if TYPE_CHECKING:
     from recording.capture import CaptureStats
@@ -103,7 +111,7 @@ def record(
     except RecordingError as exc:
         _fail(str(exc))
     except CaptureError as exc:
-        _fail(str(exc), FAILED)
+        _fail(str(exc), UNREACHABLE if exc.unreachable else FAILED)
     _print_capture(out, stats)
 
 
@@ -261,7 +269,7 @@ def _replay_run(
     try:
         used = asyncio.run(retained_births(host, port, stations.values()))
     except ReplayError as exc:
-        _fail(str(exc), FAILED)
+        _fail(str(exc), UNREACHABLE)  # it only connects, subscribes and reads
     if used:
         _fail(
             f"run id {run_id} was replayed into this broker before (it holds the birth of "
@@ -311,6 +319,7 @@ def _replay_with_progress(
 ) -> ReplayStats:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from recording.publisher import BrokerUnreachableError
     from recording.replay import ReplayError
     from recording.replay import replay as replay_recording
 
@@ -343,7 +352,7 @@ def _replay_with_progress(
             )
         except ReplayError as exc:
             bar.stop()
-            _fail(str(exc), FAILED)
+            _fail(str(exc), UNREACHABLE if isinstance(exc, BrokerUnreachableError) else FAILED)
         except KeyboardInterrupt:
             bar.stop()
             _fail("interrupted", 130)
@@ -373,7 +382,7 @@ def _print_info(recording: Path, summary: RecordingSummary) -> None:
         console.print(f"  {key}: {value}", soft_wrap=True)
     console.print(
         f"{summary.records} messages, {summary.payload_bytes:,} payload bytes, "
-        f"{summary.retained} retained, {len(summary.topics)} topics"
+        f"{summary.retained} retained, {_topic_count(summary.topics)}"
     )
     if summary.earliest_t_ns is not None and summary.latest_t_ns is not None:
         first, last = (_iso(t) for t in (summary.earliest_t_ns, summary.latest_t_ns))
@@ -391,6 +400,15 @@ def _print_info(recording: Path, summary: RecordingSummary) -> None:
         table.add_row(f"… {len(groups) - TOPIC_GROUPS_SHOWN} more", str(rest))
     if groups:
         console.print(table)
+
+
+def _topic_count(topics: dict[str, int]) -> str:
+    """``4 topics in 2 patterns``: the table below lists the patterns."""
+    patterns = len(_topic_groups(topics))
+    many = "s" if len(topics) != 1 else ""
+    if patterns == len(topics):
+        return f"{len(topics)} topic{many}"
+    return f"{len(topics)} topic{many} in {patterns} pattern{'s' if patterns != 1 else ''}"
 
 
 def _topic_groups(topics: dict[str, int]) -> list[tuple[str, int]]:

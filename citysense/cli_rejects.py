@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from citysense.cli_common import BAD_INPUT, FAILED, MqttHost, MqttPort, console, fail
+from citysense.cli_common import BAD_INPUT, FAILED, UNREACHABLE, MqttHost, MqttPort, console, fail
 
 if TYPE_CHECKING:
     from ingest.dead_letters import DeadLetter
@@ -281,10 +281,10 @@ def replay(
             )
         console.print(f"dry run: {len(outgoing)} to publish, {len(skipped)} skipped")
         return
-    from recording.publisher import PublishError
+    from recording.publisher import BrokerUnreachableError, PublishError
 
     try:
         published = publish_all(outgoing, mqtt_host, mqtt_port)
     except PublishError as exc:
-        _fail(str(exc), FAILED)
+        _fail(str(exc), UNREACHABLE if isinstance(exc, BrokerUnreachableError) else FAILED)
     console.print(f"published {published}, skipped {len(skipped)}")

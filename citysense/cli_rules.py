@@ -17,12 +17,16 @@ from rich.table import Table
 
 from citysense.cli_common import (
     FAILED,
+    UNREACHABLE,
     JsonOption,
     RulesOption,
+    TokenOption,
+    bearer_headers,
     check_url,
     console,
     fail,
     one_line,
+    refuse_unauthorized,
     rules_option,
 )
 
@@ -75,6 +79,7 @@ def explain(
             " from its station's birth), e.g. http://127.0.0.1:8000.",
         ),
     ] = None,
+    token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Each setting of each rule as it applies to one sensor, and the level it comes from:
@@ -89,7 +94,7 @@ def explain(
                 "--api asks the node: it takes no --rules, --kind, --district or --station",
                 param_hint="--api",
             )
-        document = _from_node(api, sensor_id)
+        document = _from_node(api, sensor_id, token)
     else:
         from protocol import SensorKind
         from rules.inherit import Scope
@@ -110,16 +115,19 @@ def explain(
     _print(document)
 
 
-def _from_node(api: str, sensor_id: str) -> dict[str, Any]:
+def _from_node(api: str, sensor_id: str, token: str | None) -> dict[str, Any]:
     import httpx
 
     try:
-        with httpx.Client(base_url=api, timeout=10) as client:
+        with httpx.Client(base_url=api, timeout=10, headers=bearer_headers(token)) as client:
             answer = client.get(f"/api/v1/rules/effective/{sensor_id}")
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
         raise typer.BadParameter(f"{api}: {one_line(exc)}", param_hint="--api") from None
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        fail(f"cannot reach {api}: {one_line(exc)}", UNREACHABLE)
     except httpx.HTTPError as exc:
-        fail(f"cannot reach {api}: {one_line(exc)}", FAILED)
+        fail(f"{api} failed to answer: {one_line(exc)}", FAILED)
+    refuse_unauthorized(api, answer)
     if answer.status_code == 404:
         raise typer.BadParameter(f"the node at {api} does not know {sensor_id}")
     if answer.status_code != 200:

@@ -12,17 +12,20 @@ import typer
 
 from citysense.cli_common import (
     FAILED,
+    UNREACHABLE,
     JsonOption,
     MqttHost,
     MqttPort,
     RulesOption,
-    Seed,
+    TokenOption,
     Verbose,
+    bearer_headers,
     check_url,
     configure_logging,
     console,
     err_console,
     fail,
+    refuse_unauthorized,
     rules_option,
 )
 
@@ -53,7 +56,12 @@ def simulate(
     ] = False,
     mqtt_host: MqttHost = "127.0.0.1",
     mqtt_port: MqttPort = 1883,
-    seed: Seed = 7,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Seed of the simulated city (default: the scenario's seed; --live: 7)."
+        ),
+    ] = None,
     incident_every: Annotated[
         float, typer.Option(help="--live: seconds between cover incidents.")
     ] = 20.0,
@@ -74,7 +82,7 @@ def simulate(
                 run_city(
                     mqtt_host=mqtt_host,
                     mqtt_port=mqtt_port,
-                    seed=seed,
+                    seed=7 if seed is None else seed,
                     incident_every=incident_every,
                     console=console,
                 )
@@ -89,15 +97,20 @@ def simulate(
         loaded = load_scenario(scenario)
     except ScenarioError as exc:
         raise typer.BadParameter(str(exc), param_hint="SCENARIO") from None
+    if seed is not None and seed != loaded.seed:
+        err_console.print(f"seed {seed} (the scenario file says {loaded.seed})")
+        loaded = loaded.model_copy(update={"seed": seed})
     try:
         out.mkdir(parents=True, exist_ok=True)
         result = run_scenario(loaded, out)
     except OSError as exc:
         fail(f"cannot write to --out {out}: {exc.strerror or exc}")
     truth = result.truth
+    messages = ", ".join(f"{count} {name}" for name, count in truth.messages.items() if count)
     console.print(
-        f"{truth.scenario}: {truth.stations} stations, {truth.sensors} sensors, "
-        f"{len(truth.incidents)} incidents, {len(truth.faults)} faults, messages {truth.messages}"
+        f"{truth.scenario} (seed {truth.seed}): {truth.stations} stations, {truth.sensors}"
+        f" sensors, {len(truth.incidents)} incidents, {len(truth.faults)} faults;"
+        f" messages: {messages or 'none'}"
     )
     console.print(f"recording: {result.recording}\nground truth: {result.truth_path}")
 
@@ -453,6 +466,7 @@ def score(
         Path | None,
         typer.Option(help="The run record (default: <name>.<run id>.run.json beside TRUTH)."),
     ] = None,
+    token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Score the cases a running center opened against a run's ground truth.
@@ -469,7 +483,7 @@ def score(
     run = None if run_id is None and run_file is None else _run_record(truth, run_id, run_file)
     if run is not None:
         ground = _scoped_truth(ground, run)
-    items = _live_cases(api, None if run is None else list(run.stations.values()))
+    items = _live_cases(api, None if run is None else list(run.stations.values()), token)
     cases = [ScoredCase.from_api(item) for item in items]
     earlier: list[ScoredCase] = []
     if run is not None:
@@ -539,16 +553,18 @@ def _scoped_truth(ground: GroundTruth, run: RunRecord) -> GroundTruth:
     return ground.renamed(prefix.station, prefix.sensor)
 
 
-def _live_cases(api: str, stations: list[str] | None) -> list[dict[str, object]]:
+def _live_cases(api: str, stations: list[str] | None, token: str | None) -> list[dict[str, object]]:
     """Every case of the center (``stations=None``), or of these stations; exit 1 when the
-    center cannot be asked."""
+    center cannot be asked, 2 when it refuses the token."""
     import httpx
 
     items: list[dict[str, object]] = []
     try:
-        with httpx.Client(base_url=api, timeout=30) as client:
+        with httpx.Client(base_url=api, timeout=30, headers=bearer_headers(token)) as client:
             for station in stations if stations is not None else [None]:
                 items.extend(_case_pages(client, station))
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        fail(f"cannot reach {api}: {exc}", UNREACHABLE)
     except (httpx.HTTPError, ValueError, KeyError) as exc:
         fail(f"cannot read the cases from {api}: {exc}", FAILED)
     return items
@@ -561,6 +577,7 @@ def _case_pages(client: httpx.Client, station: str | None) -> list[dict[str, obj
     items: list[dict[str, object]] = []
     while True:
         page = client.get("/api/v1/cases", params={**params, "offset": len(items)})
+        refuse_unauthorized(str(client.base_url).rstrip("/"), page)
         page.raise_for_status()
         body = page.json()
         items.extend(body["items"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import socket
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Literal
 
 from rich.console import Console
 
+from center.auth import AccountExistsError, Accounts, Role
 from center.settings import CenterSettings
 from citysense.broker import MosquittoBroker, free_port
 from citysense.embedded_broker import embedded_broker
@@ -87,5 +89,27 @@ async def run_demo(
         )
         tasks.update(node_tasks(node))
         console.print(f"{describe(city)}; data in {data_dir}")
+        password = await demo_operator(node.accounts)
+        console.print(
+            f"sign in as [bold]{DEMO_USER}[/], password [bold]{password}[/] (new at each start);"
+            " more users: citysense users add NAME --role ROLE"
+            f" --database-url {center.database_url}",
+            soft_wrap=True,
+        )
         console.print(f"[bold green]dashboard: http://{host}:{port}/[/]  (Ctrl-C stops everything)")
         await serve_until_stopped(node.server(), tasks)
+
+
+DEMO_USER = "operator"
+
+
+async def demo_operator(accounts: Accounts) -> str:
+    """The demo's own operator account with a fresh random password (the same account when the
+    demo starts again on a --data-dir): it watches the dashboard and moves cases. No admin:
+    the demo needs none, and ``citysense users`` makes one on its database if wanted."""
+    password = secrets.token_urlsafe(12)
+    try:
+        await accounts.add_user(DEMO_USER, Role.OPERATOR, password)
+    except AccountExistsError:
+        await accounts.set_password(DEMO_USER, password)
+    return password

@@ -1,4 +1,5 @@
-"""One node: ingest + rules + center behind one HTTP server (``citysense serve``)."""
+"""One node: ingest + rules + center behind one HTTP server (``citysense serve``), with the
+delivery of case events (webhooks, MQTT) and the acknowledgement deadlines."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -15,6 +16,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from center import (
+    Accounts,
+    AccountStore,
     CaseBroadcaster,
     CaseService,
     CaseStore,
@@ -24,7 +27,18 @@ from center import (
     create_engine,
     migrate,
 )
-from center.metrics import CaseCollector
+from center.auth import SignInLimiter
+from center.delivery import (
+    ConfirmedPublisher,
+    CursorStore,
+    MqttCaseEvents,
+    Relay,
+    RetryPolicy,
+    WebhookChannel,
+)
+from center.delivery.relay import Channel
+from center.metrics import CaseCollector, DeliveryCollector
+from center.retention import Retention, RetentionPolicy
 from center.views import HealthCheck
 from ingest.checkpoint import keep_saved, load, replay, save_last
 from ingest.consumer import IngestConsumer
@@ -49,12 +63,21 @@ class Node:
     center: CenterSettings
     ingest: IngestSettings
     rules: RulesControl
+    relays: list[Relay] = field(default_factory=list)
+    accounts: Accounts = field(kw_only=True)
+    """Users, tokens, sessions (``center.auth``): tests sign in through it."""
 
     def health(self) -> Mapping[str, object]:
-        return {
+        """``delivery``: each subscriber's state, cursor and lag; a stopped one (a permanent
+        refusal) with the event and the reason. Detail only: /healthz stays 200 for it (the
+        node is fine; restarting it does not make a receiver take an event)."""
+        body: dict[str, object] = {
             "mqtt_connected": self.consumer.connected.is_set(),
             **self.pipeline.registry.counts(),
         }
+        if self.relays:
+            body["delivery"] = {relay.name: relay.status.health() for relay in self.relays}
+        return body
 
     def server(self) -> uvicorn.Server:
         config = uvicorn.Config(
@@ -74,7 +97,20 @@ async def build_node(
     engine = create_engine(center.database_url)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(engine.dispose)
-        cases = CaseStore(engine, late_after=center.detected_late_after)
+        accounts = Accounts(
+            AccountStore(engine),
+            limiter=SignInLimiter(
+                per_name=center.signin_max_failures_per_name,
+                per_address=center.signin_max_failures_per_address,
+                window_s=center.signin_window_s,
+            ),
+            session_ttl=center.session_ttl,
+        )
+        if center.production:
+            await accounts.check_production()
+        cases = CaseStore(
+            engine, late_after=center.detected_late_after, escalation=center.escalation.policy()
+        )
         service = CaseService(cases, CaseBroadcaster())
         rules_file = ingest.rules_path or DEFAULT_RULES_FILE
         rules_text = rules_file.read_text(encoding="utf-8")
@@ -118,15 +154,23 @@ async def build_node(
             auth=ingest.mqtt_auth,
         )
         pipeline.metrics.registry.register(CaseCollector(service))
+        http = httpx.AsyncClient(follow_redirects=False)
+        stack.push_async_callback(http.aclose)
+        relays = delivery_relays(center, service, CursorStore(engine), consumer.publisher, http)
+        pipeline.metrics.registry.register(DeliveryCollector(relays))
         history = (
             None
             if ingest.snapshot_path is None
             else ingest.snapshot_path.with_name("rules.history.jsonl")
         )
         rules = RulesControl(pipeline, rules_text, ingest.rules_path, history_path=history)
-        node = Node(pipeline, consumer, service, FastAPI(), center, ingest, rules)
+        node = Node(
+            pipeline, consumer, service, FastAPI(), center, ingest, rules, relays, accounts=accounts
+        )
         node.app = create_app(
             service,
+            auth=accounts,
+            secure_cookies=center.production,
             health=node.health,
             metrics=pipeline.metrics.render,
             checks=_health_checks(pipeline, consumer, service, sinks.victoria_url),
@@ -135,6 +179,33 @@ async def build_node(
             rules=rules,
         )
         yield node
+
+
+def delivery_relays(
+    center: CenterSettings,
+    service: CaseService,
+    cursors: CursorStore,
+    publisher: ConfirmedPublisher,
+    http: httpx.AsyncClient,
+) -> list[Relay]:
+    """One relay per webhook subscriber, and one for the MQTT topic (unless turned off)."""
+    settings = center.delivery
+    channels: list[Channel] = [WebhookChannel(s, http) for s in center.webhooks]
+    if settings.mqtt:
+        channels.append(
+            MqttCaseEvents(publisher, start=settings.mqtt_start, timeout_s=settings.mqtt_timeout_s)
+        )
+    policy = RetryPolicy(
+        initial_s=settings.backoff_initial_s,
+        max_s=settings.backoff_max_s,
+        retry_after_max_s=settings.retry_after_max_s,
+        poll_s=settings.poll_s,
+    )
+    broadcaster = service.broadcaster
+    return [
+        Relay(channel, service.store, cursors, broadcaster.wakeup(), policy=policy)
+        for channel in channels
+    ]
 
 
 def _health_checks(
@@ -179,9 +250,25 @@ async def serve_until_stopped(
             task.cancel()
 
 
+def node_retention(node: Node) -> Retention:
+    """What the retention settings let go: closed cases (the center's setting) and dead
+    letters (ingest's)."""
+    policy = RetentionPolicy.from_days(
+        node.center.closed_case_retention_days, node.ingest.dead_letter_retention_days
+    )
+    letters = node.pipeline.dead_letters
+    expiring = letters if isinstance(letters, JsonlDeadLetters) else None
+    return Retention(node.service.store, policy, dead_letters=expiring)
+
+
 def node_tasks(node: Node) -> dict[str, Coroutine[Any, Any, None]]:
-    """The node's background work: the MQTT consumer, the checkpoints, the rules file watch."""
+    """The node's background work: the MQTT consumer, the checkpoints, the rules file watch,
+    the delivery of case events and the acknowledgement deadlines."""
     tasks = {"ingest": node.consumer.run()}
+    tasks["retention"] = node_retention(node).run(timedelta(seconds=node.center.retention_every_s))
+    for relay in node.relays:
+        tasks[f"delivery {relay.name}"] = relay.run()
+    tasks["deadlines"] = node.service.watch_deadlines(node.center.escalation.check_every_s)
     if node.rules.path is not None:
         tasks["rules-file"] = node.rules.watch()
     if node.ingest.snapshot_path is not None:

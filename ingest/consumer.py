@@ -13,7 +13,8 @@ and ingest end to end); aiomqtt 2.x cannot acknowledge manually.
 
 The same client publishes ingest's re-send requests to stations (``cmd``, QoS 1): every
 ``RESEND_TICK_S`` (or half the tracker's ``resend_after`` when shorter) while connected, the
-pipeline asks for the batches missing for longer than that.
+pipeline asks for the batches missing for longer than that; and the node's case events
+(``publisher``, confirmed by PUBACK: ``ingest.confirmed``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from ingest.commands import PahoCommands
+from ingest.confirmed import ConfirmedPublisher
 from ingest.pipeline import READ_CHANNELS, IngestPipeline
 from protocol import INGEST_STATE_TOPIC, IngestState, StationTopic, encode
 from protocol.connection import MqttAuth
@@ -78,6 +80,8 @@ class IngestConsumer:
         self.auth = auth or MqttAuth()
         self.max_group = max_group
         self.connected = asyncio.Event()
+        self.publisher = ConfirmedPublisher(self.connected)
+        """QoS 1 publishes on this session that resolve on PUBACK (the center's case events)."""
         self._session = 0
 
     async def run(self) -> None:
@@ -121,6 +125,7 @@ class IngestConsumer:
         client.on_connect = on_connect
         client.on_disconnect = on_disconnect
         client.on_message = on_message
+        self.publisher.attach(client, loop)
         client.connect_async(self.host, self.port, keepalive=30)
         client.loop_start()
         try:
@@ -135,6 +140,7 @@ class IngestConsumer:
                     await asyncio.to_thread(sent.wait_for_publish, PRESENCE_TIMEOUT_S)
             client.disconnect()
             await asyncio.to_thread(client.loop_stop)
+            self.publisher.detach()
 
     def _up(self) -> None:
         self.connected.set()

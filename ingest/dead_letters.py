@@ -12,6 +12,10 @@ received) or ``alert`` (an alert the center refused; the payload is the alert as
 When the file would grow past ``max_bytes`` it is renamed ``<name>.1`` (``.1`` → ``.2`` …) and
 at most ``keep`` rotated files are kept. A write that fails (full disk, unwritable directory)
 raises ``DeadLetterError``; the caller decides (ingest stops acknowledging).
+
+``prune(before)`` deletes the letters received before a time (retention by age, beside the
+rotation's by size); the last id is kept in ``<name>.last-id`` first, so ids go on growing
+after every letter is gone and a node restarts.
 """
 
 from __future__ import annotations
@@ -227,6 +231,16 @@ class _FileIndex:
         return offset, lines
 
 
+def _received_before(line: bytes, before: datetime) -> bool:
+    """The line is a complete letter received before ``before`` (an unreadable one is kept)."""
+    if not line.endswith(b"\n"):
+        return False
+    try:
+        return bool(datetime.fromisoformat(json.loads(line)["received_at"]) < before)
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
 def select(
     letters: Sequence[DeadLetter],
     *,
@@ -369,9 +383,64 @@ class JsonlDeadLetters:
     def _next_id(self) -> int:
         if self._last_id is None:
             self._last_id = max(
-                (int(letter.id) for letter in self.letters() if letter.id.isdigit()), default=0
+                (int(letter.id) for letter in self.letters() if letter.id.isdigit()),
+                default=self._stored_last_id(),
             )
         return self._last_id + 1
+
+    @property
+    def _last_id_file(self) -> Path:
+        return self.path.with_name(f"{self.path.name}.last-id")
+
+    def _stored_last_id(self) -> int:
+        try:
+            return int(self._last_id_file.read_text(encoding="ascii").strip() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    # -- retention ----------------------------------------------------------------------------
+
+    def prune(self, before: datetime) -> int:
+        """Delete the letters received before ``before`` (blocking); how many. A file written
+        last before then goes whole; one that holds older and newer letters is rewritten
+        without the older (a new file renamed over it); newer files are not read past their
+        first letter (letters are appended in the order they arrive). Raises
+        ``DeadLetterError`` when a file cannot be changed."""
+        with self._lock:
+            try:
+                self._next_id()
+                self._last_id_file.write_text(f"{self._last_id}\n", encoding="ascii")
+                removed = sum(self._prune_file(file, before) for file in self._files())
+            except OSError as exc:
+                raise DeadLetterError(
+                    f"cannot prune dead letters in {self.path}: {exc.strerror or exc}"
+                ) from exc
+            if removed:
+                self._index = _FileIndex()  # inode numbers of deleted files may come back
+            return removed
+
+    def _files(self) -> list[Path]:
+        return [f for f in rotated_files(self.path, self.keep) if f.is_file()]
+
+    @staticmethod
+    def _prune_file(file: Path, before: datetime) -> int:
+        data = file.read_bytes()
+        lines = data.splitlines(keepends=True)
+        first = next((line for line in lines if line.strip()), None)
+        if first is None or not _received_before(first, before):
+            return 0
+        if file.stat().st_mtime < before.timestamp():  # its newest letter is older too
+            file.unlink()
+            return sum(1 for line in lines if line.strip())
+        kept = [line for line in lines if not _received_before(line, before)]
+        removed = sum(1 for line in lines if line.strip()) - sum(1 for k in kept if k.strip())
+        if not any(line.strip() for line in kept):
+            file.unlink()
+            return removed
+        fresh = file.with_name(f"{file.name}.pruning")
+        fresh.write_bytes(b"".join(kept))
+        os.replace(fresh, file)
+        return removed
 
     # -- reading ------------------------------------------------------------------------------
 

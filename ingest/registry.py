@@ -202,6 +202,10 @@ class StationRegistry:
             return None
         return self._summary(station_id, self.clock())
 
+    def registered_sensors(self) -> list[tuple[str, SensorInfo]]:
+        """Every sensor a birth named, with its owner station, by sensor id (the map)."""
+        return [(self._owner[s], self._sensors[s]) for s in sorted(self._sensors)]
+
     def sensor_summary(self, sensor_id: str) -> SensorSummary | None:
         info = self._sensors.get(sensor_id)
         seen = self._sensor_seen.get(sensor_id)

@@ -29,6 +29,10 @@ class IngestSettings(BaseSettings, MqttAuthSettings):
     under a backlog at 2 s, `make bench`); the journal replays what came after it."""
     dead_letter_max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     dead_letter_keep: int = Field(default=5, ge=0)
+    dead_letter_retention_days: float = Field(default=30.0, ge=0)
+    """Dead letters received more than this many days ago are deleted by the node's retention
+    task (beside rotation by size: ``dead_letter_max_bytes`` × ``dead_letter_keep``); 0 keeps
+    them until rotation drops them."""
     silent_after_s: float = Field(default=300.0, gt=0)
     """A station that sent nothing for this long is shown as silent."""
     max_group: int = Field(default=1000, ge=1, le=10_000)

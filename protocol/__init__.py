@@ -36,9 +36,17 @@ from protocol.models import (
     TelemetryBatch,
     kind_values,
 )
-from protocol.topics import INGEST_STATE_TOPIC, TOPIC_ROOT, Channel, StationTopic, TopicError
+from protocol.topics import (
+    CASE_EVENTS_TOPIC,
+    INGEST_STATE_TOPIC,
+    TOPIC_ROOT,
+    Channel,
+    StationTopic,
+    TopicError,
+)
 
 __all__ = [
+    "CASE_EVENTS_TOPIC",
     "INGEST_STATE_TOPIC",
     "KIND_VALUES",
     "MAX_READINGS_PER_BATCH",

@@ -2,7 +2,9 @@
 
     python -m protocol.asyncapi > docs/asyncapi.yaml
 
-The committed document is checked against this generator by the test suite.
+The committed document is checked against this generator by the test suite. It documents the
+center's case events too: their payload is the center's ``CaseEvent`` (the one model the live
+stream, webhooks and MQTT share), so this generator, and only it, imports ``center.schemas``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic.json_schema import models_json_schema
 
+from center.schemas import CaseEvent
 from protocol.codec import REJECT_REASONS
 from protocol.models import (
     SCHEMA_VERSION,
@@ -24,7 +27,13 @@ from protocol.models import (
     StationState,
     TelemetryBatch,
 )
-from protocol.topics import INGEST_STATE_TOPIC, STATION_ID_PATTERN, TOPIC_ROOT, Channel
+from protocol.topics import (
+    CASE_EVENTS_TOPIC,
+    INGEST_STATE_TOPIC,
+    STATION_ID_PATTERN,
+    TOPIC_ROOT,
+    Channel,
+)
 
 MQTT_BINDING_VERSION = "0.2.0"
 MODELS = (
@@ -36,6 +45,7 @@ MODELS = (
     ResendRequest,
     StationConfig,
     IngestState,
+    CaseEvent,
 )
 
 
@@ -64,8 +74,10 @@ def _channel(channel: Channel, message: str | tuple[str, ...], description: str)
 
 
 def build_document() -> dict[str, Any]:
+    # CaseEvent is only ever sent by the center: its schema is what it serialises to (with the
+    # computed fields), the others' what ingest and the stations accept.
     _, schemas = models_json_schema(
-        [(model, "validation") for model in MODELS],
+        [(model, "serialization" if model is CaseEvent else "validation") for model in MODELS],
         ref_template="#/components/schemas/{model}",
     )
     return {
@@ -74,7 +86,8 @@ def build_document() -> dict[str, Any]:
             "title": "citysense MQTT interface",
             "version": f"{SCHEMA_VERSION}.0.0",
             "description": "Edge agents on shared IoT base stations publish sensor readings and "
-            "their presence; ingest consumes them. Generated from protocol/models.py. Ingest "
+            "their presence; ingest consumes them; the center publishes its case events. "
+            "Generated from protocol/models.py (and center/schemas.py for CaseEvent). Ingest "
             "refuses a message with one reason of: "
             + ", ".join(REJECT_REASONS)
             + " (docs/contract.md says when); a refused message is dead-lettered and counted.",
@@ -115,6 +128,15 @@ def build_document() -> dict[str, Any]:
                 "intervals, report-by-exception, alarm thresholds; a greater config_version "
                 "replaces it.",
             ),
+            "case-events": {
+                "address": CASE_EVENTS_TOPIC,
+                "description": "Every case event of the center (opened, updated, reopened, "
+                "recovered, transition, escalated), in event id order, QoS 1, not retained; "
+                "the JSON the live stream (SSE) and webhooks carry. Published from the center's "
+                "event log with a cursor: a broker outage delays events, loses none; at least "
+                "once (a duplicate has the same `id`). Published by the node's account only.",
+                "messages": {"CaseEvent": {"$ref": "#/components/messages/CaseEvent"}},
+            },
             "ingest": {
                 "address": INGEST_STATE_TOPIC,
                 "description": "Ingest's presence, retained: online while its session is up, "
@@ -163,6 +185,15 @@ def build_document() -> dict[str, Any]:
                 "ingest",
                 "An edge agent holds its outbox while ingest is away.",
                 retain=True,
+            ),
+            "sendCaseEvents": _operation(
+                "send", "case-events", "The center publishes each case event.", retain=False
+            ),
+            "receiveCaseEvents": _operation(
+                "receive",
+                "case-events",
+                "Other systems follow the center's cases (de-duplicate by `id`).",
+                retain=False,
             ),
             "sendConfig": _operation(
                 "send", "config", "The center publishes a station's desired config.", retain=True

@@ -11,6 +11,9 @@ credentials to ``citysense/v1/stations/<its id>/#``::
     citysense/v1/stations/{station_id}/config      retained desired config of the station
 
 The first four are published by the station, ``cmd`` and ``config`` only by the center.
+The center publishes every case event on one topic of its own::
+
+    citysense/v1/center/case-events                 CaseEvent (center.schemas), QoS 1, id order
 
 ``v1`` is the topic-root version: it changes only when the topic layout changes. Payload
 schema versions travel inside the payloads.
@@ -26,6 +29,9 @@ TOPIC_ROOT = "citysense/v1"
 INGEST_STATE_TOPIC = f"{TOPIC_ROOT}/ingest/state"
 """Retained ``IngestState``: ingest's presence (its last will says offline). Stations read it
 and hold their data while ingest is away, rather than fill the broker's queue."""
+CASE_EVENTS_TOPIC = f"{TOPIC_ROOT}/center/case-events"
+"""Every case event (the center's ``CaseEvent``), in id order, QoS 1, not retained: the same
+JSON the live stream and webhooks carry."""
 STATION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 """Published in the AsyncAPI document and used by pydantic (Rust regex: ``$`` is the end of the
 text). Python's ``re`` lets ``$`` match before a final newline, so Python code uses

@@ -35,6 +35,9 @@ DEFAULT_TOPICS: Final = ("citysense/#",)
 
 
 class CaptureError(Exception):
+    unreachable = False
+    """True when no connection to the broker could be made at all."""
+
     """The broker could not be reached or refused the subscription."""
 
 
@@ -187,7 +190,9 @@ class _CaptureSession:
                     raise CaptureError(f"the broker at {self._where} refused: {exc}") from None
             except aiomqtt.MqttError as exc:
                 if not self._subscribed.is_set():
-                    raise CaptureError(f"cannot capture from {self._where}: {exc}") from None
+                    error = CaptureError(f"cannot capture from {self._where}: {exc}")
+                    error.unreachable = True
+                    raise error from None
                 await self._back_off(backoff, exc)
 
     async def _session(self, backoff: Backoff) -> None:

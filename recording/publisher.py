@@ -29,6 +29,10 @@ class PublishError(Exception):
     """The broker refused, dropped or stalled what was published."""
 
 
+class BrokerUnreachableError(PublishError):
+    """No connection to the broker at all (refused, unknown host, no answer)."""
+
+
 class MqttPublisher:
     """A paho-mqtt client run by the asyncio loop: ``publish`` waits only when the window is full.
 
@@ -80,7 +84,9 @@ class MqttPublisher:
                 await self._connected
         except (OSError, TimeoutError) as exc:
             where = f"{self._host}:{self._port}"
-            raise PublishError(f"cannot connect to the broker at {where}: {exc}") from None
+            raise BrokerUnreachableError(
+                f"cannot connect to the broker at {where}: {exc}"
+            ) from None
 
     async def _shutdown(self) -> None:
         """Say goodbye if a socket is open and wait (briefly) until paho has closed it."""

@@ -3,6 +3,7 @@ numbered batches so every batch can be accounted for."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -12,13 +13,16 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from center import Accounts, AccountStore, create_engine, migrate
+from center.auth import AccountExistsError, Role
 from citysense.broker import MosquittoBroker, free_port
 from protocol import (
     Channel,
@@ -56,7 +60,28 @@ def serve_env(
     if victoria_url is not None:
         env["CITYSENSE_SINK_VICTORIA_URL"] = victoria_url
         env["CITYSENSE_SINK_FLUSH_INTERVAL_S"] = "0.2"
+    env["CITYSENSE_TOKEN"] = admin_token(env["CITYSENSE_CENTER_DATABASE_URL"])
     return env
+
+
+def admin_token(database_url: str) -> str:
+    """An admin's API token on the node's database (migrated first, as ``citysense users``
+    does): ``api`` sends it, and so do CLI commands run with this environment."""
+
+    async def issue() -> str:
+        await migrate(database_url)
+        engine = create_engine(database_url)
+        try:
+            accounts = Accounts(AccountStore(engine))
+            with suppress(AccountExistsError):
+                await accounts.add_user("test-admin", Role.ADMIN, None)
+            token, _ = await accounts.issue_token("test-admin", "tests", Role.ADMIN)
+            return token
+        finally:
+            await engine.dispose()
+
+    with ThreadPoolExecutor(1) as aside:  # clear of any loop the test runs
+        return aside.submit(asyncio.run, issue()).result()
 
 
 @contextmanager
@@ -82,10 +107,15 @@ def serve(env: dict[str, str], *args: str) -> Iterator[subprocess.Popen[str]]:
 
 def api(env: dict[str, str], path: str) -> Any:
     url = f"http://127.0.0.1:{env['CITYSENSE_CENTER_PORT']}{path}"
-    with urllib.request.urlopen(url, timeout=5) as response:
+    request = urllib.request.Request(url, headers=auth_header(env))
+    with urllib.request.urlopen(request, timeout=5) as response:
         if path == "/metrics":
             return response.read().decode()
         return json.load(response)
+
+
+def auth_header(env: dict[str, str]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {env['CITYSENSE_TOKEN']}"}
 
 
 def metric(env: dict[str, str], name: str, **labels: str) -> float:

@@ -163,7 +163,6 @@ def test_bad_input_is_one_line_and_exit_code_2(
 
 
 UNREACHABLE = [
-    (["config", "push", "st-1", "{config}", "--mqtt-port", "{closed}"], "citysense config push"),
     (
         ["rejects", "replay", "--dead-letters", "{dead}", "--mqtt-port", "{closed}"],
         "citysense rejects replay",
@@ -176,14 +175,23 @@ UNREACHABLE = [
 
 
 @pytest.mark.parametrize(("args", "command"), UNREACHABLE)
-def test_a_service_that_cannot_be_reached_is_one_line_and_exit_code_1(
+def test_a_service_that_cannot_be_reached_is_one_line_and_exit_code_2(
     files: dict[str, str], args: list[str], command: str
 ) -> None:
+    """Nothing answers at the address an option names: that option is what is wrong."""
     code, out, err = _invoke(_expand(args, files))
-    _assert_one_line(code, out, err, 1, command, f"127.0.0.1:{files['closed']}")
+    _assert_one_line(code, out, err, 2, command, f"127.0.0.1:{files['closed']}")
 
 
-def test_score_without_a_center_is_one_line_and_exit_code_1(
+def test_a_broker_that_fails_mid_way_is_exit_code_1(files: dict[str, str]) -> None:
+    """config push connects through aiomqtt, which does not tell a refused connection from a
+    later failure: exit 1, one line."""
+    args = ["config", "push", "st-1", "{config}", "--mqtt-port", "{closed}"]
+    code, out, err = _invoke(_expand(args, files))
+    _assert_one_line(code, out, err, 1, "citysense config push", f"127.0.0.1:{files['closed']}")
+
+
+def test_score_without_a_center_is_one_line_and_exit_code_2(
     files: dict[str, str], tmp_path: Path
 ) -> None:
     code, out, err = _invoke(["simulate", str(SCENARIO), "--out", str(tmp_path / "runs")])
@@ -191,7 +199,7 @@ def test_score_without_a_center_is_one_line_and_exit_code_1(
     truth = tmp_path / "runs" / "clock-reset.truth.json"
     api = f"http://127.0.0.1:{files['closed']}"
     code, out, err = _invoke(["score", str(truth), "--api", api])
-    _assert_one_line(code, out, err, 1, "citysense score", api)
+    _assert_one_line(code, out, err, 2, "citysense score", api)
 
 
 def test_the_settings_of_serve_are_named_by_their_variable() -> None:

@@ -76,7 +76,7 @@ def test_check_lists_every_reason_and_exits_2(tmp_path: Path, rules_file: Path) 
     [
         (["--kind", "lamp"], 2, "--kind"),
         (["--district", "41"], 2, "--district"),
-        (["--api", "http://127.0.0.1:9"], 1, "cannot reach"),  # a node that is not there
+        (["--api", "http://127.0.0.1:9"], 2, "cannot reach"),  # a node that is not there
         (["--api", "http://127.0.0.1:9", "--district", "410105"], 2, "--api"),
         (["--api", "127.0.0.1:8000"], 2, "--api"),
     ],

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -30,6 +31,33 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return "\nState:\tZ" not in status
+
+
+def _wait_until_serving(url: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}healthz", timeout=5):
+                return
+        except urllib.error.HTTPError as answer:
+            answer.close()
+            return  # answering (503 while the demo's services come up)
+        except OSError:
+            assert time.monotonic() < deadline, "the demo never served"
+            time.sleep(0.2)
+
+
+def _sign_in(url: str, user: str, password: str) -> str:
+    """Sign in as the dashboard does; the session cookie, as a Cookie header."""
+    body = json.dumps({"username": user, "password": password}).encode()
+    request = urllib.request.Request(
+        f"{url}api/v1/session", body, {"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.load(response)["role"] == "operator"
+        cookie: str = response.headers["set-cookie"].split(";")[0]
+    assert cookie.startswith("citysense_session=")
+    return cookie
 
 
 @pytest.mark.parametrize("broker", ["mosquitto", "embedded"])
@@ -57,25 +85,35 @@ def test_demo_opens_cases_and_ctrl_c_stops_every_process(broker: str, tmp_path: 
     )
     assert demo.stdout is not None
     try:
-        url = ""
+        url = password = ""
         head: list[str] = []
         while not url:
             line = demo.stdout.readline()
             head.append(line)
             assert line, "demo exited before printing the dashboard URL"
+            if line.startswith("sign in as operator, password "):
+                password = line.split("password ")[1].split()[0]
             if "dashboard:" in line:
                 url = line.split("dashboard:")[1].split()[0]
         assert url == f"http://127.0.0.1:{port}/"
+        assert len(password) >= 16, head
         children = _children(demo.pid)
+        _wait_until_serving(url)
+        with urllib.request.urlopen(url, timeout=5) as response:  # the page: no sign-in needed
+            assert "text/html" in response.headers["content-type"]
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{url}api/v1/cases", timeout=5)  # its data: signed in only
+        refused.value.close()
+        assert refused.value.code == 401
+        session = _sign_in(url, "operator", password)
         deadline = time.monotonic() + 90
         total = 0
         while time.monotonic() < deadline and not total:
             time.sleep(1)
-            with urllib.request.urlopen(f"{url}api/v1/cases", timeout=5) as response:
+            cases = urllib.request.Request(f"{url}api/v1/cases", headers={"Cookie": session})
+            with urllib.request.urlopen(cases, timeout=5) as response:
                 total = json.load(response)["total"]
         assert total >= 1
-        with urllib.request.urlopen(url, timeout=5) as response:
-            assert "text/html" in response.headers["content-type"]
     finally:
         demo.send_signal(signal.SIGINT)
         rest, _ = demo.communicate(timeout=30)

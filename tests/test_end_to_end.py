@@ -21,7 +21,7 @@ from protocol import Channel, Reading, SensorKind, StationTopic, TelemetryBatch,
 from simulator.city import build_city
 from simulator.fleet import SimulatedStation
 from simulator.incidents import CoverOpen
-from tests.node_harness import base_url, serving_node
+from tests.node_harness import node_client, serving_node
 
 pytestmark = pytest.mark.integration
 SEED = 11
@@ -72,7 +72,7 @@ async def running(mosquitto: MosquittoBroker, tmp_path: Path) -> AsyncIterator[R
             rules_path=QUICK_RULES,
             allowed_lateness_s=0.5,
         ) as node,
-        httpx.AsyncClient(base_url=base_url(node)) as http,
+        await node_client(node) as http,
     ):
         run = Running(node, http, simulated, mosquitto)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import httpx
 import pytest
 
 from center import CaseOut
@@ -18,7 +17,7 @@ from recording.replay import replay
 from rules import DEFAULT_RULES_FILE, load_rules
 from simulator.run import run_scenario
 from simulator.scenario import load_scenario, parse_scenario
-from tests.node_harness import base_url, serving_node
+from tests.node_harness import node_client, serving_node
 
 pytestmark = pytest.mark.integration
 LIBRARY = Path(__file__).parents[1] / "scenarios"
@@ -92,7 +91,7 @@ async def _live_cases(
             while consumed() < telemetry:  # noqa: ASYNC110 (polls ingest's counters)
                 await asyncio.sleep(0.05)
         cases: set[Case] = set()
-        async with httpx.AsyncClient(base_url=base_url(node)) as http:
+        async with await node_client(node) as http:
             for _ in range(50):
                 body = (await http.get("/api/v1/cases", params={"limit": 500})).json()
                 cases = {_case(CaseOut.model_validate(item)) for item in body["items"]}

@@ -51,7 +51,8 @@ from protocol.codec import MAX_PAYLOAD_BYTES
 from rules import ClockPolicy, RuleEngine, load_rules
 from tests.conftest import VictoriaMetrics
 from tests.factories import batch, birth, cover_info, tilt
-from tests.node_harness import base_url, serving_node
+from tests.node_harness import node_client as signed_in_client
+from tests.node_harness import serving_node
 
 pytestmark = pytest.mark.integration
 
@@ -599,7 +600,7 @@ def node_client(
                 allowed_lateness_s=0.5,
                 victoria_url=victoria.url,
             ) as node,
-            httpx.AsyncClient(base_url=base_url(node), timeout=10) as http,
+            await signed_in_client(node, timeout=10) as http,
         ):
             client = Client(http, node)
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import httpx
 import pytest
 
 from citysense.broker import MosquittoBroker
 from recording.replay import replay
 from simulator.run import run_scenario
 from simulator.scenario import load_scenario
-from tests.node_harness import base_url, serving_node
+from tests.node_harness import node_client, serving_node
 
 pytestmark = pytest.mark.integration
 SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "replay-check.yaml"
@@ -36,7 +35,7 @@ async def _replay_through_node(
         async with asyncio.timeout(30):
             while consumed() < telemetry:  # noqa: ASYNC110 (polls ingest's counters)
                 await asyncio.sleep(0.05)
-        async with httpx.AsyncClient(base_url=base_url(node)) as http:
+        async with await node_client(node) as http:
             items = (await http.get("/api/v1/cases", params={"limit": 500})).json()["items"]
     return sorted((c["sensor_id"], c["category"], c["class_code"], c["started_at"]) for c in items)
 

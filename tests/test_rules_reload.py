@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from citysense.broker import MosquittoBroker
-from tests.serve_process import NumberedEdge, api, metric, serve, serve_env, wait_for
+from tests.serve_process import (
+    NumberedEdge,
+    api,
+    auth_header,
+    metric,
+    serve,
+    serve_env,
+    wait_for,
+)
 
 QUICK = (Path(__file__).parent / "data" / "quick_rules.yaml").read_text(encoding="utf-8")
 
@@ -23,7 +31,8 @@ QUICK = (Path(__file__).parent / "data" / "quick_rules.yaml").read_text(encoding
 def put_rules(env: dict[str, str], text: str) -> tuple[int, Any]:
     url = f"http://127.0.0.1:{env['CITYSENSE_CENTER_PORT']}/api/v1/rules"
     body = json.dumps({"yaml": text, "author": "test"}).encode()
-    request = urllib.request.Request(url, body, {"Content-Type": "application/json"}, method="PUT")
+    headers = {"Content-Type": "application/json", **auth_header(env)}
+    request = urllib.request.Request(url, body, headers, method="PUT")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.load(response)

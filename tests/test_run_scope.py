@@ -254,7 +254,7 @@ def test_replay_refuses_a_run_it_cannot_make(tmp_path: Path) -> None:
     assert code == 2
     assert "--run-file goes with --run-id" in out
     code, out = _cli("replay", run.recording, "--run-id", "a" * 24, "--mqtt-port", "1")
-    assert code == 1
+    assert code == 2
     assert "cannot check the broker at 127.0.0.1:1" in out
     assert not list(tmp_path.glob("*.run.json"))  # nothing was published: no run to record
 
@@ -305,9 +305,9 @@ def test_a_runs_alert_does_not_join_a_demo_incident_months_away(tmp_path: Path) 
 
 
 def _score(truth: Path, env: dict[str, str], *args: str) -> dict[str, Any]:
-    code, out = _cli(
-        "score", truth, "--api", f"http://127.0.0.1:{env['CITYSENSE_CENTER_PORT']}", "--json", *args
-    )
+    api = f"http://127.0.0.1:{env['CITYSENSE_CENTER_PORT']}"
+    token = env["CITYSENSE_TOKEN"]
+    code, out = _cli("score", truth, "--api", api, "--token", token, "--json", *args)
     assert code == 0, out
     document: dict[str, Any] = json.loads(out)
     return document

@@ -7,42 +7,51 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from pydantic import AwareDatetime
+from pydantic import WithJsonSchema
 
 from center.api.deps import LiveDep, StoreDep
-from center.schemas import CaseOut, CasePage, CaseStatus
+from center.api.responses import CASE_NOT_FOUND, STORE_DOWN
+from center.case_query import CaseFilter
+from center.schemas import CaseOut, CasePage
+from center.schemas_query import CaseId, CaseListQuery
 from center.stream import events_after, start_position
 
 router = APIRouter(prefix="/api/v1/cases", tags=["cases"])
 
 RECONNECT_MS = 3000
+EVENT_ID = WithJsonSchema({"type": "integer", "minimum": 0})
+"""An optional id is documented as an integer: a header or query parameter is left out, never
+sent as null (the default schema of ``int | None`` would allow the text ``null``)."""
 
 
-@router.get("", response_model=CasePage)
-async def list_cases(
-    store: StoreDep,
-    status: CaseStatus | None = None,
-    class_code: Annotated[str | None, Query(pattern=r"^\d{4}$")] = None,
-    station_id: str | None = None,
-    sensor_id: str | None = None,
-    since: Annotated[
-        AwareDatetime | None,
-        Query(description="Detected at or after: when the center learned of it, its clock."),
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> CasePage:
-    """Cases, the last the center learned of first (``detected_at``, not device time)."""
+@router.get("", response_model=CasePage, responses=STORE_DOWN)
+async def list_cases(store: StoreDep, query: Annotated[CaseListQuery, Query()]) -> CasePage:
+    """Cases that match every filter given, by default the last the center learned of first
+    (``detected_at``, not device time); ``total`` counts every match."""
     items, total = await store.list_cases(
-        status=status,
-        class_code=class_code,
-        station_id=station_id,
-        sensor_id=sensor_id,
-        since=since,
-        limit=limit,
-        offset=offset,
+        case_filter(query), sort=query.sort, limit=query.limit, offset=query.offset
     )
     return CasePage(items=items, total=total)
+
+
+def case_filter(query: CaseListQuery) -> CaseFilter:
+    return CaseFilter(
+        status=query.status,
+        steps=tuple(query.step),
+        open_only=query.open_only,
+        class_codes=tuple(query.class_code),
+        category=query.category,
+        severities=tuple(query.severity),
+        district=query.district,
+        grid=query.grid,
+        station_id=query.station_id,
+        sensor_id=query.sensor_id,
+        since=query.since,
+        until=query.until,
+        opened_from=query.opened_from,
+        opened_to=query.opened_to,
+        text=query.q,
+    )
 
 
 async def stream_start(
@@ -54,6 +63,7 @@ async def stream_start(
             ge=0,
             description="Resume after this event id (clients that cannot send Last-Event-ID).",
         ),
+        EVENT_ID,
     ] = None,
     last_event_id_header: Annotated[
         int | None,
@@ -63,6 +73,7 @@ async def stream_start(
             description="Resume after this event id (EventSource sends it as it reconnects);"
             " wins over the query parameter.",
         ),
+        EVENT_ID,
     ] = None,
 ) -> int:
     """The event id the stream starts after. Read once ``live`` is subscribed (see
@@ -71,12 +82,13 @@ async def stream_start(
     return await start_position(store, resume)
 
 
-@router.get("/stream", response_class=EventSourceResponse)
+@router.get("/stream", response_class=EventSourceResponse, responses=STORE_DOWN)
 async def stream_cases(
     live: LiveDep, store: StoreDep, after: Annotated[int, Depends(stream_start)]
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-Sent Events: ``opened`` / ``updated`` / ``reopened`` / ``recovered`` /
-    ``transition`` with the ``CaseEvent`` as data and its event id as the SSE ``id``.
+    ``transition`` / ``escalated`` with the ``CaseEvent`` as data and its event id as the SSE
+    ``id``.
 
     The first frame carries the id the stream starts after. A client that reconnects with the
     last id it got (``Last-Event-ID``) gets every event it missed, then live ones: none twice,
@@ -87,8 +99,8 @@ async def stream_cases(
         yield ServerSentEvent(data=event, event=event.type, id=str(event.id))
 
 
-@router.get("/{case_id}", response_model=CaseOut)
-async def get_case(case_id: int, store: StoreDep) -> CaseOut:
+@router.get("/{case_id}", response_model=CaseOut, responses={**CASE_NOT_FOUND, **STORE_DOWN})
+async def get_case(case_id: CaseId, store: StoreDep) -> CaseOut:
     case = await store.get_case(case_id)
     if case is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"case {case_id} not found")

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 
+from center.auth import PRINCIPAL_KEY, Accounts, Principal
 from center.broadcast import CaseBroadcaster, Subscription
 from center.service import CaseService
 from center.store import CaseStore
@@ -45,13 +46,34 @@ async def live_subscription(broadcaster: BroadcasterDep) -> AsyncIterator[Subscr
 LiveDep = Annotated[Subscription, Depends(live_subscription)]
 
 
-def signed_in_actor(request: Request) -> str | None:
-    """Who signed in to make the request: nobody yet (sign-in comes later), so the body's
-    ``actor`` is used. With sign-in, this returns the user and the body's actor is ignored."""
-    return None
+def current_principal(request: Request) -> Principal:
+    """Who made the request, as the auth middleware found it (``center.auth``). A public route
+    has nobody: asking there is a 401."""
+    principal = request.scope.get(PRINCIPAL_KEY)
+    if not isinstance(principal, Principal):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="not signed in")
+    return principal
 
 
-SignedInDep = Annotated[str | None, Depends(signed_in_actor)]
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def signed_in_actor(principal: PrincipalDep) -> str:
+    """The name of the signed-in user: the actor of what the request does."""
+    return principal.name
+
+
+SignedInDep = Annotated[str, Depends(signed_in_actor)]
+
+
+def get_accounts(request: Request) -> Accounts:
+    accounts = request.app.state.accounts
+    if not isinstance(accounts, Accounts):
+        raise RuntimeError("app.state.accounts is not Accounts: build the app with create_app")
+    return accounts
+
+
+AccountsDep = Annotated[Accounts, Depends(get_accounts)]
 
 
 def get_registry(request: Request) -> RegistryView:

@@ -9,9 +9,9 @@ import base64
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime
 
 from center.api.deps import RejectsDep
+from center.schemas_query import MAX_ID, ApiTime
 from center.schemas_rejects import RejectOut, RejectPage
 from center.views import RejectRecord
 
@@ -41,9 +41,9 @@ async def list_rejects(
     rejects: RejectsDep,
     reason: str | None = None,
     station_id: Annotated[str | None, Query(description="From the message's topic.")] = None,
-    since: Annotated[AwareDatetime | None, Query(description="Received at or after.")] = None,
+    since: Annotated[ApiTime | None, Query(description="Received at or after.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> RejectPage:
     """Dead letters, newest first."""
     items, total = await rejects.list_rejects(

@@ -11,6 +11,7 @@ import yaml
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 
+from center.api.responses import ValidationProblem
 from center.schemas_rules import (
     EffectiveRules,
     RulesApplied,
@@ -36,6 +37,13 @@ def get_rules(request: Request) -> RulesAdmin:
 RulesDep = Annotated[RulesAdmin, Depends(get_rules)]
 UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {"description": "This node has no rules control."}
+}
+REFUSED: dict[int | str, dict[str, Any]] = {
+    422: {
+        "model": RulesRefusal | ValidationProblem,
+        "description": "Refused, with every reason (the running rules stay); or a body that"
+        " is not `RulesIn` (`detail` lists what is wrong).",
+    },
 }
 
 
@@ -69,7 +77,7 @@ async def get_rule_set(rules: RulesDep) -> RulesOut:
     response_model=RulesApplied,
     responses={
         409: {"description": "The node runs the built-in rules (no file to write)."},
-        422: {"model": RulesRefusal, "description": "Refused; the running rules stay."},
+        **REFUSED,
         **UNAVAILABLE,
     },
 )
@@ -121,7 +129,7 @@ async def get_shadow(rules: RulesDep) -> ShadowReport:
 @router.put(
     "/shadow",
     response_model=ShadowReport,
-    responses={422: {"model": RulesRefusal, "description": "Refused."}, **UNAVAILABLE},
+    responses={**REFUSED, **UNAVAILABLE},
 )
 async def put_shadow(body: RulesIn, rules: RulesDep) -> ShadowReport | JSONResponse:
     """Run a candidate rule set beside the live one on live traffic, opening no case (replaces

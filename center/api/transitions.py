@@ -9,12 +9,14 @@ from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import JSONResponse
 
 from center.api.deps import ServiceDep, SignedInDep, StoreDep
+from center.api.responses import CASE_NOT_FOUND, STORE_DOWN
 from center.errors import CaseNotFoundError, TransitionRefusedError
 from center.schemas import CaseHistory, CaseOut, TransitionIn, TransitionRefusal
+from center.schemas_query import CaseId
 
 router = APIRouter(prefix="/api/v1/cases", tags=["cases"])
 
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No case has that id."}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {**CASE_NOT_FOUND, **STORE_DOWN}
 
 
 @router.post(
@@ -26,17 +28,19 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No case has 
     },
 )
 async def transition_case(
-    case_id: int, body: TransitionIn, service: ServiceDep, signed_in: SignedInDep
+    case_id: CaseId, body: TransitionIn, service: ServiceDep, actor: SignedInDep
 ) -> CaseOut | JSONResponse:
     """Move the case by ``action``, or to the step ``to``; answers the case after the move.
-    The move, its audit entry and its event are stored together."""
+    The move, its audit entry and its event are stored together. The actor is the signed-in
+    user; a body ``actor`` naming anybody else is refused (403)."""
+    if body.actor is not None and body.actor != actor:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail=f"signed in as {actor}: cannot act as {body.actor} (leave actor out)",
+        )
     try:
         return await service.transition(
-            case_id,
-            action=body.action,
-            to=body.to,
-            actor=signed_in if signed_in is not None else body.actor,
-            note=body.note,
+            case_id, action=body.action, to=body.to, actor=actor, note=body.note
         )
     except CaseNotFoundError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"case {case_id} not found") from None
@@ -48,7 +52,7 @@ async def transition_case(
 
 
 @router.get("/{case_id}/history", response_model=CaseHistory, responses=NOT_FOUND)
-async def case_history(case_id: int, store: StoreDep) -> CaseHistory:
+async def case_history(case_id: CaseId, store: StoreDep) -> CaseHistory:
     """The case's audit trail, oldest first: who moved it, when, from which step to which."""
     items = await store.history(case_id)
     if items is None:

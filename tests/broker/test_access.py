@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from citysense.provision import provision, station_account
-from protocol import TOPIC_ROOT
+from protocol import CASE_EVENTS_TOPIC, TOPIC_ROOT
 from tests.broker.conftest import ProductionBroker, running_broker
 from tests.broker.probe import Probe
 
@@ -197,3 +197,22 @@ def test_rotated_credentials_take_over_on_sighup(pki: Path, tmp_path: Path) -> N
         production.probe(INGEST)  # a round trip after the signal: the reload is done
         assert production.probe("st-a", auth=new).connack == 0
         assert refused(production.probe("st-a", auth=stale, connect=False))
+
+
+def test_only_the_node_publishes_case_events_and_stations_cannot_read_them(
+    production: ProductionBroker,
+) -> None:
+    """The node publishes case events on its one session (ingest's account); the center's
+    account reads them; a station neither reads them nor forges one."""
+    center = production.probe(CENTER)
+    center.subscribe(CASE_EVENTS_TOPIC)
+    station = production.probe("st-a", v5=True)
+    station.subscribe(CASE_EVENTS_TOPIC, f"{TOPIC_ROOT}/center/#", topic("st-a", "cmd"))
+    assert station.publish(CASE_EVENTS_TOPIC, b"forged").value == NOT_AUTHORIZED_V5
+    node = production.probe(INGEST)
+    node.publish(CASE_EVENTS_TOPIC, b'{"id": 1}')
+    node.publish(topic("st-a", "cmd"), b"marker")  # delivered to the station after the event
+    center.until(lambda p: len(p.messages) >= 1, "the node's case event")
+    station.until(lambda p: b"marker" in p.payloads(), "the station's marker")
+    assert center.payloads() == [b'{"id": 1}']
+    assert station.payloads() == [b"marker"]

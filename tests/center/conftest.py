@@ -20,7 +20,9 @@ import pytest
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from center import CaseBroadcaster, CaseService, CaseStore, create_engine, migrate
+from center import Accounts, CaseBroadcaster, CaseService, CaseStore, create_engine, migrate
+from center.auth import Role
+from tests.center.auth import accounts_on, role_tokens
 
 POSTGRES_URL_ENV = "CITYSENSE_TEST_POSTGRES_URL"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -109,3 +111,15 @@ def store(engine: AsyncEngine) -> CaseStore:
 @pytest.fixture
 def service(store: CaseStore) -> CaseService:
     return CaseService(store, CaseBroadcaster())
+
+
+@pytest.fixture
+def accounts(engine: AsyncEngine) -> Accounts:
+    """Users, tokens and sessions on the database under test (argon2id at a test cost)."""
+    return accounts_on(engine)
+
+
+@pytest.fixture
+async def tokens(accounts: Accounts) -> dict[Role, str]:
+    """An API token per role; its user is named after the role."""
+    return await role_tokens(accounts)

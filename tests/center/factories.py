@@ -111,6 +111,7 @@ def case_out(case_id: int) -> CaseOut:
         step=Step.DISCOVER,
         detected_late=False,
         ended_before_seen=False,
+        priority=3,
     )
 
 

@@ -8,21 +8,28 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from center import CaseBroadcaster, CaseService, CaseStore, create_app, create_engine
+from center import Accounts, CaseBroadcaster, CaseService, CaseStore, create_app, create_engine
+from center.auth import Role
+from tests.center.auth import bearer, signed_in_client
 from tests.center.factories import DETECTED, T0, alert, cleared, sensor_info
 
 
 @pytest.fixture
-async def client(service: CaseService) -> AsyncIterator[httpx.AsyncClient]:
+async def client(
+    service: CaseService, accounts: Accounts, tokens: dict[Role, str]
+) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(
         service,
+        auth=accounts,
         health=lambda: {"cases_opened": service.stats.opened},
         metrics=lambda: (
             b"# TYPE citysense_cases_opened_total counter\ncitysense_cases_opened_total 1\n"
         ),
     )
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://center") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://center", headers=bearer(tokens[Role.VIEWER])
+    ) as client:
         yield client
 
 
@@ -114,9 +121,13 @@ async def test_healthz_and_metrics(client: httpx.AsyncClient, service: CaseServi
     assert "citysense_cases_opened_total 1" in metrics.text
 
 
-async def test_no_metrics_exporter_means_404(service: CaseService) -> None:
-    transport = httpx.ASGITransport(app=create_app(service))
-    async with httpx.AsyncClient(transport=transport, base_url="http://center") as client:
+async def test_no_metrics_exporter_means_404(
+    service: CaseService, accounts: Accounts, tokens: dict[Role, str]
+) -> None:
+    transport = httpx.ASGITransport(app=create_app(service, auth=accounts))
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://center", headers=bearer(tokens[Role.VIEWER])
+    ) as client:
         assert (await client.get("/metrics")).status_code == 404
         assert (await client.get("/healthz")).json() == {"status": "ok"}
 
@@ -125,10 +136,15 @@ async def test_dashboard_listens_to_the_stream(client: httpx.AsyncClient) -> Non
     response = await client.get("/")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
-    assert "new EventSource(STREAM_URL)" in response.text
-    assert '"/api/v1/cases/stream"' in response.text
-    assert "http://" not in response.text  # self-contained: no CDN
-    assert "https://" not in response.text
+    assert '<script src="/static/dashboard.js"' in response.text
+    script = await client.get("/static/dashboard.js")
+    assert script.status_code == 200
+    assert "new EventSource(" in script.text
+    assert "/cases/stream" in script.text
+    for text in (response.text, script.text, (await client.get("/static/dashboard.css")).text):
+        body = text.replace('"http://www.w3.org/2000/svg"', "")  # a namespace name, not a fetch
+        assert "http://" not in body  # self-contained: no CDN, no tile server
+        assert "https://" not in body
 
 
 async def test_openapi_documents_the_api(client: httpx.AsyncClient) -> None:
@@ -144,7 +160,7 @@ async def test_openapi_documents_the_api(client: httpx.AsyncClient) -> None:
         ("GET", "/api/v1/cases", None),
         ("GET", "/api/v1/cases/stream", None),  # before the stream starts: not a 200
         ("GET", "/api/v1/cases/1/history", None),
-        ("POST", "/api/v1/cases/1/transitions", {"action": "register", "actor": "王工"}),
+        ("POST", "/api/v1/cases/1/transitions", {"action": "register"}),
     ],
 )
 async def test_store_failure_is_a_json_503(
@@ -152,9 +168,10 @@ async def test_store_failure_is_a_json_503(
 ) -> None:
     engine = create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/nowhere")
     broken = CaseService(CaseStore(engine), CaseBroadcaster())
-    transport = httpx.ASGITransport(app=create_app(broken))
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://center") as client:
+        async with signed_in_client(
+            lambda auth: create_app(broken, auth=auth), Role.OPERATOR
+        ) as client:
             response = await client.request(method, path, json=body)
     finally:
         await engine.dispose()

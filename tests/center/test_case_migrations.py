@@ -99,3 +99,14 @@ async def test_0003_keeps_existing_cases_at_discover(empty_database_url: str) ->
         assert await store.newest_event_id() == 3
     finally:
         await engine.dispose()
+
+
+def test_the_migrations_are_one_line_of_history() -> None:
+    """Two changes that both start from one revision leave two heads, and ``upgrade head``
+    then fails for everyone: chain them."""
+    from alembic.script import ScriptDirectory
+
+    from center.migrate import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config("sqlite+aiosqlite://"))
+    assert len(script.get_heads()) == 1, script.get_heads()

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from center import AlertRejectedError, CaseStore
+from center.case_query import CaseFilter
 from protocol import SensorKind
 from rules.alerts import CaseTarget
 from tests.center.factories import DETECTED, T0, alert, cleared, sensor_info, transition
@@ -172,17 +173,17 @@ async def test_list_pages(store: CaseStore) -> None:
 
 async def test_list_filters(store: CaseStore) -> None:
     await _seed(store)
-    assert (await store.list_cases(status="cleared"))[1] == 1
-    assert (await store.list_cases(status="open"))[1] == 5
-    assert (await store.list_cases(class_code="0111"))[1] == 2
-    assert (await store.list_cases(station_id="st-2"))[1] == 3
-    assert (await store.list_cases(sensor_id="st-1.cover-02"))[1] == 1
+    assert (await store.list_cases(CaseFilter(status="cleared")))[1] == 1
+    assert (await store.list_cases(CaseFilter(status="open")))[1] == 5
+    assert (await store.list_cases(CaseFilter(class_codes=("0111",))))[1] == 2
+    assert (await store.list_cases(CaseFilter(station_id="st-2")))[1] == 3
+    assert (await store.list_cases(CaseFilter(sensor_id="st-1.cover-02")))[1] == 1
     since = DETECTED.astimezone(BEIJING) + timedelta(minutes=3)
-    items, total = await store.list_cases(since=since)
+    items, total = await store.list_cases(CaseFilter(since=since))
     assert total == 3
     assert all(case.detected_at >= since for case in items)
-    both = await store.list_cases(station_id="st-1", class_code="0103", status="open")
-    assert both[1] == 1
+    both = CaseFilter(station_id="st-1", class_codes=("0103",), status="open")
+    assert (await store.list_cases(both))[1] == 1
 
 
 async def test_get_unknown_case_is_none(store: CaseStore) -> None:

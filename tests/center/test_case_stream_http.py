@@ -15,8 +15,11 @@ from datetime import timedelta
 import httpx
 import pytest
 import uvicorn
+from fastapi import sse as fastapi_sse
 
-from center import Action, CaseService, CenterServer, create_app
+from center import Accounts, Action, CaseService, CenterServer, create_app
+from center.auth import AuthMiddleware, Role
+from tests.center.auth import PASSWORD, bearer
 from tests.center.factories import DETECTED, T0, alert, cleared, sensor_info
 
 
@@ -32,13 +35,20 @@ class RunningCenter:
     base_url: str
     server: CenterServer
     task: asyncio.Task[None]
+    token: str
+    """A viewer's."""
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base_url, headers=bearer(self.token))
 
 
 @pytest.fixture
-async def center(service: CaseService) -> AsyncIterator[RunningCenter]:
+async def center(
+    service: CaseService, accounts: Accounts, tokens: dict[Role, str]
+) -> AsyncIterator[RunningCenter]:
     port = _free_port()
     config = uvicorn.Config(
-        create_app(service),
+        create_app(service, auth=accounts),
         host="127.0.0.1",
         port=port,
         log_level="warning",
@@ -52,7 +62,7 @@ async def center(service: CaseService) -> AsyncIterator[RunningCenter]:
             assert not task.done(), "uvicorn stopped before it started"
             await asyncio.sleep(0.01)
     try:
-        yield RunningCenter(f"http://127.0.0.1:{port}", server, task)
+        yield RunningCenter(f"http://127.0.0.1:{port}", server, task, tokens[Role.VIEWER])
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, timeout=5)
@@ -77,7 +87,7 @@ async def test_stream_delivers_events_with_their_ids(
     opened = alert()
     async with (
         asyncio.timeout(10),
-        httpx.AsyncClient(base_url=center.base_url) as client,
+        center.client() as client,
         client.stream("GET", "/api/v1/cases/stream") as response,
     ):
         assert response.status_code == 200
@@ -111,7 +121,7 @@ async def test_stream_delivers_events_with_their_ids(
 
 
 async def _read(
-    where: str | httpx.AsyncClient,
+    where: RunningCenter | httpx.AsyncClient,
     count: int,
     *,
     headers: dict[str, str] | None = None,
@@ -119,8 +129,8 @@ async def _read(
 ) -> tuple[dict[str, str], list[dict[str, str]]]:
     """Connect (to a base URL or with a client), read the hello frame and ``count`` events,
     disconnect."""
-    if isinstance(where, str):
-        async with httpx.AsyncClient(base_url=where) as client:
+    if isinstance(where, RunningCenter):
+        async with where.client() as client:
             return await _read(client, count, headers=headers, params=params)
     async with (
         asyncio.timeout(10),
@@ -148,11 +158,11 @@ async def test_resume_with_last_event_id_gets_every_missed_event_once(
     service: CaseService, center: RunningCenter
 ) -> None:
     await _open_and_clear(service, 0)  # 4 events before the client ever connects
-    hello, seen = await _read(center.base_url, 0)
+    hello, seen = await _read(center, 0)
     start = int(hello["id"])
     assert start == (await service.store.newest_event_id()) == 4
     await _open_and_clear(service, 1)
-    _, seen = await _read(center.base_url, 2, headers={"Last-Event-ID": str(start)})
+    _, seen = await _read(center, 2, headers={"Last-Event-ID": str(start)})
     last = int(seen[-1]["id"])  # the client saw 2 of the 4, then lost its connection
 
     await _open_and_clear(service, 2)  # while it is away
@@ -161,7 +171,7 @@ async def test_resume_with_last_event_id_gets_every_missed_event_once(
     missed = await _stored_ids(service, last)
     assert len(missed) == 2 + 4 + 1
 
-    _, resumed = await _read(center.base_url, len(missed), headers={"Last-Event-ID": str(last)})
+    _, resumed = await _read(center, len(missed), headers={"Last-Event-ID": str(last)})
     assert [int(event["id"]) for event in resumed] == missed
     assert resumed[-1]["event"] == "transition"
     assert json.loads(resumed[-1]["data"])["transition"]["actor"] == "crew-7"
@@ -177,11 +187,9 @@ async def test_resume_by_query_parameter_and_the_header_wins(
 ) -> None:
     await _open_and_clear(service, 0)
     await _open_and_clear(service, 1)
-    _, by_query = await _read(center.base_url, 3, params={"last_event_id": 5})
+    _, by_query = await _read(center, 3, params={"last_event_id": 5})
     assert [int(event["id"]) for event in by_query] == [6, 7, 8]
-    _, both = await _read(
-        center.base_url, 1, headers={"Last-Event-ID": "7"}, params={"last_event_id": 2}
-    )
+    _, both = await _read(center, 1, headers={"Last-Event-ID": "7"}, params={"last_event_id": 2})
     assert [int(event["id"]) for event in both] == [8]
 
 
@@ -191,7 +199,7 @@ async def test_an_id_beyond_the_newest_replays_nothing_and_skips_nothing(
     await _open_and_clear(service, 0)
     async with (
         asyncio.timeout(10),
-        httpx.AsyncClient(base_url=center.base_url) as client,
+        center.client() as client,
         client.stream("GET", "/api/v1/cases/stream", headers={"Last-Event-ID": "9999"}) as answer,
     ):
         frames = _frames(answer.aiter_lines())
@@ -203,7 +211,7 @@ async def test_an_id_beyond_the_newest_replays_nothing_and_skips_nothing(
 
 @pytest.mark.parametrize("value", ["abc", "-1"])
 async def test_a_bad_resume_id_is_422(center: RunningCenter, value: str) -> None:
-    async with httpx.AsyncClient(base_url=center.base_url) as client:
+    async with center.client() as client:
         header = await client.get("/api/v1/cases/stream", headers={"Last-Event-ID": value})
         query = await client.get("/api/v1/cases/stream", params={"last_event_id": value})
     assert (header.status_code, query.status_code) == (422, 422)
@@ -226,7 +234,7 @@ async def test_resume_while_events_keep_coming_misses_none_and_repeats_none(
         seen: list[int] = []
         await writing.wait()
         headers: dict[str, str] = {"Last-Event-ID": "0"}
-        async with httpx.AsyncClient(base_url=center.base_url) as client:
+        async with center.client() as client:
             while len(seen) < 120:  # 30 cases x 4 events, `chunk` per connection
                 _, events = await _read(client, min(chunk, 120 - len(seen)), headers=headers)
                 seen.extend(int(event["id"]) for event in events)
@@ -245,7 +253,7 @@ async def test_resume_while_events_keep_coming_misses_none_and_repeats_none(
 async def test_server_stops_with_a_stream_open(service: CaseService, center: RunningCenter) -> None:
     async with (
         asyncio.timeout(10),
-        httpx.AsyncClient(base_url=center.base_url) as client,
+        center.client() as client,
         client.stream("GET", "/api/v1/cases/stream") as response,
     ):
         frames = _frames(response.aiter_lines())
@@ -255,3 +263,89 @@ async def test_server_stops_with_a_stream_open(service: CaseService, center: Run
             await center.task
         assert [frame async for frame in frames] == []  # the stream ended cleanly
     assert service.broadcaster.subscriber_count == 0
+
+
+async def test_the_stream_follows_a_browser_session_and_refuses_no_credential(
+    service: CaseService, center: RunningCenter, accounts: Accounts
+) -> None:
+    """EventSource sends the session cookie: the dashboard streams with it."""
+    await accounts.add_user("ana", Role.VIEWER, PASSWORD)
+    async with httpx.AsyncClient(base_url=center.base_url) as browser:
+        nobody = await browser.get("/api/v1/cases/stream")
+        assert (nobody.status_code, nobody.headers["content-type"]) == (401, "application/json")
+        signed_in = await browser.post(
+            "/api/v1/session", json={"username": "ana", "password": PASSWORD}
+        )
+        cookie = {"Cookie": f"citysense_session={signed_in.cookies['citysense_session']}"}
+        async with (
+            asyncio.timeout(10),
+            browser.stream("GET", "/api/v1/cases/stream", headers=cookie) as answer,
+        ):
+            assert answer.status_code == 200
+            frames = _frames(answer.aiter_lines())
+            assert (await anext(frames))["id"] == "0"
+            await service.handle_alert(alert(), sensor_info(), DETECTED)
+            assert (await anext(frames))["event"] == "opened"
+            await frames.aclose()
+
+
+@pytest.mark.parametrize("ended_by", ["revoking the token", "signing out", "disabling the user"])
+async def test_a_stream_ends_once_its_credential_lapses(
+    service: CaseService,
+    center: RunningCenter,
+    accounts: Accounts,
+    monkeypatch: pytest.MonkeyPatch,
+    ended_by: str,
+) -> None:
+    monkeypatch.setattr(AuthMiddleware, "stream_recheck_s", 0.0)  # at every chunk, not a minute
+    await accounts.add_user("ana", Role.VIEWER, PASSWORD)
+    token, record = await accounts.issue_token("ana", "t", Role.VIEWER)
+    async with httpx.AsyncClient(base_url=center.base_url) as client:
+        if ended_by == "signing out":
+            signed_in = await client.post(
+                "/api/v1/session", json={"username": "ana", "password": PASSWORD}
+            )
+            headers = {"Cookie": f"citysense_session={signed_in.cookies['citysense_session']}"}
+        else:
+            headers = bearer(token)
+        async with (
+            asyncio.timeout(10),
+            client.stream("GET", "/api/v1/cases/stream", headers=headers) as answer,
+        ):
+            frames = _frames(answer.aiter_lines())
+            assert (await anext(frames))["id"] == "0"
+            await _open_and_clear(service, 0)
+            assert (await anext(frames))["event"] == "opened"
+            if ended_by == "revoking the token":
+                await accounts.revoke_token(record.id)
+            elif ended_by == "signing out":
+                assert (await client.delete("/api/v1/session", headers=headers)).status_code == 204
+            else:
+                await accounts.disable("ana")
+            await _open_and_clear(service, 1)
+            rest = [frame async for frame in frames]
+        assert len(rest) <= 3  # what was on its way; the stream ended at the next check
+        again = await client.get("/api/v1/cases/stream", headers=headers)
+        assert again.status_code == 401
+
+
+async def test_an_idle_stream_sends_keepalive_comments(
+    center: RunningCenter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FastAPI's EventSourceResponse writes ``: ping`` after 15 s without a frame: proxies keep
+    the connection, and a client sees a dead one. Here every 0.2 s, to see a few."""
+    assert fastapi_sse._PING_INTERVAL == 15.0  # what docs/cases.md promises
+    monkeypatch.setattr("fastapi.routing._PING_INTERVAL", 0.2)  # where the response reads it
+    lines: list[str] = []
+    async with (
+        center.client() as client,
+        client.stream("GET", "/api/v1/cases/stream") as response,
+    ):
+        assert response.status_code == 200
+        async with asyncio.timeout(5):
+            async for line in response.aiter_lines():
+                lines.append(line)
+                if lines.count(": ping") == 2:
+                    break
+    assert lines[0] == ": connected"
+    assert lines.count(": ping") == 2

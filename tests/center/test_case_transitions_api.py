@@ -10,9 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
-from center import CaseBroadcaster, CaseService, CaseStore, create_app
+from center import Accounts, CaseBroadcaster, CaseService, CaseStore, create_app
+from center.auth import Role
 from center.case_log import CaseLog
 from rules.alerts import Severity
+from tests.center.auth import bearer, role_tokens
 from tests.center.factories import DETECTED, T0, alert, cleared, sensor_info, transition
 
 NOW = DETECTED + timedelta(minutes=10)
@@ -24,9 +26,13 @@ def service(store: CaseStore) -> CaseService:
 
 
 @pytest.fixture
-async def client(service: CaseService) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(service))
-    async with httpx.AsyncClient(transport=transport, base_url="http://center") as client:
+async def client(service: CaseService, accounts: Accounts) -> AsyncIterator[httpx.AsyncClient]:
+    """Signed in as the operator 王工 (the actor of the moves below)."""
+    tokens = await role_tokens(accounts, {Role.OPERATOR: "王工"})
+    transport = httpx.ASGITransport(app=create_app(service, auth=accounts))
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://center", headers=bearer(tokens[Role.OPERATOR])
+    ) as client:
         yield client
 
 
@@ -164,7 +170,6 @@ async def test_unknown_case_is_404(client: httpx.AsyncClient) -> None:
         {"actor": "王工", "action": "register", "to": "register"},  # both
         {"actor": "王工", "action": "teleport"},
         {"actor": "王工", "to": "limbo"},
-        {"action": "register"},  # no actor
         {"actor": "", "action": "register"},
         {"actor": " 王工", "action": "register"},
         {"actor": "system", "action": "register"},  # the center's own name

@@ -9,6 +9,7 @@ import httpx
 from center import create_app
 from center.api import system
 from center.views import HealthCheck
+from tests.center.auth import memory_accounts
 from tests.center.test_registry_api import unconnected_service
 
 
@@ -20,14 +21,16 @@ def check(ok: bool, detail: str) -> HealthCheck:
 
 
 async def _healthz(checks: dict[str, HealthCheck]) -> httpx.Response:
-    app = create_app(
-        unconnected_service(),
-        health=lambda: {"mqtt_connected": True, "sensors_registered": 3},
-        checks=checks,
-    )
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://center") as client:
-        return await client.get("/healthz")
+    async with memory_accounts() as (accounts, _):
+        app = create_app(
+            unconnected_service(),
+            auth=accounts,
+            health=lambda: {"mqtt_connected": True, "sensors_registered": 3},
+            checks=checks,
+        )
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://center") as client:
+            return await client.get("/healthz")  # public: no credential
 
 
 async def test_all_checks_ok_is_200_with_the_existing_fields() -> None:

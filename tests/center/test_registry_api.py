@@ -11,6 +11,7 @@ import pytest
 from center import CaseBroadcaster, CaseService, CaseStore, create_app, create_engine
 from ingest.registry import StationRegistry
 from protocol import StationState
+from tests.center.auth import signed_in_client
 from tests.factories import T0, batch, birth, cover_info, tilt
 
 NOW = T0 + timedelta(minutes=10)
@@ -33,9 +34,9 @@ def registry() -> StationRegistry:
 
 
 async def _client(registry: StationRegistry | None) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(unconnected_service(), registry=registry)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://center") as client:
+    async with signed_in_client(
+        lambda auth: create_app(unconnected_service(), auth=auth, registry=registry)
+    ) as client:
         yield client
 
 
@@ -101,3 +102,37 @@ async def test_without_a_registry_the_routes_answer_503() -> None:
 def test_registry_last_seen_is_wall_time(registry: StationRegistry) -> None:
     (station,) = [s for s in registry.stations() if s.station_id == "st-b"]
     assert isinstance(station.last_seen, datetime)
+
+
+async def test_the_map_places_districts_and_stations_at_the_mean_of_their_sensors() -> None:
+    registry = StationRegistry(clock=lambda: NOW)
+    west = cover_info("st-a.cover-1").model_copy(update={"lon": 113.60, "lat": 34.70})
+    east = cover_info("st-a.cover-2").model_copy(update={"lon": 113.70, "lat": 34.80})
+    other = cover_info("st-b.cover-1").model_copy(
+        update={"component_id": "4109990103000001", "lon": 113.90, "lat": 34.90}
+    )
+    registry.update(birth("st-a", [west, east]), NOW)
+    registry.update(birth("st-b", [other]), NOW)
+    async for client in _client(registry):
+        body = (await client.get("/api/v1/map")).json()
+    assert body["districts"] == [
+        {"code": "410105", "name": "金水区", "lon": 113.65, "lat": 34.75, "sensors": 2},
+        {"code": "410999", "name": None, "lon": 113.9, "lat": 34.9, "sensors": 1},
+    ]
+    assert [(s["station_id"], s["status"], s["sensors"]) for s in body["stations"]] == [
+        ("st-a", "online", 2),
+        ("st-b", "online", 1),
+    ]
+    assert body["stations"][0]["lon"] == pytest.approx(113.65)
+    assert [s["sensor_id"] for s in body["sensors"]] == [
+        "st-a.cover-1",
+        "st-a.cover-2",
+        "st-b.cover-1",
+    ]
+    assert body["sensors"][0]["district"] == "410105"
+    assert (body["sensors_total"], body["bounds"]) == (3, [113.6, 34.7, 113.9, 34.9])
+
+
+async def test_the_map_of_a_node_without_a_registry_is_a_503() -> None:
+    async for client in _client(None):
+        assert (await client.get("/api/v1/map")).status_code == 503

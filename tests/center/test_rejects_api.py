@@ -13,6 +13,7 @@ import pytest
 
 from center import create_app
 from ingest.dead_letters import JsonlDeadLetters
+from tests.center.auth import signed_in_client
 from tests.center.factories import alert
 from tests.center.test_registry_api import unconnected_service
 from tests.factories import T0
@@ -29,8 +30,9 @@ def dead(tmp_path: Path) -> JsonlDeadLetters:
 
 @pytest.fixture
 async def client(dead: JsonlDeadLetters) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(unconnected_service(), rejects=dead))
-    async with httpx.AsyncClient(transport=transport, base_url="http://center") as client:
+    async with signed_in_client(
+        lambda auth: create_app(unconnected_service(), auth=auth, rejects=dead)
+    ) as client:
         yield client
 
 
@@ -72,8 +74,9 @@ async def test_rejects_filters_and_paging(client: httpx.AsyncClient) -> None:
 
 
 async def test_without_dead_letters_the_route_answers_503() -> None:
-    transport = httpx.ASGITransport(app=create_app(unconnected_service()))
-    async with httpx.AsyncClient(transport=transport, base_url="http://center") as client:
+    async with signed_in_client(
+        lambda auth: create_app(unconnected_service(), auth=auth)
+    ) as client:
         response = await client.get("/api/v1/rejects")
     assert (response.status_code, response.json()) == (
         503,

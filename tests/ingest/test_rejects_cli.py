@@ -142,10 +142,10 @@ def test_export_fix_and_replay_from_the_directory(
 
 
 @pytest.mark.integration
-def test_unreachable_broker_exits_1(dead_path: Path) -> None:
+def test_unreachable_broker_exits_2(dead_path: Path) -> None:
     port = str(free_port())
     code, output = run("replay", "--dead-letters", str(dead_path), "--mqtt-port", port)
-    assert code == 1
+    assert code == 2
     assert "cannot connect to the broker" in output
 
 

@@ -4,6 +4,7 @@ surviving rules kept, versioned with author and diff, refused with every reason.
 from __future__ import annotations
 
 import os
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,11 +12,13 @@ import httpx
 import pytest
 
 from center import CaseBroadcaster, CaseService, CaseStore, create_app, create_engine
+from center.auth import Role
 from ingest.fakes import MemoryAlerts, MemoryDeadLetters, MemorySink
 from ingest.pipeline import IngestPipeline
 from ingest.rules_control import RulesControl
 from protocol import Channel, Reading, SensorKind, StationTopic, encode
 from rules import ClockPolicy, ReadOnlyRulesError, RuleEngine, RuleError, parse_rules
+from tests.center.auth import signed_in_client
 from tests.factories import batch, birth, cover_info, tilt
 
 TELEMETRY = str(StationTopic("st-1", Channel.TELEMETRY))
@@ -173,10 +176,12 @@ async def test_a_node_on_the_built_in_rules_refuses_a_put() -> None:
         await control.apply(text(above=20), "ana")
 
 
-def _client(control: RulesControl | None) -> httpx.AsyncClient:
+def _client(control: RulesControl | None) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+    """An engineer's client of an app with this rules control."""
     service = CaseService(CaseStore(create_engine("sqlite+aiosqlite://")), CaseBroadcaster())
-    transport = httpx.ASGITransport(app=create_app(service, rules=control))
-    return httpx.AsyncClient(transport=transport, base_url="http://center")
+    return signed_in_client(
+        lambda auth: create_app(service, auth=auth, rules=control), Role.ENGINEER
+    )
 
 
 async def test_the_api_shows_versions_applies_refuses_with_reasons(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import yaml
 
-from protocol import INGEST_STATE_TOPIC, Channel
+from protocol import CASE_EVENTS_TOPIC, INGEST_STATE_TOPIC, Channel
 from protocol.asyncapi import build_document, render
 
 COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.yaml"
@@ -35,8 +35,12 @@ def test_every_reference_resolves() -> None:
 def test_document_is_asyncapi_3() -> None:
     document = yaml.safe_load(COMMITTED.read_text(encoding="utf-8"))
     assert document["asyncapi"].startswith("3.")
-    assert set(document["channels"]) == {channel.value for channel in Channel} | {"ingest"}
+    assert set(document["channels"]) == {channel.value for channel in Channel} | {
+        "ingest",
+        "case-events",
+    }
     assert document["channels"]["ingest"]["address"] == INGEST_STATE_TOPIC
+    assert document["channels"]["case-events"]["address"] == CASE_EVENTS_TOPIC
     for name, channel in document["channels"].items():  # every channel has a message to send
         assert name == "ingest" or channel["address"].endswith("/" + name)
         assert {op["channel"]["$ref"] for op in document["operations"].values()} >= {

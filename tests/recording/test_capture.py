@@ -233,7 +233,7 @@ async def test_cli_record_captures_until_sigterm_and_summarises(
         (["{fresh}", "--duration", "-1"], 2, "--duration must be positive"),
         (["{fresh}", "--topic", "citysense/#/telemetry"], 2, "invalid MQTT topic filter"),
         (["{fresh}", "--topic", "citysense/st+"], 2, "invalid MQTT topic filter"),
-        (["{fresh}", "--mqtt-port", "{closed}"], 1, "cannot capture"),
+        (["{fresh}", "--mqtt-port", "{closed}"], 2, "cannot capture"),
     ],
 )
 def test_cli_record_refuses_bad_input_in_one_line(

@@ -1,0 +1,96 @@
+"""A real node (``citysense serve``) delivering case events to a webhook receiver is killed
+(kill -9) mid-delivery: after the restart, delivery resumes from the cursor in the database.
+At least once: every event arrives, in id order, and only the events in flight at the kill
+arrive twice (counted). Events another process writes into the same database while the node
+runs are found by polling the table."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from center import CaseBroadcaster, CaseService, CaseStore, create_engine, migrate
+from center.delivery.signing import new_secret
+from citysense.broker import MosquittoBroker
+from tests.center.factories import alert
+from tests.center.webhook_receiver import WebhookReceiver
+from tests.serve_process import api, metric, serve, serve_env, wait_for
+
+pytestmark = pytest.mark.integration
+
+BEFORE, DURING = 40, 10
+"""Cases written before the node starts, and while it runs after the restart (3 events each:
+opened, register, dispatch)."""
+SUBSCRIBER = "webhook:platform"
+
+
+async def write_cases(database_url: str, count: int, prefix: str) -> None:
+    """Another process's writes: no broadcaster of the node's hears of them."""
+    await migrate(database_url)
+    engine = create_engine(database_url)
+    try:
+        service = CaseService(CaseStore(engine), CaseBroadcaster())
+        now = datetime.now(UTC)  # live cases, dispatched: deadlines minutes away
+        for i in range(count):
+            opened = alert(sensor_id=f"st-1.{prefix}{i}", started_at=now - timedelta(seconds=20))
+            await service.handle_alert(opened, None, now)
+    finally:
+        await engine.dispose()
+
+
+def test_kill_9_mid_delivery_resumes_from_the_persisted_cursor(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    secret = new_secret()
+    webhooks = [{"name": "platform", "url": "", "secret": secret, "timeout_s": 2}]
+    with WebhookReceiver(secret) as receiver:
+        webhooks[0]["url"] = receiver.url
+        receiver.delay_s = lambda _event_id: 0.02  # a receiver that takes its time
+        receiver.start()
+        env = serve_env(
+            mosquitto,
+            tmp_path,
+            CITYSENSE_CENTER_WEBHOOKS=json.dumps(webhooks),
+            CITYSENSE_CENTER_DELIVERY__POLL_S="0.2",
+            CITYSENSE_CENTER_DELIVERY__BACKOFF_MAX_S="0.5",
+        )
+        database_url = env["CITYSENSE_CENTER_DATABASE_URL"]
+        asyncio.run(write_cases(database_url, BEFORE, "before"))
+        with serve(env) as node:
+            wait_for(lambda: len(receiver.ids()) >= BEFORE, 30, "delivery under way")
+            node.send_signal(signal.SIGKILL)
+            node.wait(timeout=10)
+        at_kill = len(receiver.ids())
+        assert at_kill < 3 * BEFORE, "killed after delivery had finished: nothing to resume"
+
+        with serve(env):
+            asyncio.run(write_cases(database_url, DURING, "during"))
+            total = 3 * (BEFORE + DURING)
+            wait_for(lambda: set(receiver.ids()) >= set(range(1, total + 1)), 30, "all")
+            wait_for(
+                lambda: (
+                    metric(env, "citysense_center_delivery_cursor", subscriber=SUBSCRIBER) == total
+                ),
+                10,
+                "the cursor",
+            )
+            health = api(env, "/healthz")["delivery"][SUBSCRIBER]
+            assert (health["state"], health["cursor"], health["lag"]) == ("idle", total, 0)
+            time.sleep(0.5)  # nothing more comes
+
+    ids = receiver.ids()
+    duplicates = receiver.duplicates()
+    print(f"{len(ids)} deliveries of {total} events, {duplicates} duplicates, killed at {at_kill}")
+    assert sorted(set(ids)) == list(range(1, total + 1))  # none lost
+    assert duplicates <= 1  # the event in flight at the kill, at most
+    first_seen = list(dict.fromkeys(ids))
+    assert first_seen == list(range(1, total + 1))  # in id order
+    resumed = ids[at_kill:]
+    assert resumed[0] in (ids[at_kill - 1], ids[at_kill - 1] + 1)  # from the cursor
+    assert receiver.all_verified()
