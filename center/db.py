@@ -120,6 +120,8 @@ class CaseRow(Base):
     ack_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     """A dispatched urgent or critical case must be taken on by then (``center.escalation``)."""
     escalations: Mapped[int] = mapped_column(Integer, default=0)
+    rules_version: Mapped[int | None] = mapped_column(Integer)
+    """The version of the rule set that opened it (``GET /api/v1/rules`` has its text)."""
 
 
 class CaseTransitionRow(Base):

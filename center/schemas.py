@@ -91,6 +91,11 @@ class CaseOut(BaseModel):
         description="Its condition had already ended when the center first learned of it:"
         " an incident inside an outage, for the record."
     )
+    rules_version: int | None = Field(
+        default=None,
+        description="The version of the rule set that opened it (its text and diff: GET"
+        " /api/v1/rules, history); null when it came from a backtest or an older node.",
+    )
     priority: int = Field(
         ge=1,
         le=MAX_PRIORITY,

@@ -88,6 +88,7 @@ def _case_values(alert: Alert, sensor: SensorInfo | None, detected_at: datetime)
         "flags": list(alert.flags),
         "flapping": "flapping" in alert.flags,
         "priority": initial_priority(alert.severity),
+        "rules_version": alert.rules_version,
     }
 
 

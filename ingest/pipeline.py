@@ -23,6 +23,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol, TypeVar
@@ -120,6 +121,8 @@ class IngestPipeline:
         self._paused_since: datetime | None = None
         """When ``request_resends`` last found ingest stalled (None: not stalled)."""
         """The journal position after the last commit."""
+        self.rules_version: int | None = None
+        """The running rule set's version (``ingest.rules_control``), given to every alert."""
         self.shadow: Shadow | None = None
         """A candidate rule set evaluated beside the engine, opening nothing (``ingest.shadow``)."""
         self.evaluating = asyncio.Lock()
@@ -328,6 +331,8 @@ class IngestPipeline:
         """Hand an alert on, retrying while the center is unavailable; an alert the center
         refuses, or that fails in an unexpected way, is counted and kept as a dead letter."""
         sensor = self.registry.sensor(alert.sensor_id)
+        if self.rules_version is not None and alert.rules_version is None:
+            alert = replace(alert, rules_version=self.rules_version)
         try:
             await self._retry(
                 "center", lambda: self.alerts.handle_alert(alert, sensor, received_at)

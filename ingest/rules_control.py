@@ -91,6 +91,7 @@ class RulesControl:
         self._seen: tuple[int, int] | None = self._stat()
         if not self.history or self.history[-1].sha256 != _sha(text):
             self._record(text, "file" if path is not None else "built-in", "start")
+        pipeline.rules_version = self.current.version
         pipeline.metrics.registry.register(_RulesCollector(self))
 
     @property
@@ -221,6 +222,7 @@ class RulesControl:
             diff=diff,
         )
         self.history.append(version)
+        self.pipeline.rules_version = version.version
         if self.history_path is not None:
             try:
                 with self.history_path.open("a", encoding="utf-8") as history:

@@ -44,6 +44,8 @@ class Alert:
     of this transition. ``members`` lists every sensor of the incident (first sensor first);
     ``member_id`` is the sensor a ``member`` transition adds. ``flags`` say what was unusual about
     the readings behind it (``clock_reset``, ``clock_skew``, ``late``, ``flapping``).
+    ``rules_version`` is the version of the running rule set (ingest's rules control sets it;
+    the engine, which knows no versions, leaves it None, as in a backtest).
     """
 
     rule_id: str
@@ -63,6 +65,7 @@ class Alert:
     members: tuple[str, ...] = ()
     member_id: str | None = None
     flags: tuple[str, ...] = ()
+    rules_version: int | None = None
 
     @property
     def key(self) -> tuple[str, str, datetime]:

@@ -35,7 +35,7 @@ const WORDS = {
     notify: "Notify me", notify_on: "Notifications on", new_case: "New {s} case",
     d_class: "Class", d_component: "Component", d_grid: "Grid", d_district: "District",
     d_address: "Address", d_station: "Station", d_sensor: "Sensor", d_members: "Sensors",
-    d_status: "Condition", d_times: "Times", d_priority: "Priority", d_lonlat: "Lon, lat",
+    d_status: "Condition", d_times: "Times", d_priority: "Priority", d_rule: "Rule", d_lonlat: "Lon, lat",
     started: "began", opened: "opened", cleared: "recovered", threshold: "threshold",
     load_failed: "load failed: {m}", map_sensors: "{n} sensors · {s} stations · {c} open cases",
     a_register: "Register", a_dismiss: "Dismiss", a_dispatch: "Dispatch", a_handle: "Handle",
@@ -64,7 +64,7 @@ const WORDS = {
     no_answer: "中心无应答：{m}", mute: "声音开", unmute: "声音关", notify: "桌面通知",
     notify_on: "通知已开", new_case: "新{s}案件", d_class: "类别", d_component: "部件编码",
     d_grid: "网格", d_district: "区", d_address: "地址", d_station: "基站", d_sensor: "传感器",
-    d_members: "关联传感器", d_status: "传感器状态", d_times: "时间", d_priority: "优先级",
+    d_members: "关联传感器", d_status: "传感器状态", d_times: "时间", d_priority: "优先级", d_rule: "规则",
     d_lonlat: "经纬度", started: "开始", opened: "报警", cleared: "恢复", threshold: "阈值",
     load_failed: "加载失败：{m}", map_sensors: "{n} 个传感器 · {s} 个基站 · {c} 件未结",
     a_register: "立案", a_dismiss: "不予立案", a_dispatch: "派遣", a_handle: "签收处置",
@@ -584,6 +584,7 @@ function showCase(c, withHistory) {
     t("arrived") + " " + formatTime(c.detected_at, true) + " · " + t("device") + " " +
     t("started") + " " + formatTime(c.started_at, true) + ", " + t("opened") + " " + formatTime(c.opened_at, true));
   detail(list, t("d_priority"), "P" + c.priority + (c.ack_due_at ? " · ack ≤ " + formatTime(c.ack_due_at) : ""));
+  detail(list, t("d_rule"), c.rule_id + (c.rules_version != null ? " · v" + c.rules_version : ""));
   drawEvidence(c);
   showActions(c);
   if (withHistory) loadHistory(c.id).catch(loadFailed);

@@ -35,6 +35,17 @@ async def test_open_alert_becomes_a_case(store: CaseStore) -> None:
     assert await store.get_case(case.id) == case
 
 
+async def test_a_case_names_the_rule_set_version_that_opened_it(store: CaseStore) -> None:
+    from dataclasses import replace
+
+    case = await store.record_alert(replace(alert(), rules_version=3), sensor_info(), DETECTED)
+    assert case is not None
+    assert case.rules_version == 3
+    backtest = await store.record_alert(alert(sensor_id="st-1.cover-02"), None, DETECTED)
+    assert backtest is not None
+    assert backtest.rules_version is None
+
+
 async def test_the_same_alert_twice_is_one_case(store: CaseStore) -> None:
     first = await store.record_alert(alert(), sensor_info(), DETECTED)
     again = await store.record_alert(alert(), sensor_info(), DETECTED + timedelta(minutes=3))

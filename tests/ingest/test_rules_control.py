@@ -305,3 +305,14 @@ async def test_a_district_override_applies_once_the_birth_names_the_district(
         assert (other["district"], above["value"], above["level"]) == (None, 15.0, "kind")
         missing = await client.get("/api/v1/rules/effective/st-9.nothing")
         assert missing.status_code == 404
+
+
+async def test_every_alert_names_the_rule_set_version_it_came_from(tmp_path: Path) -> None:
+    pipeline, control = controlled(text(), tmp_path)
+    await feed(pipeline, range(5))
+    await control.apply(text(above=20), "ana")
+    await feed(pipeline, range(5, 60), value=10.0)  # clears
+    await feed(pipeline, range(60, 66))  # opens again under version 2
+    assert isinstance(pipeline.alerts, MemoryAlerts)
+    versions = [(a.state, a.rules_version) for a, _ in pipeline.alerts.alerts]
+    assert versions == [("open", 1), ("cleared", 2), ("open", 2)]
