@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from center.lifecycle import Step
 from center.schemas import CaseEvent, CaseOut
+from ingest.fakes import MemoryAlerts, MemoryDeadLetters, MemorySink
+from ingest.pipeline import IngestPipeline
+from ingest.rules_control import RulesControl
 from protocol import SensorKind
+from rules import DEFAULT_RULES_FILE, ClockPolicy, RuleEngine, parse_rules
 from rules.alerts import Alert, AlertState, CaseTarget, Evidence, Severity
 from tests.factories import sensor_info as sensor_info  # the center tests build sensors here
 
@@ -123,3 +128,17 @@ def case_event(event_id: int, case_id: int | None = None) -> CaseEvent:
         at=DETECTED,
         case=case_out(event_id if case_id is None else case_id),
     )
+
+
+def rules_control(tmp_path: Path) -> RulesControl:
+    """Rules control over the built-in rules, read from a file in ``tmp_path`` (so PUT works)."""
+    text = DEFAULT_RULES_FILE.read_text(encoding="utf-8")
+    pipeline = IngestPipeline(
+        engine=RuleEngine(parse_rules(text), clock=ClockPolicy(allowed_lateness=0)),
+        alerts=MemoryAlerts(),
+        dead_letters=MemoryDeadLetters(),
+        sinks=[MemorySink()],
+    )
+    path = tmp_path / "rules.yaml"
+    path.write_text(text, encoding="utf-8")
+    return RulesControl(pipeline, text, path)

@@ -25,12 +25,9 @@ from center import (
 from center.auth import AccessPolicy, Role
 from center.auth.policy import PUBLIC, SIGNED_IN, roles_with
 from ingest.dead_letters import JsonlDeadLetters
-from ingest.fakes import MemoryAlerts, MemoryDeadLetters, MemorySink
-from ingest.pipeline import IngestPipeline
 from ingest.registry import StationRegistry
-from ingest.rules_control import RulesControl
-from rules import DEFAULT_RULES_FILE, ClockPolicy, RuleEngine, parse_rules
 from tests.center.auth import bearer
+from tests.center.factories import rules_control
 
 PUBLIC_ROUTES = {
     ("GET", "/healthz"),
@@ -45,19 +42,6 @@ NEVER_ENDING = {"/api/v1/cases/stream": {"last_event_id": "-1"}}
 that fails validation, which runs after the access check."""
 
 
-def _rules_control(tmp_path: Path) -> RulesControl:
-    text = DEFAULT_RULES_FILE.read_text(encoding="utf-8")
-    pipeline = IngestPipeline(
-        engine=RuleEngine(parse_rules(text), clock=ClockPolicy(allowed_lateness=0)),
-        alerts=MemoryAlerts(),
-        dead_letters=MemoryDeadLetters(),
-        sinks=[MemorySink()],
-    )
-    path = tmp_path / "rules.yaml"
-    path.write_text(text, encoding="utf-8")
-    return RulesControl(pipeline, text, path)
-
-
 def full_app(service: CaseService, accounts: Accounts, tmp_path: Path) -> FastAPI:
     """The app with every optional part, so every route exists."""
     return create_app(
@@ -67,7 +51,7 @@ def full_app(service: CaseService, accounts: Accounts, tmp_path: Path) -> FastAP
         metrics=bytes,
         registry=StationRegistry(),
         rejects=JsonlDeadLetters(tmp_path / "dead_letters.jsonl"),
-        rules=_rules_control(tmp_path),
+        rules=rules_control(tmp_path),
     )
 
 

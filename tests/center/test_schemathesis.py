@@ -30,13 +30,9 @@ from sqlalchemy.pool import NullPool
 from center import CaseBroadcaster, CaseService, CaseStore, create_app, create_engine
 from center.auth import Role
 from ingest.dead_letters import JsonlDeadLetters
-from ingest.fakes import MemoryAlerts, MemoryDeadLetters, MemorySink
-from ingest.pipeline import IngestPipeline
 from ingest.registry import StationRegistry
-from ingest.rules_control import RulesControl
-from rules import DEFAULT_RULES_FILE, ClockPolicy, RuleEngine, parse_rules
 from tests.center.auth import accounts_on, bearer, role_tokens
-from tests.center.factories import DETECTED, T0, alert, sensor_info
+from tests.center.factories import DETECTED, T0, alert, rules_control, sensor_info
 
 MAX_EXAMPLES = 20
 """Per operation and phase: about 1,500 requests a backend, about 20 s."""
@@ -46,19 +42,6 @@ ASKED_WITH = {"last-event-id", "content-type"}
 REFUSING = ["/api/v1/rules", "/api/v1/rules/shadow", "/api/v1/users", "/api/v1/tokens"]
 """Their 422 also refuses what the document cannot describe: a rule file (YAML, the rules'
 meaning), a weak password, a token of a role above its user's."""
-
-
-def _rules_control(tmp_path: Path) -> RulesControl:
-    text = DEFAULT_RULES_FILE.read_text(encoding="utf-8")
-    pipeline = IngestPipeline(
-        engine=RuleEngine(parse_rules(text), clock=ClockPolicy(allowed_lateness=0)),
-        alerts=MemoryAlerts(),
-        dead_letters=MemoryDeadLetters(),
-        sinks=[MemorySink()],
-    )
-    path = tmp_path / "rules.yaml"
-    path.write_text(text, encoding="utf-8")
-    return RulesControl(pipeline, text, path)
 
 
 @dataclass
@@ -127,7 +110,7 @@ async def app_and_token(database_url: str, tmp_path: Path) -> tuple[FastAPI, str
         metrics=bytes,
         registry=StationRegistry(),
         rejects=letters,
-        rules=_rules_control(tmp_path),
+        rules=rules_control(tmp_path),
     )
 
     own = app.router.lifespan_context
