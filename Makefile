@@ -35,35 +35,28 @@ openapi: $(STAMP)
 
 services: mosquitto postgres victoria-metrics chromium
 
+# A Debian package whose command is missing: installed when run as root, else how to install it.
+define debian_package
+	@command -v $(1) >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's $(1)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; \
+	  else \
+	    echo "$(1) is missing; install it with: sudo apt-get install $(1)"; exit 1; \
+	  fi; }
+endef
+
 # Tests start their own Mosquitto from broker_config/; they need the binary.
 mosquitto:
-	@command -v mosquitto >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing Debian's mosquitto"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
-	  else \
-	    echo "mosquitto is missing; install it with: sudo apt-get install mosquitto"; exit 1; \
-	  fi; }
+	$(call debian_package,mosquitto)
 
 # Tests start their own VictoriaMetrics (the time-series store) on a free port; they need the binary.
 victoria-metrics:
-	@command -v victoria-metrics >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing Debian's victoria-metrics"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq victoria-metrics >/dev/null; \
-	  else \
-	    echo "victoria-metrics is missing; install it with: sudo apt-get install victoria-metrics"; exit 1; \
-	  fi; }
+	$(call debian_package,victoria-metrics)
 
-# The backtest report's browser test opens the report in headless Chromium (driven by playwright).
+# The browser tests (backtest report, dashboard) drive headless Chromium through playwright.
 chromium:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing Debian's chromium"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else \
-	    echo "chromium is missing; install it with: sudo apt-get install chromium"; exit 1; \
-	  fi; }
+	$(call debian_package,chromium)
 
 # The PostgreSQL half of the case-store tests needs a server on 127.0.0.1:5432
 # (user postgres, trust auth); start the machine's cluster if it is installed but down.

@@ -134,9 +134,9 @@ def resolve(rules: RuleSet, rule: Rule, indexes: Sequence[int]) -> Effective:
             ignored.append(f"{override.label()}: {reason}")
             continue
         source = Source(override.level, override.scope_id, override.note)
-        changed = _paths(override.set)
-        kept = {p: s for p, s in sources.items() if p in _paths(merged)}
-        sources = kept | dict.fromkeys((p for p in _paths(merged) if _under(p, changed)), source)
+        changed, present = _paths(override.set), _paths(merged)
+        kept = {p: s for p, s in sources.items() if p in present}
+        sources = kept | dict.fromkeys((p for p in present if _under(p, changed)), source)
         document, current = merged, candidate
     values = current.model_dump(mode="json", exclude_none=True)
     settings = tuple(

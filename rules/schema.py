@@ -378,9 +378,7 @@ class RuleSet(_Strict):
                 Rule.model_validate(merge(rule_document(rule), override.set))
             except ValidationError as exc:
                 for err in exc.errors():
-                    where = ".".join(
-                        str(p) for p in err["loc"] if str(p) not in ("leaf", "all_of", "any_of")
-                    )
+                    where = ".".join(_path(err["loc"]))
                     message = err["msg"].removeprefix("Value error, ")
                     problems.append(f"{override.label()}: {where + ': ' if where else ''}{message}")
         if problems:
@@ -398,6 +396,11 @@ class RuleSet(_Strict):
         raise KeyError(rule_id)
 
 
+def _path(loc: tuple[int | str, ...]) -> list[str]:
+    """A pydantic error location without its union-branch labels (Leaf, AllOf, ...)."""
+    return [str(p) for p in loc if str(p) not in ("leaf", "all_of", "any_of")]
+
+
 def _where(document: Any, loc: tuple[int | str, ...]) -> str:
     """``rule 'cover-open': when.field`` for a pydantic error location."""
     if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
@@ -405,8 +408,7 @@ def _where(document: Any, loc: tuple[int | str, ...]) -> str:
         item = rules[loc[1]] if isinstance(rules, list) and loc[1] < len(rules) else None
         name = item.get("id") if isinstance(item, dict) else None
         label = f"rule {name!r}" if isinstance(name, str) else f"rule #{loc[1] + 1}"
-        # drop pydantic's union-branch labels (Leaf, AllOf, ...) from the path
-        rest = [str(p) for p in loc[2:] if str(p) not in ("leaf", "all_of", "any_of")]
+        rest = _path(loc[2:])
         return f"{label}: {'.'.join(rest)}" if rest else label
     if len(loc) >= 2 and loc[0] == "overrides" and isinstance(loc[1], int):
         rest = [str(p) for p in loc[2:]]
