@@ -75,25 +75,36 @@ async def node_on(
 
 
 class ClockedGroups:
-    """Wraps ``pipeline.handle_group`` (what the consumer calls before it acknowledges): counts
-    the messages committed and when the first group started and the last one finished."""
+    """Clocks the consumer's unit of work: when the first group started to be handled
+    (``pipeline.handle_messages``), when the last commit finished (``pipeline.commit``), and
+    how many messages the consumer acknowledged after their commits (since ``reset``)."""
 
     def __init__(self, node: Node) -> None:
-        self._inner: Callable[[Sequence[tuple[str, bytes]]], Awaitable[None]]
-        self._inner = node.pipeline.handle_group
-        node.pipeline.handle_group = self  # type: ignore[method-assign]
+        self._node = node
+        self._handle: Callable[[Sequence[tuple[str, bytes]]], Awaitable[None]]
+        self._handle = node.pipeline.handle_messages
+        self._commit: Callable[[], Awaitable[object]] = node.pipeline.commit
+        node.pipeline.handle_messages = self._handled  # type: ignore[method-assign]
+        node.pipeline.commit = self._committed  # type: ignore[method-assign]
         self.reset()
 
     def reset(self) -> None:
-        self.messages, self.first, self.last = 0, 0.0, 0.0
+        self._base = self._node.consumer.acknowledged
+        self.first, self.last = 0.0, 0.0
 
-    async def __call__(self, messages: Sequence[tuple[str, bytes]]) -> None:
-        started = time.monotonic()
-        await self._inner(messages)
+    @property
+    def messages(self) -> int:
+        return self._node.consumer.acknowledged - self._base
+
+    async def _handled(self, messages: Sequence[tuple[str, bytes]]) -> None:
         if not self.first:
-            self.first = started
-        self.messages += len(messages)
+            self.first = time.monotonic()
+        await self._handle(messages)
+
+    async def _committed(self) -> object:
+        result = await self._commit()
         self.last = time.monotonic()
+        return result
 
 
 def _proc_cpu_s(pid: int | None) -> float:

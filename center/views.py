@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from protocol import Reading, SensorInfo
+from protocol import ReadingView, SensorInfo
 
 HealthCheck = Callable[[], Awaitable[tuple[bool, str]]]
 """A dependency probe for ``/healthz``: ``(ok, detail)``. Exceptions and timeouts count as down."""
@@ -45,7 +45,7 @@ class SensorRecord(Protocol):
     @property
     def last_seen(self) -> datetime | None: ...
     @property
-    def latest(self) -> Reading | None: ...
+    def latest(self) -> ReadingView | None: ...
 
 
 class RegistryView(Protocol):

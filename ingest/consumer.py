@@ -83,6 +83,8 @@ class IngestConsumer:
         self.publisher = ConfirmedPublisher(self.connected)
         """QoS 1 publishes on this session that resolve on PUBACK (the center's case events)."""
         self._session = 0
+        self.acknowledged = 0
+        """Messages committed and acknowledged (or committed, for QoS 0) since start."""
 
     async def run(self) -> None:
         """Consume until cancelled; paho reconnects with backoff on its own."""
@@ -147,22 +149,52 @@ class IngestConsumer:
         log.info("ingest subscribed at %s:%s", self.host, self.port)
 
     async def _consume(self, client: mqtt.Client, queue: asyncio.Queue[_Delivery]) -> None:
+        """Handle a group, start its commit, go on with the next group while it commits; a
+        group is acknowledged once its own commit is done (commits run one at a time, in order,
+        so acknowledgements follow the order of the groups)."""
         metrics = self.pipeline.metrics
         group: list[_Delivery] = []
+        committing: asyncio.Queue[tuple[list[_Delivery], asyncio.Task[object]]]
+        committing = asyncio.Queue(maxsize=1)  # handling runs at most one group ahead
+        waiting: list[list[_Delivery]] = []
         # received and not yet acknowledged, read when scraped (also while a commit stalls)
-        metrics.in_flight.set_function(lambda: len(group) + queue.qsize())
+        metrics.in_flight.set_function(
+            lambda: len(group) + queue.qsize() + sum(len(g) for g in waiting)
+        )
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._acknowledge(client, committing, waiting), name="ingest-ack")
+            while True:
+                group = [await queue.get()]
+                while len(group) < self.max_group and not queue.empty():
+                    group.append(queue.get_nowait())
+                await self.pipeline.handle_messages([(d.topic, d.payload) for d in group])
+                commit = asyncio.create_task(self.pipeline.commit(), name="ingest-commit")
+                waiting.append(group)
+                group = []
+                await committing.put((waiting[-1], commit))
+
+    async def _acknowledge(
+        self,
+        client: mqtt.Client,
+        committing: asyncio.Queue[tuple[list[_Delivery], asyncio.Task[object]]],
+        waiting: list[list[_Delivery]],
+    ) -> None:
+        metrics = self.pipeline.metrics
         while True:
-            group = [await queue.get()]
-            while len(group) < self.max_group and not queue.empty():
-                group.append(queue.get_nowait())
-            await self.pipeline.handle_group([(d.topic, d.payload) for d in group])
+            group, commit = await committing.get()
+            try:
+                await commit
+            except BaseException:
+                commit.cancel()
+                raise
             acked = 0
             for delivery in group:
                 if delivery.qos > 0 and delivery.session == self._session:
                     client.ack(delivery.mid, delivery.qos)
                     acked += 1
+            waiting.remove(group)
             metrics.acked.inc(acked)
-            group = []
+            self.acknowledged += len(group)
 
     async def _ask_for_gaps(self, commands: PahoCommands) -> None:
         """Publish the re-send requests that are due, while connected; never raises."""

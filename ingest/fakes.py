@@ -6,15 +6,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ingest.dead_letters import DeadLetterError
-from protocol import ResendRequest, SensorInfo, TelemetryBatch
+from protocol import BatchView, ResendRequest, SensorInfo
 from rules import Alert
 
 
 @dataclass
 class MemorySink:
-    batches: list[TelemetryBatch] = field(default_factory=list)
+    batches: list[BatchView] = field(default_factory=list)
 
-    async def write_batch(self, batch: TelemetryBatch, received_at: datetime) -> None:
+    async def write_batch(self, batch: BatchView, received_at: datetime) -> None:
         self.batches.append(batch)
 
 

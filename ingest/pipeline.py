@@ -36,6 +36,7 @@ from ingest.ports import AlertHandler, CommandPublisher, DeadLetterSink, Reading
 from ingest.registry import RegistryConflict, StationRegistry
 from ingest.shadow import Shadow
 from protocol import (
+    BatchView,
     Channel,
     CommandAck,
     ConfigAck,
@@ -44,12 +45,11 @@ from protocol import (
     ResendRequest,
     StationState,
     StationTopic,
-    TelemetryBatch,
+    TelemetryDecoder,
     TopicError,
     decode_any_ack,
     decode_gap,
     decode_state,
-    decode_telemetry,
 )
 from protocol.backoff import Backoff
 from rules import Alert, RuleEngine
@@ -111,6 +111,8 @@ class IngestPipeline:
         self.clock = clock
         self.sleep = sleep
         self.journal = journal
+        self.decode_telemetry = TelemetryDecoder()
+        """``protocol.decode_telemetry`` with its fast path (``protocol.fast``)."""
         self.replaying = False
         """True while the journal is replayed after a restart: nothing is written to it."""
         self.clock_override: datetime | None = None
@@ -125,6 +127,7 @@ class IngestPipeline:
         """The running rule set's version (``ingest.rules_control``), given to every alert."""
         self.shadow: Shadow | None = None
         """A candidate rule set evaluated beside the engine, opening nothing (``ingest.shadow``)."""
+        self._committing = asyncio.Lock()
         self.evaluating = asyncio.Lock()
         """Held while a message is handled (checkpoints wait for it)."""
         self.engine.set_locator(self.registry.location, self.registry.district)
@@ -141,13 +144,22 @@ class IngestPipeline:
 
     async def handle_group(self, messages: Sequence[tuple[str, bytes]]) -> None:
         """Handle messages in order, then ``commit``: after this they may be acknowledged."""
+        await self.handle_messages(messages)
+        await self.commit()
+
+    async def handle_messages(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Handle messages in order; they may be acknowledged after the next ``commit``."""
         for topic, payload in messages:
             await self.handle(topic, payload)
-        await self.commit()
 
     async def commit(self) -> Any:
         """Flush the sinks and make the journal durable, retrying while that fails; returns the
-        journal position after it (None without a journal)."""
+        journal position after it (None without a journal). Commits run one at a time, in the
+        order they were called; each covers every message handled before it was called."""
+        async with self._committing:
+            return await self._commit()
+
+    async def _commit(self) -> Any:
         for sink in self.sinks:
             flush = getattr(sink, "flush", None)
             if flush is not None:
@@ -179,7 +191,7 @@ class IngestPipeline:
         self.metrics.messages.labels(channel.value).inc()
         try:  # the effects raise no PayloadError: only decoding does
             if channel is Channel.TELEMETRY:
-                batch = decode_telemetry(station_topic, payload)
+                batch = self.decode_telemetry(station_topic, payload)
                 await self._accept(topic, payload, batch, received_at)
             elif channel is Channel.STATE:
                 await self._state(topic, payload, decode_state(station_topic, payload), received_at)
@@ -256,7 +268,7 @@ class IngestPipeline:
             )
 
     async def _accept(
-        self, topic: str, payload: bytes, batch: TelemetryBatch, received_at: datetime
+        self, topic: str, payload: bytes, batch: BatchView, received_at: datetime
     ) -> None:
         if self.dedup.seen(batch.station_id, batch.boot_epoch, batch.seq):
             self.metrics.duplicates.inc()

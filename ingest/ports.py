@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from protocol import ResendRequest, SensorInfo, TelemetryBatch
+from protocol import BatchView, ResendRequest, SensorInfo
 from rules import Alert
 
 
@@ -15,7 +15,7 @@ class ReadingSink(Protocol):
     Errors: ``ingest.errors.TransientSinkError`` (retried), ``PermanentSinkError`` (refused for
     good: the batches are dead-lettered)."""
 
-    async def write_batch(self, batch: TelemetryBatch, received_at: datetime) -> None: ...
+    async def write_batch(self, batch: BatchView, received_at: datetime) -> None: ...
 
 
 class AlertHandler(Protocol):

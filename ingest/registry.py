@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from protocol import Reading, SensorInfo, StationState, TelemetryBatch
+from protocol import BatchView, ReadingView, SensorInfo, StationState
 
 StationStatus = Literal["online", "offline", "silent"]
 DEFAULT_SILENT_AFTER = timedelta(minutes=5)
@@ -66,7 +66,7 @@ class SensorSummary:
     owner_station_id: str | None
     reporting_station_id: str | None
     last_seen: datetime | None
-    latest: Reading | None
+    latest: ReadingView | None
 
 
 class StationRegistry:
@@ -88,7 +88,7 @@ class StationRegistry:
         self._presence: dict[str, Presence] = {}
         self._station_seen: dict[str, datetime] = {}
         self._sensor_seen: dict[str, tuple[datetime, str]] = {}
-        self._latest: dict[str, Reading] = {}
+        self._latest: dict[str, ReadingView] = {}
         self._lost: Callable[[str], int] = _none_lost
 
     def watch_losses(self, lost_readings: Callable[[str], int]) -> None:
@@ -121,7 +121,7 @@ class StationRegistry:
         self._presence[station_id] = Presence(state.status, state.boot_epoch, state.ts)
         self._station_seen[station_id] = received_at or self.clock()
 
-    def saw_batch(self, batch: TelemetryBatch, received_at: datetime) -> None:
+    def saw_batch(self, batch: BatchView, received_at: datetime) -> None:
         """Last seen (wall time) of the station and its sensors; latest reading per sensor
         (the newest by device time, so a backlog does not overwrite fresher values)."""
         station_id = batch.station_id

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from protocol import Reading
+from protocol import ReadingView
 from rules import Alert, RuleEngine, RuleSet
 from rules.snapshot import restore, snapshot
 
@@ -80,7 +80,7 @@ class Shadow:
     def observe(
         self,
         station_id: str,
-        readings: Sequence[Reading],
+        readings: Sequence[ReadingView],
         sent_at: datetime | None,
         live: Iterable[Alert],
     ) -> None:

@@ -15,6 +15,7 @@ from protocol.codec import (
     decode_telemetry,
     encode,
 )
+from protocol.fast import BatchView, ReadingView, TelemetryDecoder
 from protocol.gbt30428 import CaseClass, case_class
 from protocol.models import (
     KIND_VALUES,
@@ -56,6 +57,7 @@ __all__ = [
     "TIME_END",
     "TIME_MIN",
     "TOPIC_ROOT",
+    "BatchView",
     "CaseClass",
     "Channel",
     "CommandAck",
@@ -64,6 +66,7 @@ __all__ = [
     "IngestState",
     "PayloadError",
     "Reading",
+    "ReadingView",
     "RejectReason",
     "ResendRequest",
     "SensorInfo",
@@ -72,6 +75,7 @@ __all__ = [
     "StationState",
     "StationTopic",
     "TelemetryBatch",
+    "TelemetryDecoder",
     "TopicError",
     "case_class",
     "decode_ack",

@@ -16,7 +16,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
-from protocol import Reading, kind_values
+from protocol import ReadingView, kind_values
 from rules.alerts import Alert, Evidence
 from rules.clock import ClockPolicy, Row, check_clock
 from rules.compiled import CompiledRule, compile_rule, compile_rules
@@ -177,7 +177,7 @@ class RuleEngine:
     def process(
         self,
         station_id: str,
-        readings: Iterable[Reading],
+        readings: Iterable[ReadingView],
         sent_at: datetime | None = None,
     ) -> list[Alert]:
         """One batch of a station; returns the transitions it caused (maybe none yet: readings

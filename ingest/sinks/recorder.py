@@ -31,7 +31,8 @@ from types import TracebackType
 from typing import BinaryIO, Final, Self
 
 from ingest.errors import PermanentSinkError, TransientSinkError
-from protocol import Channel, StationTopic, TelemetryBatch, encode
+from protocol import BatchView, Channel, StationTopic, encode
+from protocol.fast import as_model
 from recording.format import (
     Record,
     RecordingError,
@@ -141,9 +142,9 @@ class RecorderSink:
     def current_file(self) -> Path | None:
         return None if self._file is None else self._path
 
-    async def write_batch(self, batch: TelemetryBatch, received_at: datetime) -> None:
+    async def write_batch(self, batch: BatchView, received_at: datetime) -> None:
         topic = str(StationTopic(batch.station_id, Channel.TELEMETRY))
-        await self.write_message(topic, encode(batch), received_at)
+        await self.write_message(topic, encode(as_model(batch)), received_at)
 
     async def write_message(self, topic: str, payload: bytes, received_at: datetime) -> None:
         """Append one message (buffered: durable after the next ``flush``)."""

@@ -8,9 +8,12 @@ worker thread: the event loop only awaits it, and the library's level-9 gzip run
 
 Contract (the consumer acknowledges MQTT messages only after ``flush()`` returned):
 
-- ``write_batch`` buffers the batch and posts full chunks (or everything, once the oldest
-  buffered point waited ``flush_interval_s``). When it raises, the sink does not hold that
-  batch: the caller redelivers it. Batches buffered earlier stay buffered.
+- ``write_batch`` buffers the batch; full chunks (or everything, once the oldest buffered point
+  waited ``flush_interval_s``) are posted by a background task while ingest goes on handling
+  messages, so the event loop never waits for a round trip to the store, only for buffer room
+  (past ``max_buffered_points`` it flushes first). A background post that failed raises from
+  the next ``write_batch`` or ``flush``. When ``write_batch`` raises, the sink does not hold
+  that batch: the caller redelivers it. Batches buffered earlier stay buffered.
 - ``flush`` posts everything buffered; when it returns, the store has accepted it all.
 - 429, 5xx, timeouts and connection errors are retried with jittered exponential backoff,
   honouring ``Retry-After``; when the attempts are spent, ``TransientSinkError`` (nothing is
@@ -21,6 +24,7 @@ Contract (the consumer acknowledges MQTT messages only after ``flush()`` returne
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import math
@@ -41,7 +45,7 @@ from influxdb_client.rest import ApiException
 
 from ingest.errors import BatchKey, PermanentSinkError, TransientSinkError
 from ingest.sinks.lines import LineFormatter, batch_line
-from protocol import TelemetryBatch
+from protocol import BatchView
 from protocol.backoff import Backoff
 
 log = logging.getLogger(__name__)
@@ -71,6 +75,8 @@ class _Pending:
     key: BatchKey
     lines: list[str]
     since: float
+    serial: int = 0
+    """Its place in the order of ``write_batch`` calls (``flush`` sends up to a serial)."""
 
 
 @dataclass(slots=True)
@@ -112,6 +118,8 @@ class VictoriaSink:
         self._pending: deque[_Pending] = deque()
         self._points = 0
         self._sending = asyncio.Lock()
+        self._poster: asyncio.Task[None] | None = None
+        self._serial = 0
         self._lines = LineFormatter()
 
     @property
@@ -119,7 +127,8 @@ class VictoriaSink:
         """Points buffered and not yet accepted by the store."""
         return self._points
 
-    async def write_batch(self, batch: TelemetryBatch, received_at: datetime) -> None:
+    async def write_batch(self, batch: BatchView, received_at: datetime) -> None:
+        self._collect_poster()
         lines = self._lines.reading_lines(batch)
         lines.append(batch_line(batch, received_at))
         if self._points + len(lines) > self.max_buffered_points:
@@ -130,26 +139,50 @@ class VictoriaSink:
                 )
         entry = _Pending(BatchKey(batch.station_id, batch.boot_epoch, batch.seq), lines, 0.0)
         entry.since = self.monotonic()
+        self._serial += 1
+        entry.serial = self._serial
         self._pending.append(entry)
         self._points += len(lines)
-        try:
-            if self._points >= self.batch_points:
-                await self._send(everything=False)
-            if self._pending and self.monotonic() - self._pending[0].since >= self.flush_interval_s:
-                await self._send(everything=True)
-        except (TransientSinkError, PermanentSinkError):
-            self._release([entry])  # the caller redelivers this batch
-            raise
+        if self._points >= self.batch_points:
+            self._start_poster(everything=False)
+        elif self.monotonic() - self._pending[0].since >= self.flush_interval_s:
+            self._start_poster(everything=True)
+
+    async def idle(self) -> None:
+        """Wait until no background post runs (its failure, if any, is raised by the next
+        ``write_batch`` or ``flush``)."""
+        poster = self._poster
+        if poster is not None:
+            await asyncio.wait([poster])
+
+    def _start_poster(self, *, everything: bool) -> None:
+        if self._poster is None:
+            self._poster = asyncio.create_task(self._send(everything=everything))
+
+    def _collect_poster(self) -> None:
+        """Raise what the finished background post raised (once)."""
+        poster = self._poster
+        if poster is not None and poster.done():
+            self._poster = None
+            poster.result()
 
     async def flush(self) -> None:
-        """Post everything buffered; returns once the store accepted all of it."""
-        await self._send(everything=True)
+        """Post everything buffered when called; returns once the store accepted all of it.
+        (Batches written meanwhile may go with it, but are not waited for.)"""
+        upto = self._serial
+        poster, self._poster = self._poster, None
+        if poster is not None:
+            with contextlib.suppress(TransientSinkError):  # its chunk is still held: sent below
+                await poster
+        await self._send(everything=True, upto=upto)
 
     async def aclose(self) -> None:
         """Flush, then close the HTTP pool and the worker thread (also when the flush fails)."""
         try:
             await self.flush()
         finally:
+            if self._poster is not None:  # a flush cancelled while it waited for the poster
+                self._poster.cancel()
             if self._points:
                 log.warning("closing with %d points not accepted by the store", self._points)
             self._client.close()  # type: ignore[no-untyped-call]
@@ -166,9 +199,14 @@ class VictoriaSink:
     ) -> None:
         await self.aclose()
 
-    async def _send(self, *, everything: bool) -> None:
+    async def _send(self, *, everything: bool, upto: int | None = None) -> None:
+        """Post chunks while a full one is buffered (``everything``: while anything is, up to
+        serial ``upto`` when given)."""
         async with self._sending:
-            while self._pending and (everything or self._points >= self.batch_points):
+            while self._pending and (
+                (everything and (upto is None or self._pending[0].serial <= upto))
+                or self._points >= self.batch_points
+            ):
                 chunk = self._take_chunk()
                 lines = [line for entry in chunk for line in entry.lines]
                 try:

@@ -125,6 +125,11 @@ async def app_and_token(database_url: str, tmp_path: Path) -> tuple[FastAPI, str
     return app, tokens[Role.ADMIN]
 
 
+# Hypothesis warns when it renders a large generated request for its report (seen once in a
+# full run, on the SSE stream); a remark about the report, not a failure of the API.
+@pytest.mark.filterwarnings(
+    "ignore:Generating overly large repr:hypothesis.errors.HypothesisWarning"
+)
 def test_the_api_keeps_to_its_document(app_and_token: tuple[FastAPI, str]) -> None:
     app, token = app_and_token
     config = SchemathesisConfig.from_dict(

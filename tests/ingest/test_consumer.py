@@ -1,5 +1,6 @@
 """The consumer's unit of work on a real Mosquitto: messages are handled in groups of what has
-arrived (at most ``max_group``), and acknowledged only after their group's commit."""
+arrived (at most ``max_group``), and acknowledged only after their group's commit; the next
+groups are handled while a commit runs, at most two ahead of it."""
 
 from __future__ import annotations
 
@@ -40,9 +41,9 @@ class GroupedPipeline(IngestPipeline):
 
     groups: list[int]
 
-    async def handle_group(self, messages: Sequence[tuple[str, bytes]]) -> None:
+    async def handle_messages(self, messages: Sequence[tuple[str, bytes]]) -> None:
         self.groups.append(len(messages))
-        await super().handle_group(messages)
+        await super().handle_messages(messages)
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +153,26 @@ async def test_nothing_is_acknowledged_while_the_commit_waits(broker: MosquittoB
         assert 1 <= len(sink.batches) <= 20  # handled, and held by the stalled commit
         sink.gate.set()
         await _until(lambda: _acked(pipeline) == 20)
+
+
+async def test_groups_are_handled_while_a_commit_waits_at_most_two_ahead(
+    broker: MosquittoBroker,
+) -> None:
+    sink = GatedSink()
+    sink.gate.clear()
+    pipeline = _pipeline(sink)
+    station = f"ca-{uuid.uuid4().hex[:6]}"
+    async with _consuming(broker, pipeline, max_group=10):
+        await asyncio.to_thread(_publish, broker, station, 50)
+        # the first group commits (waiting), the second waits for its turn, the third waits
+        # for room: three groups handled, none acknowledged
+        await _until(lambda: len(pipeline.groups) == 3)
+        await asyncio.sleep(0.3)
+        assert (len(pipeline.groups), _acked(pipeline)) == (3, 0)
+        assert _sample(pipeline, "citysense_ingest_in_flight") == 50
+        sink.gate.set()
+        await _until(lambda: _acked(pipeline) == 50)
+    assert [b.seq for b in sink.batches] == list(range(50))
 
 
 async def test_a_lone_message_is_committed_and_acknowledged(broker: MosquittoBroker) -> None:

@@ -15,6 +15,8 @@ class Reply:
     status: int
     body: str = ""
     headers: dict[str, str] = field(default_factory=dict)
+    hold: threading.Event | None = None
+    """Answer only once this is set (a store that is slow to accept)."""
 
 
 @dataclass
@@ -42,6 +44,8 @@ def stub_store(*replies: Reply) -> Iterator[StubStore]:
                 store.paths.append(self.path)
                 store.encodings.append(self.headers.get("Content-Encoding"))
                 reply = script.pop(0) if script else Reply(204)
+            if reply.hold is not None:
+                reply.hold.wait(10)
             body = reply.body.encode()
             self.send_response(reply.status)
             for name, value in reply.headers.items():

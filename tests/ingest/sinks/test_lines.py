@@ -20,7 +20,7 @@ def test_one_line_per_reading_with_kind_tags_values_and_device_time() -> None:
     assert lines == [
         "cover,station=st-1,sensor=st-1.cover-01 tilt_deg=12.5,battery_v=3.6"
         f" {t0_ns + 1_500_000_000}",
-        f"pressure,station=st-1,sensor=st-1.p:7 pressure_mpa=1e-05 {t0_ns}",
+        f"pressure,station=st-1,sensor=st-1.p:7 pressure_mpa=0.00001 {t0_ns}",
     ]
 
 

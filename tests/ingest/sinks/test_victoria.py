@@ -3,6 +3,8 @@ against a scripted stub for the answers VictoriaMetrics does not give on demand 
 
 from __future__ import annotations
 
+import math
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -99,6 +101,26 @@ async def test_points_are_read_back_with_tags_fields_and_device_times(
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize(
+    "value", [1e-05, 1e-300, 1.7976931348623157e308, -0.0, -273.15, 3.0, 123456789.123, 0.1 + 0.2]
+)
+async def test_every_float_reads_back_as_itself(victoria: VictoriaMetrics, value: float) -> None:
+    """The fields are the values as msgspec writes them in JSON (``0.00001``, ``1e-300``).
+    VictoriaMetrics keeps a decimal mantissa of about 15 digits, so 0.1 + 0.2 reads back as 0.3
+    and subnormals such as 5e-324 as 0: equal to that precision is what it can promise."""
+    st = station()
+    reading = Reading(
+        sensor_id=f"{st}.p", kind=SensorKind.PRESSURE, ts=T0, values={"pressure_mpa": value}
+    )
+    async with sink(victoria.url) as vm:
+        await vm.write_batch(batch([reading], station_id=st), T0)
+        await vm.flush()
+    series = {s["metric"]["__name__"]: s for s in victoria.export(f'{{station="{st}"}}')}  # type: ignore[index]
+    (stored,) = series["pressure_pressure_mpa"]["values"]
+    assert math.isclose(float(stored), value, rel_tol=1e-14)
+
+
+@pytest.mark.integration
 async def test_a_resent_batch_is_stored_once(victoria: VictoriaMetrics) -> None:
     st = station()
     sent = readings_batch(st, 3)
@@ -156,9 +178,12 @@ async def test_unreachable_store_gives_transient_error_after_the_retries() -> No
 async def test_a_batch_whose_write_fails_is_not_held_by_the_sink() -> None:
     vm = sink(closed_url(), flush_interval_s=3600, batch_points=5)
     await vm.write_batch(readings_batch("st-1", 2, seq=0), T0)
-    with pytest.raises(TransientSinkError):
-        await vm.write_batch(readings_batch("st-1", 2, seq=1), T0)
-    assert vm.pending_points == 3  # the first batch is kept; the caller redelivers the second
+    await vm.write_batch(readings_batch("st-1", 2, seq=1), T0)  # a full chunk: posted behind
+    await vm.idle()
+    with pytest.raises(TransientSinkError):  # the failed post surfaces on the next call
+        await vm.write_batch(readings_batch("st-1", 2, seq=2), T0)
+    assert vm.pending_points == 6  # the first two are kept; the caller redelivers the third
+    assert vm.stats.transient_failures == 1
 
 
 async def test_a_full_buffer_refuses_new_batches_while_the_store_is_down() -> None:
@@ -240,12 +265,28 @@ async def test_chunks_are_whole_batches_gzipped_to_the_v2_write_path() -> None:
         vm = sink(store.url, batch_points=25, flush_interval_s=3600)
         for seq in range(5):
             await vm.write_batch(readings_batch("st-1", 10, seq=seq), T0)
+        await vm.idle()
         assert len(store.bodies) == 2  # two chunks of two batches (22 points) went out
         await vm.aclose()
     assert [body.count(b"\n") + 1 for body in store.bodies] == [22, 22, 11]
     assert all(path.startswith("/api/v2/write?") for path in store.paths)
     assert "precision=ns" in store.paths[0]
     assert store.encodings == ["gzip"] * 3
+
+
+async def test_full_chunks_are_posted_while_ingest_goes_on() -> None:
+    slow = threading.Event()
+    with stub_store(Reply(204, hold=slow)) as store:
+        vm = sink(store.url, batch_points=5, flush_interval_s=3600)
+        await vm.write_batch(readings_batch("st-1", 2, seq=0), T0)
+        await vm.write_batch(readings_batch("st-1", 2, seq=1), T0)  # a chunk: posted behind
+        await vm.write_batch(readings_batch("st-1", 2, seq=2), T0)  # not waiting for the store
+        assert vm.pending_points == 9
+        slow.set()
+        await vm.flush()
+        assert vm.pending_points == 0
+        await vm.aclose()
+    assert [body.count(b"\n") + 1 for body in store.bodies] == [3, 3, 3]
 
 
 async def test_the_flush_interval_posts_a_partial_chunk() -> None:
@@ -256,6 +297,7 @@ async def test_the_flush_interval_posts_a_partial_chunk() -> None:
         assert store.bodies == []
         now[0] = 1.5
         await vm.write_batch(readings_batch("st-1", 2, seq=1), T0)
+        await vm.idle()
         assert len(store.bodies) == 1
         assert vm.pending_points == 0
         await vm.aclose()
