@@ -273,17 +273,10 @@ class IngestPipeline:
         if self.dedup.seen(batch.station_id, batch.boot_epoch, batch.seq):
             self.metrics.duplicates.inc()
             return
-        owner = self.registry.owner
-        foreign = next(
-            (
-                r.sensor_id
-                for r in batch.readings
-                if owner(r.sensor_id) not in (None, batch.station_id)
-            ),
-            None,
-        )
+        foreign, unregistered = self.registry.screen(batch.station_id, batch.readings)
         if foreign is not None:  # a sensor another station's birth registered
-            detail = f"sensor {foreign} belongs to {owner(foreign)}, not {batch.station_id}"
+            owner = self.registry.owner(foreign)
+            detail = f"sensor {foreign} belongs to {owner}, not {batch.station_id}"
             await self._reject(topic, payload, PayloadError("foreign_sensor", detail), received_at)
             return
         await self._journal(topic, payload, received_at)
@@ -296,7 +289,6 @@ class IngestPipeline:
         self.registry.saw_batch(batch, received_at)
         self.metrics.batches.inc()
         self.metrics.readings.inc(len(batch.readings))
-        unregistered = sum(1 for r in batch.readings if self.registry.sensor(r.sensor_id) is None)
         if unregistered:
             self.metrics.unregistered.inc(unregistered)
         alerts = self.engine.process(batch.station_id, batch.readings, batch.sent_at)

@@ -11,7 +11,7 @@ released (``release``). The readings a station's outbox gave up come from the ga
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -156,6 +156,19 @@ class StationRegistry:
 
     def sensor(self, sensor_id: str) -> SensorInfo | None:
         return self._sensors.get(sensor_id)
+
+    def screen(self, station_id: str, readings: Sequence[ReadingView]) -> tuple[str | None, int]:
+        """One pass over a batch: the first sensor a birth gave to another station (None: no
+        such sensor), and how many readings are of sensors no birth registered."""
+        owner_of = self._owner.get
+        unregistered = 0
+        for reading in readings:
+            owner = owner_of(reading.sensor_id)
+            if owner is None:
+                unregistered += 1
+            elif owner != station_id:
+                return reading.sensor_id, unregistered
+        return None, unregistered
 
     def location(self, sensor_id: str) -> tuple[float, float] | None:
         sensor = self._sensors.get(sensor_id)

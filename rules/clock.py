@@ -63,14 +63,22 @@ def check_clock(
     policy: ClockPolicy,
     stats: EngineStats,
 ) -> ClockResult:
-    limit = policy.max_clock_error
-    reset = [row for row in rows if abs(row[0] - sent_at) > limit or row[0] < station.born]
-    good = [row for row in rows if not (abs(row[0] - sent_at) > limit or row[0] < station.born)]
+    limit, born = policy.max_clock_error, station.born
+
+    def is_reset(t: float) -> bool:
+        return abs(t - sent_at) > limit or t < born
+
+    times = [row[0] for row in rows]
+    newest = max(times)
+    if not (is_reset(min(times)) or is_reset(newest)):  # monotonic in t: then none is
+        good, reset = rows, []
+    else:
+        reset = [row for row in rows if is_reset(row[0])]
+        good = [row for row in rows if not is_reset(row[0])]
+        newest = max((row[0] for row in good), default=newest)
     correction = 0.0
     if good:
-        station.offsets = [*station.offsets, sent_at - max(row[0] for row in good)][
-            -OFFSET_BATCHES:
-        ]
+        station.offsets = [*station.offsets, sent_at - newest][-OFFSET_BATCHES:]
         offset = min(station.offsets)
         if offset < -policy.ahead_tolerance or (
             offset > policy.behind_tolerance and len(station.offsets) >= BEHIND_EVIDENCE
@@ -86,6 +94,8 @@ def check_clock(
         stats.clock_reset_flagged += len(reset)
         anchor = max(row[0] for row in reset)
         out.extend((sent_at - (anchor - t), s, k, v, ("clock_reset",)) for t, s, k, v in reset)
-    newest = max(row[0] for row in out)
+        newest = max(row[0] for row in out)
+    else:
+        newest += correction  # the newest of ``out``: adding is monotonic
     watermark = max(newest, sent_at) if sent_at - newest <= policy.live_within else newest
     return ClockResult(out, watermark)

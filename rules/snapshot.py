@@ -159,7 +159,9 @@ def _restore_into(engine: RuleEngine, document: dict[str, Any], known: set[str])
             clock=_float(s["clock"]),
             born=_float(s["born"]),
             offsets=[float(o) for o in s["offsets"]],
-            buffer=[(float(t), int(o), sid, k, v, tuple(f)) for t, o, sid, k, v, f in s["buffer"]],
+            buffer=sorted(  # the engine keeps buffers sorted; a hand-made snapshot may not be
+                (float(t), int(o), sid, k, v, tuple(f)) for t, o, sid, k, v, f in s["buffer"]
+            ),
             next_scan=_float(s["scan"]),
         )
     for sensor_id, s in document["sensors"].items():

@@ -76,6 +76,20 @@ def test_out_of_order_batches_within_the_allowed_lateness_are_put_back_in_order(
     assert swapped.engine.stats.late_skipped == 0
 
 
+def test_the_reorder_buffer_stays_sorted_whatever_order_batches_and_readings_come_in() -> None:
+    feed = Feed(HOLD_20, lateness=60)
+    feed.send(at(10, 1, "c1"), at(12, 1, "c2"), sent=12)
+    feed.send(at(31, 1, "c1"), at(30, 1, "c2"), sent=31)  # unsorted within the batch
+    feed.send(at(20, 1, "c1"), at(21, 1, "c2"), sent=31)  # overtaken by the one before
+    feed.send(at(40, 1, "c1"), at(40, 1, "c2"), sent=40)  # equal times: arrival order
+    buffer = feed.engine.stations["st-1"].buffer
+    assert [(t - T0.timestamp(), sensor) for t, _, sensor, *_ in buffer] == [
+        (10, "c1"), (12, "c2"), (20, "c1"), (21, "c2"),
+        (30, "c2"), (31, "c1"), (40, "c1"), (40, "c2"),
+    ]  # fmt: skip
+    assert buffer == sorted(buffer)
+
+
 def test_a_reading_later_than_the_lateness_is_counted_and_not_evaluated() -> None:
     feed = Feed(HOLD_20, lateness=2)
     feed.each(at(t, 1) for t in range(10))
