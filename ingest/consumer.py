@@ -111,6 +111,7 @@ class IngestConsumer:
         auth: MqttAuth | None = None,
     ) -> None:
         self.pipeline = pipeline
+        pipeline.defer_alerts = True  # handed on while the next messages are handled
         self.host, self.port, self.client_id = host, port, client_id
         self.auth = auth or MqttAuth()
         self.max_group = max_group

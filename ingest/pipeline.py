@@ -128,6 +128,12 @@ class IngestPipeline:
         self.shadow: Shadow | None = None
         """A candidate rule set evaluated beside the engine, opening nothing (``ingest.shadow``)."""
         self._committing = asyncio.Lock()
+        self.defer_alerts = False
+        """False: ``handle`` returns once its alerts are handed on. True (the consumer): they
+        are handed on by a task of their own, in order, while the next messages are handled,
+        and ``commit`` waits for them, so nothing is acknowledged before its cases are written
+        and a slow case store does not hold up decoding, storing and evaluating."""
+        self._delivering: asyncio.Task[None] | None = None
         self.evaluating = asyncio.Lock()
         """Held while a message is handled (checkpoints wait for it)."""
         self.engine.set_locator(self.registry.location, self.registry.district)
@@ -160,6 +166,7 @@ class IngestPipeline:
             return await self._commit()
 
     async def _commit(self) -> Any:
+        await self.alerts_handed_on()
         for sink in self.sinks:
             flush = getattr(sink, "flush", None)
             if flush is not None:
@@ -325,11 +332,41 @@ class IngestPipeline:
         """Evaluate what the reorder buffers still hold (end of a backtest, clean shutdown)."""
         async with self.evaluating:
             await self._deliver_all(self.engine.drain(), received_at or self.clock())
+        await self.alerts_handed_on()
+
+    async def alerts_handed_on(self) -> None:
+        """Wait until every alert so far is handed on (``defer_alerts``)."""
+        delivering = self._delivering
+        if delivering is not None:
+            await delivering
+            if self._delivering is delivering:
+                self._delivering = None
 
     async def _deliver_all(self, alerts: Sequence[Alert], received_at: datetime) -> None:
+        if not alerts:
+            return
         for alert in alerts:
             self.metrics.alerts.labels(alert.rule_id, alert.state).inc()
-            await self._deliver(alert, received_at)
+        if not self.defer_alerts:
+            for alert in alerts:
+                await self._deliver(alert, received_at)
+            return
+        before = self._delivering
+        self._delivering = asyncio.create_task(
+            self._deliver_after(before, list(alerts), received_at), name="ingest-alerts"
+        )
+
+    async def _deliver_after(
+        self, before: asyncio.Task[None] | None, alerts: list[Alert], received_at: datetime
+    ) -> None:
+        if before is not None:
+            await before
+        for alert in alerts:
+            try:
+                await self._deliver(alert, received_at)
+            except Exception:  # a bug (the dead-letter store's): keep going, counted
+                log.exception("alert %s on %s not handed on", alert.rule_id, alert.sensor_id)
+                self.metrics.rejected.labels("internal_error").inc()
 
     async def _deliver(self, alert: Alert, received_at: datetime) -> None:
         """Hand an alert on, retrying while the center is unavailable; an alert the center

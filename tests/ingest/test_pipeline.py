@@ -1,3 +1,4 @@
+import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,8 +11,8 @@ from ingest.dedup import Deduplicator
 from ingest.errors import PermanentSinkError
 from ingest.fakes import MemoryAlerts, MemoryDeadLetters, MemorySink
 from ingest.pipeline import IngestPipeline
-from protocol import Channel, StationTopic, TelemetryBatch, encode
-from rules import ClockPolicy, RuleEngine, parse_rules
+from protocol import Channel, SensorInfo, StationTopic, TelemetryBatch, encode
+from rules import Alert, ClockPolicy, RuleEngine, parse_rules
 from tests.factories import batch, birth, cover_info, tilt
 
 TELEMETRY = str(StationTopic("st-1", Channel.TELEMETRY))
@@ -271,3 +272,41 @@ async def test_sequence_gaps_are_on_metrics(pipeline: IngestPipeline) -> None:
         await fire_message(pipeline, TELEMETRY, encode(batch([tilt(seq, 1)], seq=seq)))
     text = pipeline.metrics.render().decode()
     assert 'citysense_ingest_gaps{station="st-1"} 2.0' in text
+
+
+class GatedAlerts(MemoryAlerts):
+    """A case store that writes only while the gate is open (a slow or stalled database)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def handle_alert(
+        self, alert: Alert, sensor: SensorInfo | None, detected_at: datetime
+    ) -> None:
+        await self.gate.wait()
+        await super().handle_alert(alert, sensor, detected_at)
+
+
+async def test_deferred_alerts_go_on_in_order_while_messages_are_handled_and_commit_waits() -> None:
+    alerts = GatedAlerts()
+    sink = MemorySink()
+    pipeline = IngestPipeline(
+        engine=quick_engine(),
+        alerts=alerts,
+        dead_letters=MemoryDeadLetters(),
+        sinks=[sink],
+        clock=lambda: datetime(2026, 7, 1, 8, 1, tzinfo=UTC),
+    )
+    pipeline.defer_alerts = True
+    for seq, second in enumerate([0, 4, 5, 9, 10, 14]):  # open, clear, open: three alerts
+        value = 70 if second in (0, 4, 10, 14) else 1
+        await pipeline.handle(TELEMETRY, encode(batch([tilt(second, value)], seq=seq)))
+    assert len(sink.batches) == 6  # handled and stored while the case store waits
+    assert alerts.alerts == []
+    commit = asyncio.create_task(pipeline.commit())
+    await asyncio.sleep(0.05)
+    assert not commit.done()  # nothing may be acknowledged before its cases are written
+    alerts.gate.set()
+    await commit
+    assert [a.state for a, _ in alerts.alerts] == ["open", "cleared", "open"]
