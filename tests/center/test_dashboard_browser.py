@@ -82,6 +82,23 @@ def _expected(message: Any, signed_in: bool) -> bool:
     )
 
 
+def _settled_history(page: Any, within_s: float = 5.0) -> list[list[str]]:
+    """The case view's history rows as cells, once every row is a whole history row: the
+    view re-renders the table when the stream says the case changed, and a read in between
+    sees its placeholder row."""
+    deadline = time.monotonic() + within_s
+    while True:
+        rows = [
+            [cell.strip() for cell in row_text.split("\t")]
+            for row_text in page.locator("#history-rows tr").all_inner_texts()
+        ]
+        if len(rows) >= 5 and all(len(row) >= 5 for row in rows):
+            return rows
+        if time.monotonic() > deadline:
+            raise AssertionError(f"history rows not settled: {rows}")
+        time.sleep(0.05)
+
+
 def test_an_operator_sees_a_case_arrive_live_and_moves_it_through_the_case_view(
     node: Node,
 ) -> None:
@@ -151,10 +168,7 @@ def test_an_operator_sees_a_case_arrive_live_and_moves_it_through_the_case_view(
             page.click("#action-buttons [data-action=verify]")
             page.wait_for_selector("#action-buttons [data-action=close]")
             page.wait_for_selector("#history-rows tr >> nth=4")
-            history = [
-                [cell.strip() for cell in row_text.split("\t")]
-                for row_text in page.locator("#history-rows tr").all_inner_texts()
-            ]
+            history = _settled_history(page)
             assert [(h[1], h[2]) for h in history[3:]] == [
                 (OPERATOR, "Handle"),
                 (OPERATOR, "Report done (verify)"),
