@@ -32,6 +32,7 @@ from protocol.models import (
     BOOT_EPOCH_END,
     MAX_READINGS_PER_BATCH,
     PRIMARY_VALUE,
+    SENSOR_ID_PATTERN,
     SEQ_MAX,
     TIME_END,
     TIME_MIN,
@@ -41,15 +42,14 @@ from protocol.models import (
 )
 from protocol.topics import StationTopic
 
-_SENSOR_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
-"""``protocol.models.SensorId`` (anchored by ``fullmatch``)."""
+_SENSOR_ID: Final = re.compile(SENSOR_ID_PATTERN)
+"""The models' pattern, used with ``fullmatch`` (so ``$`` cannot stop before a newline)."""
 _TOO_PRECISE: Final = re.compile(rb":\d\d\.\d{7}")
 """Seconds with more than six fractional digits (or a value that looks like them): the
 models' reading of the time is the one that counts. Starts with a literal, so ``re`` scans
 for it at ~6 M readings/s."""
 _INT64_MAX: Final = min(SEQ_MAX, 2**63 - 1)
 """msgspec bounds an integer within int64."""
-_PRIMARY: Final = {kind: PRIMARY_VALUE[kind] for kind in SensorKind}
 _NAMES: Final = {kind: kind_values(kind) for kind in SensorKind}
 
 WireTime = Annotated[datetime, msgspec.Meta(tz=True)]
@@ -163,7 +163,7 @@ class TelemetryDecoder:
             return None
         if not self.known.all_valid(station_id, batch.readings):
             return None
-        names, primary = _NAMES, _PRIMARY
+        names, primary = _NAMES, PRIMARY_VALUE
         for reading in batch.readings:
             values, kind = reading.values, reading.kind
             if not (

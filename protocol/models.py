@@ -44,7 +44,8 @@ TIME_FIELDS: Final = frozenset({"ts", "sent_at", "boot_epoch"})
 
 # Patterns are anchored with ``^…$``: pydantic checks them with Rust's regex, where ``$`` is the
 # end of the text (no trailing newline slips through), and JSON Schema reads them the same way.
-SensorId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
+SENSOR_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+SensorId = Annotated[str, Field(pattern=SENSOR_ID_PATTERN)]
 StationId = Annotated[str, Field(pattern=STATION_ID_PATTERN)]
 ValueName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]

@@ -14,7 +14,8 @@ Contract (the consumer acknowledges MQTT messages only after ``flush()`` returne
   (past ``max_buffered_points`` it flushes first). A background post that failed raises from
   the next ``write_batch`` or ``flush``. When ``write_batch`` raises, the sink does not hold
   that batch: the caller redelivers it. Batches buffered earlier stay buffered.
-- ``flush`` posts everything buffered; when it returns, the store has accepted it all.
+- ``flush`` posts everything buffered when it was called (not what is written meanwhile); when
+  it returns, the store has accepted it all.
 - 429, 5xx, timeouts and connection errors are retried with jittered exponential backoff,
   honouring ``Retry-After``; when the attempts are spent, ``TransientSinkError`` (nothing is
   dropped: the next ``flush`` tries again). Any other 4xx is ``PermanentSinkError`` naming the
@@ -24,7 +25,6 @@ Contract (the consumer acknowledges MQTT messages only after ``flush()`` returne
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import logging
 import math
@@ -75,7 +75,7 @@ class _Pending:
     key: BatchKey
     lines: list[str]
     since: float
-    serial: int = 0
+    serial: int
     """Its place in the order of ``write_batch`` calls (``flush`` sends up to a serial)."""
 
 
@@ -137,11 +137,9 @@ class VictoriaSink:
                 raise TransientSinkError(
                     SINK, f"buffer full ({self._points} points) while the store catches up"
                 )
-        entry = _Pending(BatchKey(batch.station_id, batch.boot_epoch, batch.seq), lines, 0.0)
-        entry.since = self.monotonic()
         self._serial += 1
-        entry.serial = self._serial
-        self._pending.append(entry)
+        key = BatchKey(batch.station_id, batch.boot_epoch, batch.seq)
+        self._pending.append(_Pending(key, lines, self.monotonic(), self._serial))
         self._points += len(lines)
         if self._points >= self.batch_points:
             self._start_poster(everything=False)
@@ -159,29 +157,34 @@ class VictoriaSink:
         if self._poster is None:
             self._poster = asyncio.create_task(self._send(everything=everything))
 
-    def _collect_poster(self) -> None:
-        """Raise what the finished background post raised (once)."""
+    def _collect_poster(self, *, transient_ok: bool = False) -> None:
+        """Raise what the finished background post raised (once); ``transient_ok``: not a
+        transient failure, whose chunk is still held and goes with the caller's send."""
         poster = self._poster
         if poster is not None and poster.done():
             self._poster = None
-            poster.result()
+            try:
+                poster.result()
+            except TransientSinkError:
+                if not transient_ok:
+                    raise
 
     async def flush(self) -> None:
         """Post everything buffered when called; returns once the store accepted all of it.
-        (Batches written meanwhile may go with it, but are not waited for.)"""
+        It takes turns with the background post chunk by chunk and does not wait for what is
+        written meanwhile (ingest goes on handling the next group while a commit flushes)."""
         upto = self._serial
-        poster, self._poster = self._poster, None
-        if poster is not None:
-            with contextlib.suppress(TransientSinkError):  # its chunk is still held: sent below
-                await poster
+        self._collect_poster(transient_ok=True)
         await self._send(everything=True, upto=upto)
+        self._collect_poster(transient_ok=True)  # a refusal of some of these batches
 
     async def aclose(self) -> None:
         """Flush, then close the HTTP pool and the worker thread (also when the flush fails)."""
         try:
+            await self.idle()
             await self.flush()
         finally:
-            if self._poster is not None:  # a flush cancelled while it waited for the poster
+            if self._poster is not None and not self._poster.done():  # cancelled meanwhile
                 self._poster.cancel()
             if self._points:
                 log.warning("closing with %d points not accepted by the store", self._points)
@@ -200,13 +203,13 @@ class VictoriaSink:
         await self.aclose()
 
     async def _send(self, *, everything: bool, upto: int | None = None) -> None:
-        """Post chunks while a full one is buffered (``everything``: while anything is, up to
-        serial ``upto`` when given)."""
-        async with self._sending:
-            while self._pending and (
-                (everything and (upto is None or self._pending[0].serial <= upto))
-                or self._points >= self.batch_points
-            ):
+        """Post chunks while a full one is buffered (``everything``: while anything is), up to
+        serial ``upto`` when given. One chunk at a time under the lock, so a flush and the
+        background post take turns, front to back."""
+        while self._due(everything, upto):  # checked before queueing for the lock, too
+            async with self._sending:
+                if not self._due(everything, upto):
+                    return
                 chunk = self._take_chunk()
                 lines = [line for entry in chunk for line in entry.lines]
                 try:
@@ -222,6 +225,12 @@ class VictoriaSink:
                 self._release(chunk)
                 self.stats.points_written += len(lines)
                 self.stats.chunks_written += 1
+
+    def _due(self, everything: bool, upto: int | None) -> bool:
+        pending = self._pending
+        if not pending or (upto is not None and pending[0].serial > upto):
+            return False
+        return everything or self._points >= self.batch_points
 
     def _take_chunk(self) -> list[_Pending]:
         """Whole batches from the front, about ``batch_points`` points (at least one batch)."""

@@ -3,6 +3,7 @@ against a scripted stub for the answers VictoriaMetrics does not give on demand 
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import uuid
@@ -287,6 +288,24 @@ async def test_full_chunks_are_posted_while_ingest_goes_on() -> None:
         assert vm.pending_points == 0
         await vm.aclose()
     assert [body.count(b"\n") + 1 for body in store.bodies] == [3, 3, 3]
+
+
+async def test_a_flush_sends_what_was_buffered_when_called_not_what_comes_meanwhile() -> None:
+    first, later = threading.Event(), threading.Event()
+    with stub_store(Reply(204, hold=first), Reply(204), Reply(204, hold=later)) as store:
+        vm = sink(store.url, batch_points=5, flush_interval_s=3600)
+        await vm.write_batch(readings_batch("st-1", 2, seq=0), T0)
+        await vm.write_batch(readings_batch("st-1", 2, seq=1), T0)  # a chunk: posted behind
+        flushing = asyncio.create_task(vm.flush())  # for seqs 0 and 1
+        await asyncio.sleep(0.05)
+        for seq in (2, 3):  # handled meanwhile: full chunks for the background post
+            await vm.write_batch(readings_batch("st-1", 2, seq=seq), T0)
+        first.set()
+        await asyncio.wait_for(flushing, 5)  # while the store still holds seq 2's post
+        assert vm.pending_points == 6
+        later.set()
+        await vm.aclose()
+    assert [body.count(b"\n") + 1 for body in store.bodies] == [3, 3, 3, 3]
 
 
 async def test_the_flush_interval_posts_a_partial_chunk() -> None:
