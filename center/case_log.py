@@ -1,6 +1,8 @@
 """What a change writes beside the case, in the same transaction: its audit trail entries
-(``case_transitions``), its events (``case_events``) and its acknowledgement deadline (armed
-as an urgent or critical case enters ``dispatch``, disarmed as it leaves: ``center.escalation``)."""
+(``case_transitions``), its events (``case_events``), who acknowledged it, and its
+acknowledgement deadline (``center.escalation``): armed as the system registers a live urgent
+or critical case (for an operator to acknowledge) and as such a case enters ``dispatch`` (for
+its crew to take it on), disarmed by the acknowledgement and as the case leaves the step."""
 
 from __future__ import annotations
 
@@ -14,6 +16,9 @@ from center.db import CaseEventRow, CaseRow, CaseTransitionRow
 from center.escalation import EscalationPolicy
 from center.lifecycle import Action, Step
 from center.schemas import CaseEvent, CaseEventType, CaseOut, EscalationOut, TransitionOut
+
+AWAITING = frozenset({Step.REGISTER, Step.DISPATCH})
+"""The steps at which an acknowledgement deadline may run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,25 +87,44 @@ class CaseLog:
         entry = await self._audit(row, lifecycle.DISCOVERED, lifecycle.SYSTEM, note, None)
         await self.event("opened", row, entry)
 
-    async def move(self, row: CaseRow, action: Action, actor: str, note: str) -> None:
+    async def move(
+        self, row: CaseRow, action: Action, actor: str, note: str, *, live: bool = True
+    ) -> None:
         """Apply ``action`` to the case (refused by the lifecycle with the reason, or done:
-        the step, its audit entry and a ``transition`` event)."""
+        the step, its audit entry and a ``transition`` event). ``live``: the system acts on an
+        alert that arrived in time (an acknowledgement deadline runs only for those)."""
         source = Step(row.step)
-        target = lifecycle.apply(source, action, note=note, sensor_active=row.status == "open")
+        target = lifecycle.apply(
+            source,
+            action,
+            note=note,
+            sensor_active=row.status == "open",
+            acknowledged=row.acknowledged_at is not None,
+        )
         row.step = target.value
         row.updated_at = self._at
-        if target is Step.DISPATCH:  # a new owner: the deadline to take it on starts now
-            row.ack_due_at = self._escalation.due_on_dispatch(row.severity, self._at)
-            row.escalations = 0
-        elif source is Step.DISPATCH:  # taken on (handle): acknowledged
+        person = actor != lifecycle.SYSTEM
+        if action is Action.REOPEN and not person:  # a new occurrence: to acknowledge again
+            row.acknowledged_at = row.acknowledged_by = None
+        if person and row.acknowledged_at is None:
+            row.acknowledged_at, row.acknowledged_by = self._at, actor
+        # Deadlines: a new owner must take it on, the center acknowledge what the system put
+        # on its board; acknowledged or moved on, the wait is over.
+        if target is Step.DISPATCH or (target is Step.REGISTER and not person and live):
+            self._arm(row)
+        elif action is Action.ACKNOWLEDGE or target is not source:
             row.ack_due_at = None
         entry = await self._audit(row, action.value, actor, note, source)
         await self.event("transition", row, entry)
 
+    def _arm(self, row: CaseRow) -> None:
+        row.ack_due_at = self._escalation.due(row.severity, self._at)
+        row.escalations = 0
+
     async def escalate(self, row: CaseRow) -> None:
         """Escalate a case whose acknowledgement deadline passed: priority one up, the next
         deadline further away (or none after the last), an ``escalated`` event."""
-        if row.ack_due_at is None or Step(row.step) is not Step.DISPATCH:
+        if row.ack_due_at is None or Step(row.step) not in AWAITING:
             raise ValueError(f"case {row.id} has no acknowledgement deadline running")
         step = self._escalation.escalate(
             row.severity, row.priority, row.escalations, row.ack_due_at, self._at

@@ -118,7 +118,11 @@ class CaseRow(Base):
     ended_before_seen: Mapped[bool] = mapped_column(Boolean, default=False)
     priority: Mapped[int] = mapped_column(Integer, default=1)
     ack_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    """A dispatched urgent or critical case must be taken on by then (``center.escalation``)."""
+    """An urgent or critical case must be acknowledged (at register) or taken on (at dispatch)
+    by then (``center.escalation``)."""
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """When a person first acted on it (``acknowledge`` or a move) since it last (re)opened."""
+    acknowledged_by: Mapped[str | None] = mapped_column(String(64))
     escalations: Mapped[int] = mapped_column(Integer, default=0)
     rules_version: Mapped[int | None] = mapped_column(Integer)
     """The version of the rule set that opened it (``GET /api/v1/rules`` has its text)."""

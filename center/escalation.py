@@ -1,19 +1,21 @@
-"""Acknowledgement deadlines: an urgent or critical case dispatched and not taken on in time is
-escalated, again and again at growing intervals, a bounded number of times.
+"""Acknowledgement deadlines: an urgent or critical case nobody acknowledged in time, or
+dispatched and not taken on in time, is escalated, again and again at growing intervals, a
+bounded number of times.
 
-**Acknowledged** means a person moved the case on from ``dispatch``. From ``dispatch`` the
-lifecycle allows one action, ``handle`` (问题处置: the owner takes it on, 签收), so taking the case
-on *is* the acknowledgement; the system itself never moves a case out of ``dispatch``. No
-``acknowledge`` action was added: it would be a move from ``dispatch`` to ``dispatch``, which the
-lifecycle's table (one action per target step, ``center.lifecycle``) has no room for, and which
-would say less than ``handle`` does.
+Two waits are timed, both by this policy (``center.case_log`` arms and disarms them):
 
-The deadline is armed whenever an urgent or critical case enters ``dispatch`` (the system's
-dispatch as it opens or re-opens live, or a person's ``redispatch`` to another owner) and
-disarmed when it leaves. Missed, the case is escalated: an ``escalated`` case event (so the
-dashboard, the live stream, webhooks and MQTT all see it again), its ``priority`` one level up,
-and the next deadline ``factor`` times further away, measured from the escalation. After
-``max_escalations`` the case is left at its raised priority (nobody is re-notified forever).
+- **The center's**: the system registers a live urgent or critical case as it opens (or
+  re-opens it when its condition comes back) and puts it on the urgent center's board. The
+  deadline runs until an operator acknowledges it (``acknowledge``, 接警确认, or any move such
+  as ``dispatch`` or ``dismiss``).
+- **The owner's**: whenever such a case enters ``dispatch`` (an operator's dispatch, or a
+  ``redispatch`` to another owner) the deadline runs again until the owner takes it on
+  (``handle``, 签收) or it leaves ``dispatch``.
+
+Missed, the case is escalated: an ``escalated`` case event (so the dashboard, the live stream,
+webhooks and MQTT all see it again), its ``priority`` one level up, and the next deadline
+``factor`` times further away, measured from the escalation. After ``max_escalations`` the case
+is left at its raised priority (nobody is re-notified forever).
 
 Priority is a number, 1 (lowest) to ``MAX_PRIORITY``; a case starts at its severity's level
 (``initial_priority``) and is never lowered by the system.
@@ -48,7 +50,7 @@ def _default_deadlines() -> dict[str, timedelta]:
 
 @dataclass(frozen=True, slots=True)
 class Escalation:
-    """One escalation: the ``level``-th of this dispatch, the deadline that passed, the
+    """One escalation: the ``level``-th of this wait, the deadline that passed, the
     priority before and after, and when the next one is due (``None`` after the last)."""
 
     level: int
@@ -60,9 +62,9 @@ class Escalation:
 
 @dataclass(frozen=True, slots=True)
 class EscalationPolicy:
-    """``deadlines``: how long a dispatched case of each severity may wait to be taken on
+    """``deadlines``: how long a case of each severity may wait to be acknowledged or taken on
     (severities without one are never escalated); ``factor``: each later deadline is this many
-    times the one before; ``max_escalations``: per dispatch."""
+    times the one before; ``max_escalations``: per wait."""
 
     deadlines: Mapping[str, timedelta] = field(default_factory=_default_deadlines)
     factor: float = 2.0
@@ -76,19 +78,20 @@ class EscalationPolicy:
         if self.max_escalations < 0:
             raise ValueError(f"max_escalations {self.max_escalations} must be >= 0")
 
-    def due_on_dispatch(self, severity: str, dispatched_at: datetime) -> datetime | None:
-        """When a case dispatched at ``dispatched_at`` must have been taken on; ``None`` when
-        its severity has no deadline (or escalation is off)."""
+    def due(self, severity: str, since: datetime) -> datetime | None:
+        """When a case that started waiting (registered by the system, or dispatched) at
+        ``since`` must have been acknowledged or taken on; ``None`` when its severity has no
+        deadline (or escalation is off)."""
         deadline = self.deadlines.get(severity)
         if deadline is None or self.max_escalations == 0:
             return None
-        return dispatched_at + deadline
+        return since + deadline
 
     def escalate(
         self, severity: str, priority: int, escalations: int, due_at: datetime, now: datetime
     ) -> Escalation:
         """The escalation of a case whose deadline ``due_at`` passed (``now >= due_at``) after
-        ``escalations`` earlier escalations of this dispatch."""
+        ``escalations`` earlier escalations of this wait."""
         if now < due_at:
             raise ValueError(f"not due: {now.isoformat()} is before {due_at.isoformat()}")
         level = escalations + 1

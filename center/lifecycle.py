@@ -16,10 +16,16 @@ cleared and that is not closed is *recovered, awaiting on-site verification*
 that comes back (a flapping re-trigger) re-opens a closed case (``retrigger_actions``): a hazard
 nobody watches is worse than a case re-opened once too often.
 
-Urgent and critical cases that arrive live are registered and dispatched to the urgent center
-by the system as they open (``opening_actions``); the others wait at discover for an operator.
-A case the center learned of late (a backlog after an outage, ``detected_late``) is recorded
-and marked, not dispatched automatically: an operator checks it first.
+Urgent and critical cases that arrive live are registered by the system as they open
+(``opening_actions``) and go straight to the urgent center (its board, sound and notification,
+webhooks, MQTT); the others wait at discover for an operator. There an operator acknowledges
+the case (``acknowledge``, 接警确认: it is seen and someone owns it; the step stays at
+register) and dispatches it (``dispatch``, 任务派遣) to the crew or department that handles it.
+Acknowledging is the one action that does not move the step, and it is allowed once per
+occurrence: a case is acknowledged by its first person's action (``acknowledge`` or any move),
+and a re-opened case must be acknowledged again. A case the center learned of late (a backlog
+after an outage, ``detected_late``) is recorded and marked, not registered automatically: an
+operator checks it first.
 
 Pure: no I/O, no clock reads; times are passed in.
 """
@@ -49,9 +55,10 @@ class Step(StrEnum):
 
 
 class Action(StrEnum):
-    """What a person (or the system) does to move a case."""
+    """What a person (or the system) does to a case: a move, or `acknowledge` (to own it)."""
 
     REGISTER = "register"
+    ACKNOWLEDGE = "acknowledge"
     DISMISS = "dismiss"
     DISPATCH = "dispatch"
     HANDLE = "handle"
@@ -97,7 +104,18 @@ TRANSITIONS: Final[tuple[Transition, ...]] = (
         "不予立案 / 作废: not a case (a false alarm, a duplicate); closes it, with the reason",
         note=True,
     ),
-    _t(Action.DISPATCH, [Step.REGISTER], Step.DISPATCH, "任务派遣: send it to its owner"),
+    _t(
+        Action.ACKNOWLEDGE,
+        [Step.REGISTER],
+        Step.REGISTER,
+        "接警确认: an operator has seen it and owns it (stops its escalation; the step stays)",
+    ),
+    _t(
+        Action.DISPATCH,
+        [Step.REGISTER],
+        Step.DISPATCH,
+        "任务派遣: send it to the crew or department that handles it (the note says which)",
+    ),
     _t(Action.HANDLE, [Step.DISPATCH], Step.HANDLE, "问题处置: the owner takes it on"),
     _t(
         Action.REDISPATCH,
@@ -128,22 +146,30 @@ TRANSITIONS: Final[tuple[Transition, ...]] = (
 BY_ACTION: Final[dict[Action, Transition]] = {t.action: t for t in TRANSITIONS}
 
 
-def allowed_actions(step: Step) -> tuple[Action, ...]:
-    """The actions allowed from ``step``, in table order."""
-    return tuple(t.action for t in TRANSITIONS if step in t.sources)
+def allowed_actions(step: Step, *, acknowledged: bool = False) -> tuple[Action, ...]:
+    """The actions allowed from ``step``, in table order (``acknowledge`` only while the case
+    is not ``acknowledged``)."""
+    return tuple(
+        t.action
+        for t in TRANSITIONS
+        if step in t.sources and not (acknowledged and t.action is Action.ACKNOWLEDGE)
+    )
 
 
-def _refuse(reason: str, step: Step, action: str | None) -> TransitionRefusedError:
-    allowed = allowed_actions(step)
+def _refuse(
+    reason: str, step: Step, action: str | None, *, acknowledged: bool = False
+) -> TransitionRefusedError:
+    allowed = allowed_actions(step, acknowledged=acknowledged)
     return TransitionRefusedError(
         reason, step=step.value, action=action, allowed=[a.value for a in allowed]
     )
 
 
 def action_to(step: Step, target: Step) -> Action:
-    """The action that leads from ``step`` to ``target``; refused when none does."""
+    """The action that leads from ``step`` to ``target``; refused when none does (a step is
+    never its own target: ``acknowledge`` is asked for by name)."""
     for transition in TRANSITIONS:
-        if step in transition.sources and transition.target is target:
+        if step in transition.sources and transition.target is target is not step:
             return transition.action
     if step is target:
         reason = f"the case is already at {step}"
@@ -153,24 +179,35 @@ def action_to(step: Step, target: Step) -> Action:
     raise _refuse(reason, step, None)
 
 
-def apply(step: Step, action: Action, *, note: str = "", sensor_active: bool = False) -> Step:
+def apply(
+    step: Step,
+    action: Action,
+    *,
+    note: str = "",
+    sensor_active: bool = False,
+    acknowledged: bool = False,
+) -> Step:
     """The step ``action`` leads to from ``step``.
 
     ``sensor_active``: the case's sensor still reports the condition. Closing such a case needs
     a note saying why (a faulty sensor, a hazard made safe but the sensor not reset): the sensor
     and the people on site disagree, and the record must say who was right.
+    ``acknowledged``: someone already acknowledged the case (``acknowledge`` is refused then).
     """
     transition = BY_ACTION[action]
+    ack = {"acknowledged": acknowledged}
     if step not in transition.sources:
         froms = " or ".join(s for s in Step if s in transition.sources)
-        allowed = ", ".join(allowed_actions(step)) or "none"
+        allowed = ", ".join(allowed_actions(step, **ack)) or "none"
         reason = f"{action} needs the case at {froms}, it is at {step} (allowed: {allowed})"
-        raise _refuse(reason, step, action.value)
+        raise _refuse(reason, step, action.value, **ack)
+    if action is Action.ACKNOWLEDGE and acknowledged:
+        raise _refuse("the case is already acknowledged", step, action.value, **ack)
     if transition.needs_note and not note.strip():
-        raise _refuse(f"{action} needs a note saying why", step, action.value)
+        raise _refuse(f"{action} needs a note saying why", step, action.value, **ack)
     if action is Action.CLOSE and sensor_active and not note.strip():
         reason = "the sensor still reports the condition: closing needs a note saying why"
-        raise _refuse(reason, step, action.value)
+        raise _refuse(reason, step, action.value, **ack)
     return transition.target
 
 
@@ -190,26 +227,33 @@ def detected_late(event_time: datetime, detected_at: datetime, late_after: timed
     return detected_at - event_time > late_after
 
 
+def awaits_acknowledgement(severity: str, late: bool) -> bool:
+    """An urgent or critical case that arrived live: registered by the system, it waits for an
+    operator to acknowledge it, against a deadline (``center.escalation``)."""
+    return severity in EMERGENCY and not late
+
+
 def opening_actions(severity: str, late: bool) -> tuple[Action, ...]:
     """What the system does to a case as it opens: urgent and critical cases that arrive live
-    are registered and dispatched to the urgent center; the rest wait for an operator."""
-    if severity in EMERGENCY and not late:
-        return (Action.REGISTER, Action.DISPATCH)
+    are registered, straight onto the urgent center's board, for an operator to acknowledge
+    and dispatch; the rest wait at discover for an operator."""
+    if awaits_acknowledgement(severity, late):
+        return (Action.REGISTER,)
     return ()
 
 
-def retrigger_actions(step: Step, severity: str, late: bool) -> tuple[Action, ...]:
+def retrigger_actions(step: Step) -> tuple[Action, ...]:
     """What the system does when a case's condition comes back (flapping): a closed case is
-    re-opened (and dispatched again like a new one); an open one stays where the people are."""
+    re-opened (to register, where it waits to be acknowledged again like a new one); an open
+    one stays where the people are. Whether an acknowledgement deadline runs is
+    ``awaits_acknowledgement``'s to say, as for a new case."""
     if step not in CLOSED_STEPS:
         return ()
-    if severity in EMERGENCY and not late:
-        return (Action.REOPEN, Action.DISPATCH)
     return (Action.REOPEN,)
 
 
 SYSTEM_NOTES: Final[dict[Action, str]] = {
-    Action.REGISTER: "registered automatically: an emergency reported live by a sensor",
-    Action.DISPATCH: "dispatched automatically to the urgent coordination center",
+    Action.REGISTER: "registered automatically: an emergency reported live by a sensor, on the"
+    " urgent coordination center's board",
     Action.REOPEN: "re-opened automatically: the sensor reports the condition again",
 }

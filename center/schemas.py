@@ -104,11 +104,22 @@ class CaseOut(BaseModel):
     )
     ack_due_at: AwareDatetime | None = Field(
         default=None,
-        description="A dispatched urgent or critical case must be taken on (`handle`) by then,"
-        " or it is escalated; null when no deadline runs.",
+        description="An urgent or critical case must be acknowledged (at register:"
+        " `acknowledge` or a move) or, once dispatched, taken on (`handle`) by then, or it is"
+        " escalated; null when no deadline runs.",
+    )
+    acknowledged_at: AwareDatetime | None = Field(
+        default=None,
+        description="When a person first acted on it (`acknowledge`, 接警确认, or a move) since"
+        " it last opened; null while nobody has (a re-opened case is acknowledged again).",
+    )
+    acknowledged_by: str | None = Field(
+        default=None, description="Who acknowledged it (the user's name); null while nobody has."
     )
     escalations: int = Field(
-        default=0, ge=0, description="Escalations since it was last dispatched."
+        default=0,
+        ge=0,
+        description="Escalations of its current wait (to be acknowledged, or taken on).",
     )
 
     @model_validator(mode="before")
@@ -132,7 +143,9 @@ class CaseOut(BaseModel):
     )
     @property
     def next_actions(self) -> list[Action]:
-        return list(lifecycle.allowed_actions(self.step))
+        return list(
+            lifecycle.allowed_actions(self.step, acknowledged=self.acknowledged_at is not None)
+        )
 
 
 class CasePage(BaseModel):

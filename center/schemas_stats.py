@@ -48,7 +48,10 @@ class Duration(BaseModel):
 
 
 class Durations(BaseModel):
-    acknowledge: Duration = Field(description="To `register` (受理立案).")
+    acknowledge: Duration = Field(
+        description="To a person's first action on it (`acknowledge`, 接警确认, or a move; the"
+        " system's own registration does not count)."
+    )
     dispatch: Duration = Field(description="To `dispatch` (任务派遣).")
     handle: Duration = Field(description="To `handle` (问题处置: the owner took it on).")
     close: Duration = Field(description="To `close` (结案, verified on site; not `dismiss`).")

@@ -1,5 +1,6 @@
 """The evaluate step's numbers over a window of arrival (``detected_at``): counts grouped in SQL,
-and the time cases took to reach register / dispatch / handle / close from the audit trail.
+and the time cases took to be acknowledged (a person's first action) and to reach dispatch /
+handle / close, from the audit trail.
 
 Counts are ``GROUP BY`` queries: no case row is loaded. The durations are one row per case
 (the first audit entry of the action, ``min(at)`` grouped by case) and their percentiles are
@@ -21,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from center.case_query import time_window
 from center.db import CaseRow, CaseTransitionRow
 from center.errors import CenterError
-from center.lifecycle import CLOSED_STEPS, Action, Step
+from center.lifecycle import CLOSED_STEPS, SYSTEM, Action, Step
 from center.schemas_stats import (
     CaseStatsOut,
     Category,
@@ -35,8 +36,8 @@ from center.schemas_stats import (
 
 MAX_CASES = 100_000
 """The most cases a window may hold: their durations are loaded to take percentiles."""
-TIMED = {
-    "acknowledge": Action.REGISTER,
+TIMED: dict[str, Action | None] = {
+    "acknowledge": None,  # a person's first entry, whatever it did (lifecycle: acknowledged)
     "dispatch": Action.DISPATCH,
     "handle": Action.HANDLE,
     "close": Action.CLOSE,
@@ -167,11 +168,17 @@ class StatsQuery:
             for category, code, name, major, n, done in await self._rows(statement)
         ]
 
-    async def _duration(self, action: Action) -> Duration:
+    async def _duration(self, action: Action | None) -> Duration:
+        """From arrival to the first audit entry of ``action`` (``None``: a person's first)."""
+        entry = (
+            CaseTransitionRow.actor != SYSTEM
+            if action is None
+            else CaseTransitionRow.action == action.value
+        )
         statement = (
             select(CaseRow.detected_at, func.min(CaseTransitionRow.at))
             .join(CaseTransitionRow, CaseTransitionRow.case_id == CaseRow.id)
-            .where(CaseTransitionRow.action == action.value, *self._window)
+            .where(entry, *self._window)
             .group_by(CaseRow.id, CaseRow.detected_at)
         )
         seconds = sorted(

@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from center import lifecycle
-from center.case_log import CaseChange, CaseLog, event_from_row
+from center.case_log import AWAITING, CaseChange, CaseLog, event_from_row
 from center.case_query import CaseFilter, order_by
 from center.classify import classify
 from center.db import CaseEventRow, CaseRow, CaseTransitionRow
@@ -197,8 +197,9 @@ class CaseStore:
             else:
                 await log.event("reopened", row)
                 late = lifecycle.detected_late(alert.at, detected_at, self.late_after)
-                for action in lifecycle.retrigger_actions(Step(row.step), row.severity, late):
-                    await log.move(row, action, lifecycle.SYSTEM, lifecycle.SYSTEM_NOTES[action])
+                for action in lifecycle.retrigger_actions(Step(row.step)):
+                    note = lifecycle.SYSTEM_NOTES[action]
+                    await log.move(row, action, lifecycle.SYSTEM, note, live=not late)
             return log.change(row)
 
     async def transition(
@@ -227,14 +228,14 @@ class CaseStore:
             return log.change(row)
 
     async def escalate_due(self, now: datetime, limit: int = 100) -> list[CaseChange]:
-        """Escalate up to ``limit`` dispatched cases whose acknowledgement deadline passed at
-        ``now`` (``center.escalation``), most overdue first, in one transaction."""
+        """Escalate up to ``limit`` cases whose acknowledgement deadline passed at ``now``
+        (``center.escalation``), most overdue first, in one transaction."""
         _require_aware("now", now)
         overdue = (
             select(CaseRow)
             .where(
                 CaseRow.ack_due_at <= now,
-                CaseRow.step == Step.DISPATCH.value,
+                CaseRow.step.in_([step.value for step in AWAITING]),
                 CaseRow.escalations < self.escalation.max_escalations,
             )
             .order_by(CaseRow.ack_due_at, CaseRow.id)
@@ -281,7 +282,8 @@ class CaseStore:
             note = f"rule {alert.rule_id} on {alert.sensor_id}"
             await log.discovered(row, note + (" (detected late)" if late else ""))
             for action in lifecycle.opening_actions(alert.severity, late):
-                await log.move(row, action, lifecycle.SYSTEM, lifecycle.SYSTEM_NOTES[action])
+                note = lifecycle.SYSTEM_NOTES[action]
+                await log.move(row, action, lifecycle.SYSTEM, note, live=not late)
             return log.change(row)
 
     async def list_cases(

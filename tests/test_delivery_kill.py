@@ -18,7 +18,7 @@ import pytest
 from center import CaseBroadcaster, CaseService, CaseStore, create_engine, migrate
 from center.delivery.signing import new_secret
 from citysense.broker import MosquittoBroker
-from tests.center.factories import alert
+from tests.center.factories import alert, open_acknowledged
 from tests.center.webhook_receiver import WebhookReceiver
 from tests.serve_process import api, metric, serve, serve_env, wait_for
 
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 BEFORE, DURING = 40, 10
 """Cases written before the node starts, and while it runs after the restart (3 events each:
-opened, register, dispatch)."""
+opened, register, acknowledge)."""
 SUBSCRIBER = "webhook:platform"
 
 
@@ -36,10 +36,10 @@ async def write_cases(database_url: str, count: int, prefix: str) -> None:
     engine = create_engine(database_url)
     try:
         service = CaseService(CaseStore(engine), CaseBroadcaster())
-        now = datetime.now(UTC)  # live cases, dispatched: deadlines minutes away
+        now = datetime.now(UTC)  # live cases, acknowledged: no deadline runs
         for i in range(count):
             opened = alert(sensor_id=f"st-1.{prefix}{i}", started_at=now - timedelta(seconds=20))
-            await service.handle_alert(opened, None, now)
+            await open_acknowledged(service, opened, now)
     finally:
         await engine.dispose()
 

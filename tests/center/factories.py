@@ -6,12 +6,14 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from center.lifecycle import Step
+from center.case_query import CaseFilter
+from center.lifecycle import Action, Step
 from center.schemas import CaseEvent, CaseOut
+from center.service import CaseService
 from ingest.fakes import MemoryAlerts, MemoryDeadLetters, MemorySink
 from ingest.pipeline import IngestPipeline
 from ingest.rules_control import RulesControl
-from protocol import SensorKind
+from protocol import SensorInfo, SensorKind
 from rules import DEFAULT_RULES_FILE, ClockPolicy, RuleEngine, parse_rules
 from rules.alerts import Alert, AlertState, CaseTarget, Evidence, Severity
 from tests.factories import sensor_info as sensor_info  # the center tests build sensors here
@@ -53,6 +55,21 @@ def alert(
             Evidence(started_at + timedelta(seconds=10), value + 1),
         ),
     )
+
+
+async def open_acknowledged(
+    service: CaseService,
+    raised: Alert,
+    detected_at: datetime,
+    actor: str = "值班员",
+    sensor: SensorInfo | None = None,
+) -> CaseOut:
+    """An urgent case the system registers and an operator acknowledges at once: three events
+    (opened, the system's register, the operator's acknowledge), what the delivery tests
+    count on."""
+    await service.handle_alert(raised, sensor, detected_at)
+    (case,), _ = await service.store.list_cases(CaseFilter(sensor_id=raised.sensor_id))
+    return await service.transition(case.id, action=Action.ACKNOWLEDGE, actor=actor)
 
 
 def transition(opened: Alert, state: str, after: timedelta, **changes: object) -> Alert:

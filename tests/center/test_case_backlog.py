@@ -1,5 +1,5 @@
 """Cases found in a backlog (a station cut off, then catching up): marked, recorded, not
-dispatched automatically; and the event log the stream resumes from."""
+registered automatically; and the event log the stream resumes from."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ async def _steps(store: CaseStore, case_id: int) -> list[str]:
     return [entry.action for entry in history]
 
 
-async def test_a_case_that_arrives_late_is_marked_and_not_dispatched(store: CaseStore) -> None:
+async def test_a_case_that_arrives_late_is_marked_and_not_registered(store: CaseStore) -> None:
     arrived = OPENED + timedelta(minutes=5, seconds=1)
     case = await store.record_alert(alert(), sensor_info(), arrived)
     assert case is not None
@@ -38,7 +38,7 @@ async def test_a_case_that_arrives_late_is_marked_and_not_dispatched(store: Case
 async def test_one_within_the_threshold_is_live(store: CaseStore) -> None:
     case = await store.record_alert(alert(), sensor_info(), OPENED + timedelta(minutes=5))
     assert case is not None
-    assert (case.detected_late, case.step) == (False, "dispatch")
+    assert (case.detected_late, case.step) == (False, "register")
 
 
 async def test_the_threshold_is_the_stores_setting(engine: AsyncEngine) -> None:
@@ -59,7 +59,7 @@ async def test_an_incident_over_before_the_center_saw_it_is_for_the_record(
     done = await store.record_alert(cleared(opened, timedelta(minutes=3)), None, arrived)
     assert done is not None
     assert (done.status, done.detected_late, done.ended_before_seen) == ("cleared", True, True)
-    assert (done.step, done.awaiting_verification) == ("discover", True)  # nobody dispatched
+    assert (done.step, done.awaiting_verification) == ("discover", True)  # nobody registered
     assert await _steps(store, done.id) == ["discover"]
 
 
@@ -70,7 +70,7 @@ async def test_a_live_incident_that_ends_later_did_not_end_before_seen(store: Ca
     assert done is not None
     assert (done.ended_before_seen, done.step, done.awaiting_verification) == (
         False,
-        "dispatch",
+        "register",
         True,
     )
 
@@ -85,11 +85,10 @@ async def test_every_change_writes_its_events_in_order(store: CaseStore) -> None
     assert [(e.type, e.case.step) for e in written] == [
         ("opened", "discover"),
         ("transition", "register"),
-        ("transition", "dispatch"),
-        ("recovered", "dispatch"),
+        ("recovered", "register"),
     ]
     assert await store.events_after(0) == written
-    assert await store.events_after(written[1].id, limit=2) == written[2:4]
+    assert await store.events_after(written[0].id, limit=2) == written[1:3]
     assert await store.newest_event_id() == written[-1].id
     assert written[0].transition is not None
     assert written[0].transition.action == "discover"
@@ -147,5 +146,5 @@ async def test_concurrent_writers_commit_events_in_id_order(database_url: str) -
     finally:
         for engine in engines:
             await engine.dispose()
-    assert len(every) == 4 * 15 * 3  # opened, registered, dispatched
+    assert len(every) == 4 * 15 * 2  # opened, registered
     assert seen == every

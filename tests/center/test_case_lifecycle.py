@@ -26,6 +26,7 @@ D, R, P, H, V, C, E = (
 ALLOWED = [
     (D, Action.REGISTER, R, False),
     (D, Action.DISMISS, C, True),
+    (R, Action.ACKNOWLEDGE, R, False),
     (R, Action.DISMISS, C, True),
     (R, Action.DISPATCH, P, False),
     (P, Action.HANDLE, H, False),
@@ -54,8 +55,9 @@ def test_every_allowed_transition(
     source: Step, action: Action, target: Step, needs_note: bool
 ) -> None:
     assert lifecycle.apply(source, action, note="checked on site") is target
-    assert action in lifecycle.allowed_actions(source)
-    assert lifecycle.action_to(source, target) is action  # the target step names it too
+    assert action in lifecycle.allowed_actions(source, acknowledged=False)
+    if target is not source:  # the target step names it too (acknowledge stays: by name only)
+        assert lifecycle.action_to(source, target) is action
     if needs_note:
         with pytest.raises(TransitionRefusedError, match=f"{action} needs a note saying why"):
             lifecycle.apply(source, action, note="  ")
@@ -77,6 +79,17 @@ REFUSED = [
 ]
 
 
+def test_a_case_is_acknowledged_once() -> None:
+    assert Action.ACKNOWLEDGE in lifecycle.allowed_actions(R, acknowledged=False)
+    assert Action.ACKNOWLEDGE not in lifecycle.allowed_actions(R, acknowledged=True)
+    assert lifecycle.apply(R, Action.ACKNOWLEDGE, acknowledged=False) is R
+    with pytest.raises(TransitionRefusedError, match="the case is already acknowledged") as again:
+        lifecycle.apply(R, Action.ACKNOWLEDGE, acknowledged=True)
+    assert again.value.allowed == ["dismiss", "dispatch"]
+    with pytest.raises(TransitionRefusedError, match="acknowledge needs the case at register"):
+        lifecycle.apply(P, Action.ACKNOWLEDGE)  # at dispatch the owner takes it on: handle
+
+
 @pytest.mark.parametrize(("source", "action", "reason"), REFUSED)
 def test_refused_transitions_say_why(source: Step, action: Action, reason: str) -> None:
     with pytest.raises(TransitionRefusedError, match=reason) as refused:
@@ -93,6 +106,7 @@ def test_refused_transitions_say_why(source: Step, action: Action, reason: str) 
         (D, V, r"no action leads from discover to verify \(from discover: register \(register\)"),
         (H, C, "no action leads from handle to close"),
         (P, P, "the case is already at dispatch"),
+        (R, R, "the case is already at register"),  # acknowledging is asked for by name
         (E, C, "no action leads from evaluate to close"),
     ],
 )
@@ -112,40 +126,33 @@ def test_closing_while_the_sensor_still_alarms_needs_a_note() -> None:
 @pytest.mark.parametrize(
     ("severity", "late", "actions"),
     [
-        ("critical", False, (Action.REGISTER, Action.DISPATCH)),
-        ("urgent", False, (Action.REGISTER, Action.DISPATCH)),
+        ("critical", False, (Action.REGISTER,)),
+        ("urgent", False, (Action.REGISTER,)),
         ("urgent", True, ()),
         ("critical", True, ()),
         ("warning", False, ()),
         ("maintenance", False, ()),
     ],
 )
-def test_live_emergencies_are_registered_and_dispatched_by_the_system(
+def test_live_emergencies_are_registered_by_the_system_for_an_operator_to_acknowledge(
     severity: str, late: bool, actions: tuple[Action, ...]
 ) -> None:
     assert lifecycle.opening_actions(severity, late) == actions
+    assert lifecycle.awaits_acknowledgement(severity, late) is bool(actions)
     step = D
     for action in actions:
         step = lifecycle.apply(step, action, note=lifecycle.SYSTEM_NOTES[action])
-    assert step is (P if actions else D)
+    assert step is (R if actions else D)  # dispatching is the operator's
 
 
 @pytest.mark.parametrize(
-    ("step", "severity", "late", "actions"),
-    [
-        (C, "urgent", False, (Action.REOPEN, Action.DISPATCH)),
-        (E, "critical", False, (Action.REOPEN, Action.DISPATCH)),
-        (C, "urgent", True, (Action.REOPEN,)),
-        (C, "maintenance", False, (Action.REOPEN,)),
-        (H, "urgent", False, ()),
-        (V, "urgent", False, ()),
-        (D, "maintenance", False, ()),
-    ],
+    ("step", "actions"),
+    [(C, (Action.REOPEN,)), (E, (Action.REOPEN,)), (H, ()), (V, ()), (D, ()), (R, ())],
 )
 def test_a_condition_back_reopens_only_closed_cases(
-    step: Step, severity: str, late: bool, actions: tuple[Action, ...]
+    step: Step, actions: tuple[Action, ...]
 ) -> None:
-    assert lifecycle.retrigger_actions(step, severity, late) == actions
+    assert lifecycle.retrigger_actions(step) == actions
     for action in actions:  # the system's own notes make them valid
         step = lifecycle.apply(step, action, note=lifecycle.SYSTEM_NOTES[action])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -95,8 +96,73 @@ async def test_0003_keeps_existing_cases_at_discover(empty_database_url: str) ->
         assert await store.newest_event_id() == 0
         new = await store.record_alert(alert(), sensor_info(), DETECTED)
         assert new is not None
-        assert new.step == "dispatch"
-        assert await store.newest_event_id() == 3
+        assert new.step == "register"
+        assert await store.newest_event_id() == 2
+    finally:
+        await engine.dispose()
+
+
+ACKS = {  # each case's audit trail (actor, action); the acknowledgement 0007 reads off it
+    "st-1.never": ([("system", "discover"), ("system", "register")], None),
+    "st-1.moved": (
+        [("system", "discover"), ("王工", "register"), ("李工", "dispatch")],
+        ("王工", 1),
+    ),
+    "st-1.reopened": (
+        [("system", "discover"), ("王工", "register"), ("system", "reopen"),
+         ("李工", "acknowledge")],
+        ("李工", 3),
+    ),
+    "st-1.waiting": ([("system", "discover"), ("王工", "register"), ("system", "reopen")], None),
+}  # fmt: skip
+
+
+async def test_0007_reads_each_cases_acknowledgement_off_its_audit_trail(
+    empty_database_url: str,
+) -> None:
+    """A person's first entry since the system last re-opened the case acknowledged it."""
+    await _alembic("upgrade", empty_database_url, "0006")
+    engine = create_engine(empty_database_url)
+    t = DETECTED.replace(tzinfo=None)
+    try:
+        async with engine.begin() as connection:
+            for sensor, (trail, _) in ACKS.items():
+                case_id = (
+                    await connection.execute(
+                        text(
+                            "INSERT INTO cases (rule_id, title, severity, category, class_code,"
+                            " class_name, major_name, station_id, sensor_id, sensor_kind,"
+                            " address, status, field, trigger_value, threshold, started_at,"
+                            " opened_at, detected_at, updated_at, evidence, unregistered, step)"
+                            " VALUES ('cover-tilt', 't', 'urgent', 'component', '0103', '雨水井盖',"
+                            " '公用设施', 'st-1', :sensor, 'cover', '', 'open', 'tilt_deg', 35,"
+                            " 15, :t, :t, :t, :t, '[]', false, 'register') RETURNING id"
+                        ),
+                        {"sensor": sensor, "t": t},
+                    )
+                ).scalar_one()
+                for n, (actor, action) in enumerate(trail):
+                    await connection.execute(
+                        text(
+                            "INSERT INTO case_transitions (case_id, at, actor, action, from_step,"
+                            " to_step, note) VALUES (:case, :at, :actor, :action, NULL,"
+                            " 'register', '')"
+                        ),
+                        {"case": case_id, "at": t + timedelta(minutes=n), "actor": actor,
+                         "action": action},
+                    )  # fmt: skip
+        await _alembic("upgrade", empty_database_url, "0007")
+        store = CaseStore(engine)
+        cases, _ = await store.list_cases()
+        found = {c.sensor_id: (c.acknowledged_by, c.acknowledged_at) for c in cases}
+        assert found == {
+            sensor: (None, None) if ack is None else (ack[0], DETECTED + timedelta(minutes=ack[1]))
+            for sensor, (_, ack) in ACKS.items()
+        }
+        await _alembic("downgrade", empty_database_url, "0006")
+        async with engine.connect() as connection:
+            _, _, columns = await connection.run_sync(_schema)
+        assert not {"acknowledged_at", "acknowledged_by"} & columns
     finally:
         await engine.dispose()
 

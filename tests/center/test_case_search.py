@@ -67,7 +67,8 @@ CITY = (
     Made("e", "st-c.cover-09", COVER, "maintenance", None),
     Made("f", "st-a.cover-03", COVER, "maintenance", "0103", address="农业路 3 号"),
 )  # fmt: skip
-"""a, b, d: emergencies, dispatched by the system; c, e wait at discover; f is dismissed (close).
+"""a, b, d: emergencies, registered by the system and dispatched by an operator; c, e wait at
+discover; f is dismissed (close).
 e's sensor is unknown: class 0114, no district, no grid. b's address holds ``%`` and ``_``."""
 
 
@@ -103,6 +104,8 @@ async def city(service: CaseService) -> dict[str, int]:
         (case,), _ = await service.store.list_cases(CaseFilter(sensor_id=made.sensor_id))
         ids[made.name] = case.id
     await service.transition(ids["f"], action=Action.DISMISS, actor="王工", note="duplicate")
+    for name in "abd":
+        await service.transition(ids[name], action=Action.DISPATCH, actor="王工")
     return ids
 
 
@@ -201,7 +204,7 @@ ORDERS = [
     ("-step", "fdbaec"),
     ("id", "abcdef"),
     ("-id", "fedcba"),
-    ("updated_at", "abcdef"),  # f moved last
+    ("updated_at", "cefdba"),  # c, e as they arrived; a, b, d, f moved at NOW (then newest)
 ]
 
 

@@ -25,22 +25,21 @@ async def _next(events: Subscription) -> CaseEvent:
     return await asyncio.wait_for(anext(events), timeout=2)
 
 
-async def test_handle_alert_publishes_opened_dispatched_then_recovered(
+async def test_handle_alert_publishes_opened_registered_then_recovered(
     service: CaseService,
 ) -> None:
     opened = alert()
     async with service.broadcaster.subscribe() as events:
         await service.handle_alert(opened, sensor_info(), DETECTED)
         await service.handle_alert(cleared(opened), sensor_info(), DETECTED)
-        received = [await _next(events) for _ in range(4)]
+        received = [await _next(events) for _ in range(3)]
 
     first, last = received[0], received[-1]
     assert (first.type, first.case.status, first.case.class_code) == ("opened", "open", "0103")
     assert [(e.type, e.case.step) for e in received] == [
         ("opened", "discover"),
         ("transition", "register"),
-        ("transition", "dispatch"),
-        ("recovered", "dispatch"),
+        ("recovered", "register"),
     ]
     assert (last.case.id, last.case.status, last.case.awaiting_verification) == (
         first.case.id,
@@ -49,7 +48,7 @@ async def test_handle_alert_publishes_opened_dispatched_then_recovered(
     )
     ids = [e.id for e in received]
     assert ids == sorted(ids)
-    assert len(set(ids)) == 4
+    assert len(set(ids)) == 3
     assert service.stats == CaseStats(opened=1, cleared=1)
 
 
@@ -122,6 +121,6 @@ async def test_members_and_flapping_are_published_as_updated_and_reopened(
         await service.handle_alert(cleared(opened), sensor_info(), DETECTED)
         flapping = transition(opened, "flapping", timedelta(minutes=6), flags=("flapping",))
         await service.handle_alert(flapping, sensor_info(), DETECTED)
-        kinds = [(await _next(events)).type for _ in range(6)]
-    assert kinds == ["opened", "transition", "transition", "updated", "recovered", "reopened"]
+        kinds = [(await _next(events)).type for _ in range(5)]
+    assert kinds == ["opened", "transition", "updated", "recovered", "reopened"]
     assert service.stats == CaseStats(opened=1, cleared=1, members=1, reopened=1)

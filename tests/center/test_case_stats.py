@@ -85,14 +85,15 @@ async def city(store: CaseStore) -> City:
     ====  ===========  =====  ========  =====  ==================================  ==========
     case  severity     class  district  grid   moves (after it was detected)         step now
     ====  ===========  =====  ========  =====  ==================================  ==========
-    a     urgent       0103   410105    G1     system 0 s; handle 10 m, close 40 m   close
-    b     critical     0111   410105    G2     system 0 s; handle 2 m                handle
+    a     urgent       0103   410105    G1     system 0 s; acknowledge 2 m,          close
+                                               dispatch 5 m, handle 10 m, close 40 m
+    b     critical     0111   410105    G2     system 0 s; dispatch 2 m              dispatch
     c     warning      0118   410103    G3     register 5 m, dispatch 15 m,          evaluate
                                                handle 20 m, close 60 m, evaluate
     d     maintenance  0103   410105    G1     dismissed at 1 m                      close
-    e     urgent       0402e  410103    G3     system 0 s                            dispatch
+    e     urgent       0402e  410103    G3     system 0 s; acknowledge 2 m           register
     f     maintenance  0114   —         —      register 10 m (an unknown sensor)     register
-    g     urgent       0103   410105    G1     system 0 s, two days later            dispatch
+    g     urgent       0103   410105    G1     system 0 s, two days later            register
     ====  ===========  =====  ========  =====  ==================================  ==========
     """
     city = City(store)
@@ -104,11 +105,13 @@ async def city(store: CaseStore) -> City:
     await city.detect("e", D + 4 * MINUTE, "urgent", "0101", G3, SensorKind.PRESSURE, event)
     await city.detect("f", D + 5 * MINUTE, "maintenance", None)
     await city.detect("g", D + timedelta(days=2), "urgent", "0103")
+    await city.move("a", D + 2 * MINUTE, Action.ACKNOWLEDGE)
+    await city.move("a", D + 5 * MINUTE, Action.DISPATCH)
     await city.move("a", D + 10 * MINUTE, Action.HANDLE)
     await city.recover("a")
     await city.move("a", D + 30 * MINUTE, Action.VERIFY)
     await city.move("a", D + 40 * MINUTE, Action.CLOSE)
-    await city.move("b", D + 3 * MINUTE, Action.HANDLE)
+    await city.move("b", D + 3 * MINUTE, Action.DISPATCH)
     await city.move("c", D + 7 * MINUTE, Action.REGISTER)
     await city.move("c", D + 17 * MINUTE, Action.DISPATCH)
     await city.move("c", D + 22 * MINUTE, Action.HANDLE)
@@ -117,6 +120,7 @@ async def city(store: CaseStore) -> City:
     await city.move("c", D + 62 * MINUTE, Action.CLOSE)
     await city.move("c", D + 72 * MINUTE, Action.EVALUATE)
     await city.move("d", D + 4 * MINUTE, Action.DISMISS, note="duplicate of a")
+    await city.move("e", D + 6 * MINUTE, Action.ACKNOWLEDGE)
     await city.move("f", D + 15 * MINUTE, Action.REGISTER)
     return city
 
@@ -149,9 +153,9 @@ async def test_counts_by_step_status_district_class_and_grid(client: httpx.Async
     assert body["total"] == 6
     assert body["by_step"] == {
         "discover": 0,
-        "register": 1,
+        "register": 2,
         "dispatch": 1,
-        "handle": 1,
+        "handle": 0,
         "verify": 0,
         "close": 2,
         "evaluate": 1,
@@ -190,12 +194,13 @@ async def test_closure_rate_and_times_from_the_audit_trail(client: httpx.AsyncCl
     # Registered: a, b, c, e, f (d was dismissed before it was a case); closed: a, c.
     assert (body["registered"], body["closed"], body["closure_rate"]) == (5, 2, 0.4)
     assert body["time_to"] == {
-        # a, b, e: 0 s (the system); c: 300 s; f: 600 s -> [0, 0, 0, 300, 600]
-        "acknowledge": {"count": 5, "p50_s": 0.0, "p90_s": 600.0},
-        # a, b, e: 0 s; c: 900 s -> [0, 0, 0, 900]
-        "dispatch": {"count": 4, "p50_s": 0.0, "p90_s": 900.0},
-        # b 120 s, a 600 s, c 1200 s
-        "handle": {"count": 3, "p50_s": 600.0, "p90_s": 1200.0},
+        # A person's first action, the system's registration not counted: d 60 s (dismissed),
+        # a, e 120 s (acknowledge), b 120 s (dispatch), c 300 s, f 600 s (register)
+        "acknowledge": {"count": 6, "p50_s": 120.0, "p90_s": 600.0},
+        # b 120 s, a 300 s, c 900 s
+        "dispatch": {"count": 3, "p50_s": 300.0, "p90_s": 900.0},
+        # a 600 s, c 1200 s
+        "handle": {"count": 2, "p50_s": 600.0, "p90_s": 1200.0},
         # a 2400 s, c 3600 s; d was dismissed, not closed after verification
         "close": {"count": 2, "p50_s": 2400.0, "p90_s": 3600.0},
     }
@@ -204,9 +209,9 @@ async def test_closure_rate_and_times_from_the_audit_trail(client: httpx.AsyncCl
 async def test_the_window_is_on_arrival(client: httpx.AsyncClient) -> None:
     everything = await stats(client)
     assert (everything["since"], everything["total"], everything["registered"]) == (None, 7, 6)
-    assert everything["time_to"]["acknowledge"]["count"] == 6
+    assert everything["time_to"]["acknowledge"]["count"] == 6  # g: nobody yet
     later = await stats(client, since=(D + timedelta(days=1)).isoformat())
-    assert (later["total"], later["by_step"]["dispatch"], later["closure_rate"]) == (1, 1, 0.0)
+    assert (later["total"], later["by_step"]["register"], later["closure_rate"]) == (1, 1, 0.0)
 
 
 @pytest.mark.parametrize(

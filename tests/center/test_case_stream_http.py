@@ -20,7 +20,7 @@ from fastapi import sse as fastapi_sse
 from center import Accounts, Action, CaseService, CenterServer, create_app
 from center.auth import AuthMiddleware, Role
 from tests.center.auth import PASSWORD, bearer
-from tests.center.factories import DETECTED, T0, alert, cleared, sensor_info
+from tests.center.factories import DETECTED, T0, alert, cleared, open_acknowledged, sensor_info
 
 
 def _free_port() -> int:
@@ -95,7 +95,7 @@ async def test_stream_delivers_events_with_their_ids(
         frames = _frames(response.aiter_lines())
         hello = await anext(frames)  # sent once the stream has subscribed
         assert hello == {"id": "0", "retry": "3000"}  # no event yet: resume after 0
-        await service.handle_alert(opened, sensor_info(), DETECTED)
+        case = await open_acknowledged(service, opened, DETECTED, sensor=sensor_info())
         await service.handle_alert(cleared(opened), sensor_info(), DETECTED)
         received = [await anext(frames) for _ in range(4)]
         await frames.aclose()
@@ -115,9 +115,10 @@ async def test_stream_delivers_events_with_their_ids(
     last = json.loads(received[3]["data"])["case"]
     assert (last["status"], last["step"], last["awaiting_verification"]) == (
         "cleared",
-        "dispatch",
+        "register",
         True,
     )
+    assert last["acknowledged_by"] == case.acknowledged_by == "值班员"
 
 
 async def _read(
@@ -149,9 +150,11 @@ async def _stored_ids(service: CaseService, after: int) -> list[int]:
 
 
 async def _open_and_clear(service: CaseService, n: int) -> None:
+    """Four events: opened, registered, acknowledged, recovered."""
     opened = alert(sensor_id=f"st-1.cover-{n:02d}", started_at=T0 + timedelta(minutes=n))
-    await service.handle_alert(opened, sensor_info(opened.sensor_id), DETECTED)
-    await service.handle_alert(cleared(opened), sensor_info(opened.sensor_id), DETECTED)
+    sensor = sensor_info(opened.sensor_id)
+    await open_acknowledged(service, opened, DETECTED, sensor=sensor)
+    await service.handle_alert(cleared(opened), sensor, DETECTED)
 
 
 async def test_resume_with_last_event_id_gets_every_missed_event_once(
@@ -167,7 +170,7 @@ async def test_resume_with_last_event_id_gets_every_missed_event_once(
 
     await _open_and_clear(service, 2)  # while it is away
     case_id = json.loads(seen[0]["data"])["case"]["id"]
-    await service.transition(case_id, action=Action.HANDLE, actor="crew-7")
+    await service.transition(case_id, action=Action.DISPATCH, actor="crew-7")
     missed = await _stored_ids(service, last)
     assert len(missed) == 2 + 4 + 1
 

@@ -58,23 +58,37 @@ async def _history(client: httpx.AsyncClient, case_id: int) -> list[tuple[Any, .
     ]
 
 
-async def test_an_urgent_case_is_registered_and_dispatched_by_the_system(
+async def test_an_urgent_case_is_registered_by_the_system_then_acknowledged_and_dispatched(
     client: httpx.AsyncClient, service: CaseService
 ) -> None:
     case_id = await _open(service, "urgent")
     case = (await client.get(f"/api/v1/cases/{case_id}")).json()
-    assert (case["step"], case["status"], case["detected_late"]) == ("dispatch", "open", False)
-    assert case["next_actions"] == ["handle"]
+    assert (case["step"], case["status"], case["detected_late"]) == ("register", "open", False)
+    assert (case["acknowledged_at"], case["acknowledged_by"]) == (None, None)
+    assert case["next_actions"] == ["dismiss", "acknowledge", "dispatch"]
     history = await _history(client, case_id)
     assert [h[:4] for h in history] == [
         ("system", "discover", None, "discover"),
         ("system", "register", "discover", "register"),
-        ("system", "dispatch", "register", "dispatch"),
     ]
     assert history[0][4] == "rule cover-tilt on st-1.cover-01"
-    assert "urgent coordination center" in history[2][4]
+    assert "urgent coordination center" in history[1][4]
     entries = (await client.get(f"/api/v1/cases/{case_id}/history")).json()["items"]
     assert {entry["at"] for entry in entries} == {"2026-07-01T08:01:00Z"}  # when it arrived
+
+    acked = await _move(client, case_id, action="acknowledge", note="接警")
+    assert acked.status_code == 200, acked.text
+    assert (acked.json()["step"], acked.json()["acknowledged_by"]) == ("register", "王工")
+    assert acked.json()["acknowledged_at"] == "2026-07-01T08:11:00Z"
+    assert acked.json()["next_actions"] == ["dismiss", "dispatch"]
+    again = await _move(client, case_id, action="acknowledge")
+    assert (again.status_code, again.json()["detail"]) == (409, "the case is already acknowledged")
+    sent = await _move(client, case_id, action="dispatch", note="金水区市政抢修队")
+    assert sent.json()["step"] == "dispatch"
+    assert [h[:5] for h in (await _history(client, case_id))[2:]] == [
+        ("王工", "acknowledge", "register", "register", "接警"),
+        ("王工", "dispatch", "register", "dispatch", "金水区市政抢修队"),
+    ]
 
 
 @pytest.mark.parametrize("severity", ["maintenance", "warning"])
@@ -131,6 +145,7 @@ async def test_a_refused_transition_is_409_with_the_reason_and_changes_nothing(
     client: httpx.AsyncClient, service: CaseService
 ) -> None:
     case_id = await _open(service, "urgent")
+    assert (await _move(client, case_id, action="dispatch")).status_code == 200
     events_before = await service.store.newest_event_id()
     response = await _move(client, case_id, action="close")
     assert response.status_code == 409
@@ -152,7 +167,7 @@ async def test_a_refused_transition_is_409_with_the_reason_and_changes_nothing(
         "redispatch needs a note saying why",
     )
     assert (await client.get(f"/api/v1/cases/{case_id}")).json()["step"] == "handle"
-    assert len(await _history(client, case_id)) == 4
+    assert len(await _history(client, case_id)) == 4  # discover, register, dispatch, handle
     assert await service.store.newest_event_id() == events_before + 1  # the handle only
 
 
@@ -196,34 +211,36 @@ async def test_sensor_recovery_awaits_verification_and_never_closes(
     case = (await client.get(f"/api/v1/cases/{case_id}")).json()
     assert (case["status"], case["step"], case["awaiting_verification"]) == (
         "cleared",
-        "dispatch",
+        "register",
         True,
     )
     assert case["cleared_at"] == "2026-07-01T08:05:10Z"
     assert case["ended_before_seen"] is False
-    assert len(await _history(client, case_id)) == 3  # the sensor moved no step
-    for move in ({"action": "handle"}, {"action": "verify"}):
+    assert len(await _history(client, case_id)) == 2  # the sensor moved no step
+    for move in ({"action": "dispatch"}, {"action": "handle"}, {"action": "verify"}):
         assert (await _move(client, case_id, **move)).json()["awaiting_verification"] is True
     closed = (await _move(client, case_id, action="close")).json()  # no note: sensor agrees
     assert (closed["step"], closed["awaiting_verification"]) == ("close", False)
 
 
-async def test_a_condition_back_reopens_a_closed_case_and_dispatches_it_again(
+async def test_a_condition_back_reopens_a_closed_case_to_be_acknowledged_again(
     client: httpx.AsyncClient, service: CaseService
 ) -> None:
     opened = alert()
     case_id = await _open(service, "urgent")
     await service.handle_alert(cleared(opened), sensor_info(), DETECTED)
-    for action in ("handle", "verify", "close"):
+    for action in ("acknowledge", "dispatch", "handle", "verify", "close"):
         assert (await _move(client, case_id, action=action)).status_code == 200
     flapping = transition(opened, "flapping", timedelta(minutes=8), flags=("flapping",))
     await service.handle_alert(flapping, sensor_info(), flapping.at + timedelta(seconds=1))
     case = (await client.get(f"/api/v1/cases/{case_id}")).json()
-    assert (case["status"], case["flapping"], case["step"]) == ("open", True, "dispatch")
+    assert (case["status"], case["flapping"], case["step"]) == ("open", True, "register")
+    assert (case["acknowledged_by"], case["ack_due_at"]) == (None, "2026-07-01T08:13:11Z")
+    assert "acknowledge" in case["next_actions"]
     history = await _history(client, case_id)
     assert [(h[0], h[1], h[2], h[3]) for h in history[-2:]] == [
+        ("王工", "close", "verify", "close"),
         ("system", "reopen", "close", "register"),
-        ("system", "dispatch", "register", "dispatch"),
     ]
 
 
@@ -233,7 +250,8 @@ async def test_a_condition_back_on_an_open_case_moves_no_step(
     opened = alert()
     case_id = await _open(service, "urgent")
     await service.handle_alert(cleared(opened), sensor_info(), DETECTED)
-    assert (await _move(client, case_id, action="handle")).status_code == 200
+    for action in ("dispatch", "handle"):
+        assert (await _move(client, case_id, action=action)).status_code == 200
     flapping = transition(opened, "flapping", timedelta(minutes=8), flags=("flapping",))
     await service.handle_alert(flapping, sensor_info(), DETECTED)
     case = (await client.get(f"/api/v1/cases/{case_id}")).json()

@@ -24,7 +24,7 @@ from center.delivery import (
 )
 from center.delivery.settings import StartAt
 from center.metrics import DeliveryCollector
-from tests.center.factories import DETECTED, alert
+from tests.center.factories import DETECTED, alert, open_acknowledged
 
 FAST = RetryPolicy(initial_s=1.0, max_s=60.0, retry_after_max_s=120.0, poll_s=0.05)
 
@@ -55,9 +55,9 @@ class VirtualSleep:
 
 
 async def open_cases(service: CaseService, count: int, prefix: str = "c") -> None:
-    """``count`` urgent cases, three events each (opened, register, dispatch)."""
+    """``count`` urgent cases, three events each (opened, register, acknowledge)."""
     for i in range(count):
-        await service.handle_alert(alert(sensor_id=f"st-1.{prefix}{i}"), None, DETECTED)
+        await open_acknowledged(service, alert(sensor_id=f"st-1.{prefix}{i}"), DETECTED)
 
 
 async def all_ids(store: CaseStore) -> list[int]:

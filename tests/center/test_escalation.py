@@ -1,6 +1,6 @@
-"""Acknowledgement deadlines: a dispatched urgent or critical case not taken on in time is
-escalated (an `escalated` event, priority one up), at growing intervals, at most N times; with
-an injected clock, so every step is at an exact time."""
+"""Acknowledgement deadlines: an urgent or critical case not acknowledged in time (or, once
+dispatched, not taken on in time) is escalated (an `escalated` event, priority one up), at
+growing intervals, at most N times; with an injected clock, so every step is at an exact time."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ async def escalations_at(service: CaseService, clock: Clock, after: timedelta) -
 
 def test_the_schedule_grows_and_ends() -> None:
     policy = EscalationPolicy()
-    due = policy.due_on_dispatch("urgent", DETECTED)
+    due = policy.due("urgent", DETECTED)
     assert due == DETECTED + 5 * MINUTE
     first = policy.escalate("urgent", 3, 0, due, due)
     assert (first.level, first.priority_from, first.priority_to) == (1, 3, 4)
@@ -55,18 +55,18 @@ def test_the_schedule_grows_and_ends() -> None:
     third = policy.escalate("urgent", 5, 2, second.next_due_at, second.next_due_at)
     assert (third.level, third.priority_to, third.next_due_at) == (3, 6, None)
     assert policy.escalate("urgent", MAX_PRIORITY, 0, due, due).priority_to == MAX_PRIORITY
-    assert policy.due_on_dispatch("maintenance", DETECTED) is None
-    assert EscalationPolicy(max_escalations=0).due_on_dispatch("urgent", DETECTED) is None
+    assert policy.due("maintenance", DETECTED) is None
+    assert EscalationPolicy(max_escalations=0).due("urgent", DETECTED) is None
     with pytest.raises(ValueError, match="not due"):
         policy.escalate("urgent", 3, 0, due, due - timedelta(seconds=1))
 
 
-async def test_an_urgent_case_not_taken_on_is_escalated_three_times(
+async def test_an_urgent_case_nobody_acknowledges_is_escalated_three_times(
     escalating: CaseService, clock: Clock
 ) -> None:
     case = await escalating.store.record_alert(alert(severity="urgent"), sensor_info(), DETECTED)
     assert case is not None
-    assert (case.step, case.priority, case.escalations) == ("dispatch", 3, 0)
+    assert (case.step, case.priority, case.escalations) == ("register", 3, 0)
     assert case.ack_due_at == DETECTED + 5 * MINUTE
     async with escalating.broadcaster.subscribe() as live:
         assert await escalations_at(escalating, clock, 5 * MINUTE - timedelta(seconds=1)) == 0
@@ -105,18 +105,45 @@ async def test_a_critical_case_has_two_minutes(escalating: CaseService, clock: C
     assert await escalations_at(escalating, clock, 2 * MINUTE) == 1
 
 
-async def test_taking_it_on_is_the_acknowledgement(escalating: CaseService, clock: Clock) -> None:
-    taken = await escalating.store.record_alert(alert(sensor_id="st-1.a"), None, DETECTED)
+@pytest.mark.parametrize(
+    "action", [Action.ACKNOWLEDGE, Action.DISPATCH], ids=["acknowledge", "dispatch"]
+)
+async def test_a_persons_first_action_is_the_acknowledgement(
+    escalating: CaseService, clock: Clock, action: Action
+) -> None:
+    seen = await escalating.store.record_alert(alert(sensor_id="st-1.a"), None, DETECTED)
     late = await escalating.store.record_alert(alert(sensor_id="st-1.b"), None, DETECTED)
-    assert taken is not None
+    assert seen is not None
     assert late is not None
+    assert (seen.acknowledged_at, seen.acknowledged_by) == (None, None)  # the system's register
     clock.now = DETECTED + 4 * MINUTE
-    handled = await escalating.transition(taken.id, action=Action.HANDLE, actor="王工")
-    assert (handled.ack_due_at, handled.priority) == (None, 3)
+    acked = await escalating.transition(seen.id, action=Action.ACKNOWLEDGE, actor="值班员")
+    assert (acked.step, acked.ack_due_at, acked.priority) == ("register", None, 3)
+    assert (acked.acknowledged_at, acked.acknowledged_by) == (clock.now, "值班员")
     assert await escalations_at(escalating, clock, 5 * MINUTE) == 1  # only the other one
     clock.now = DETECTED + 6 * MINUTE
-    after = await escalating.transition(late.id, action=Action.HANDLE, actor="王工")
-    assert (after.ack_due_at, after.priority, after.escalations) == (None, 4, 1)  # kept
+    after = await escalating.transition(late.id, action=action, actor="王工")
+    assert (after.acknowledged_at, after.acknowledged_by, after.priority) == (clock.now, "王工", 4)
+    if action is Action.DISPATCH:  # acknowledged by dispatching: now the crew's deadline runs
+        assert (after.ack_due_at, after.escalations) == (clock.now + 5 * MINUTE, 0)
+    else:
+        assert (after.ack_due_at, after.escalations) == (None, 1)  # kept
+        assert await escalations_at(escalating, clock, 60 * MINUTE) == 0
+
+
+async def test_a_dispatched_case_not_taken_on_is_escalated(
+    escalating: CaseService, clock: Clock
+) -> None:
+    case = await escalating.store.record_alert(alert(), None, DETECTED)
+    assert case is not None
+    await escalating.transition(case.id, action=Action.ACKNOWLEDGE, actor="值班员")
+    clock.now = DETECTED + MINUTE
+    sent = await escalating.transition(case.id, action=Action.DISPATCH, actor="值班员")
+    assert sent.ack_due_at == DETECTED + 6 * MINUTE
+    assert await escalations_at(escalating, clock, 6 * MINUTE) == 1
+    clock.now = DETECTED + 7 * MINUTE
+    taken = await escalating.transition(case.id, action=Action.HANDLE, actor="王工")
+    assert (taken.ack_due_at, taken.priority, taken.acknowledged_by) == (None, 4, "值班员")
     assert await escalations_at(escalating, clock, 60 * MINUTE) == 0
 
 
@@ -124,6 +151,7 @@ async def test_a_redispatch_starts_a_new_deadline(escalating: CaseService, clock
     case = await escalating.store.record_alert(alert(), None, DETECTED)
     assert case is not None
     assert await escalations_at(escalating, clock, 5 * MINUTE) == 1
+    await escalating.transition(case.id, action=Action.DISPATCH, actor="值班员")
     await escalating.transition(case.id, action=Action.HANDLE, actor="王工")
     clock.now = DETECTED + 8 * MINUTE
     back = await escalating.transition(
@@ -137,11 +165,12 @@ async def test_a_redispatch_starts_a_new_deadline(escalating: CaseService, clock
     assert await escalations_at(escalating, clock, 13 * MINUTE) == 1
 
 
-async def test_no_deadline_for_cases_nobody_dispatched(
+async def test_no_deadline_for_cases_the_system_did_not_register(
     escalating: CaseService, clock: Clock
 ) -> None:
-    """Maintenance cases, and late (backlog) emergencies, wait at discover for an operator;
-    once an operator dispatches an emergency, its deadline runs."""
+    """Maintenance cases, and late (backlog) emergencies, wait at discover for an operator (who
+    acknowledges them by registering them); once an operator dispatches an emergency, its
+    crew's deadline runs."""
     quiet = await escalating.store.record_alert(
         alert(sensor_id="st-1.m", severity="maintenance"), None, DETECTED
     )
@@ -157,7 +186,9 @@ async def test_no_deadline_for_cases_nobody_dispatched(
         None,
     )
     assert await escalations_at(escalating, clock, 600 * MINUTE) == 0
-    await escalating.transition(late.id, action=Action.REGISTER, actor="值班员")
+    registered = await escalating.transition(late.id, action=Action.REGISTER, actor="值班员")
+    assert (registered.ack_due_at, registered.acknowledged_by) == (None, "值班员")
+    assert Action.ACKNOWLEDGE not in registered.next_actions
     dispatched = await escalating.transition(late.id, action=Action.DISPATCH, actor="值班员")
     assert dispatched.ack_due_at == clock.now + 5 * MINUTE
 

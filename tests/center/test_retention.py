@@ -35,7 +35,7 @@ class Clock:
 
 
 async def _case(service: CaseService, clock: Clock, name: str, *moves: Action) -> int:
-    """An urgent case (dispatched by the system) moved by ``moves`` at ``clock.now``."""
+    """An urgent case (registered by the system) moved by ``moves`` at ``clock.now``."""
     opened = alert(sensor_id=f"st-1.cover-{name}", started_at=clock.now - timedelta(seconds=30))
     await service.handle_alert(opened, sensor_info(opened.sensor_id), clock.now)
     (case,), _ = await service.store.list_cases(CaseFilter(sensor_id=opened.sensor_id))
@@ -47,7 +47,7 @@ async def _case(service: CaseService, clock: Clock, name: str, *moves: Action) -
     return case.id
 
 
-CLOSING = (Action.HANDLE, Action.VERIFY, Action.CLOSE)
+CLOSING = (Action.DISPATCH, Action.HANDLE, Action.VERIFY, Action.CLOSE)
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ async def test_closed_recovered_cases_unchanged_for_long_enough_go(
     old = await _case(service, clock, "recovered-old", *CLOSING)
     evaluated = await _case(service, clock, "recovered-evaluated", *CLOSING, Action.EVALUATE)
     alarming = await _case(service, clock, "alarming", *CLOSING)  # closed, sensor still alarms
-    working = await _case(service, clock, "recovered-working", Action.HANDLE)
+    working = await _case(service, clock, "recovered-working", Action.DISPATCH, Action.HANDLE)
     clock.now = NOW - 10 * DAY
     recent = await _case(service, clock, "recovered-recent", *CLOSING)
     clock.now = NOW

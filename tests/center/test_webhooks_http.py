@@ -109,7 +109,7 @@ async def test_a_receiver_down_for_60_s_gets_every_event_in_order_afterwards(
     assert relay.status.failed["unreachable"] == len(outage.delays)
     first = receiver.deliveries[0].event
     assert (first["type"], first["id"]) == ("opened", 1)
-    assert receiver.deliveries[2].event["transition"] is not None  # the system's dispatch
+    assert receiver.deliveries[2].event["transition"] is not None  # the operator's acknowledge
 
 
 async def test_5xx_and_429_are_retried_after_the_receivers_retry_after(
