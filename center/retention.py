@@ -2,7 +2,10 @@
 of the node (``citysense serve``); docs/cases.md, "Retention".
 
 - A case at ``close`` or ``evaluate`` whose sensor recovered and that has not changed for
-  ``closed_cases`` is deleted with its audit trail and events (``CaseStore.purge_closed``).
+  ``closed_cases`` is deleted with its audit trail and events (``CaseStore.purge_closed``),
+  unless a delivery subscriber (a webhook, the MQTT topic) has not confirmed all its events
+  yet (``delivered_through``: the lowest cursor): an event is never deleted before every
+  subscriber has it, however long one is down or stopped.
 - A dead letter received more than ``dead_letters`` ago is deleted (``JsonlDeadLetters.prune``;
   the files also rotate by size, ingest's ``dead_letter_max_bytes`` × ``dead_letter_keep``).
 
@@ -64,18 +67,27 @@ class Retention:
         *,
         dead_letters: ExpiringLetters | None = None,
         clock: Callable[[], datetime] = _utc_now,
+        delivered_through: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.store = store
         self.policy = policy
         self.dead_letters = dead_letters
         self.clock = clock
+        self.delivered_through = delivered_through
+        """The event id every delivery subscriber confirmed (``None``: none is configured)."""
 
     async def run_once(self) -> Purged:
         """One pass at the clock's time now."""
         now = self.clock()
         cases = letters = 0
         if self.policy.closed_cases is not None:
-            cases = await self.store.purge_closed(now - self.policy.closed_cases)
+            delivered = self.delivered_through()
+            if delivered is None:
+                cases = await self.store.purge_closed(now - self.policy.closed_cases)
+            else:
+                cases = await self.store.purge_closed(
+                    now - self.policy.closed_cases, delivered_through=delivered
+                )
         if self.dead_letters is not None and self.policy.dead_letters is not None:
             letters = await asyncio.to_thread(
                 self.dead_letters.prune, now - self.policy.dead_letters

@@ -325,23 +325,28 @@ class CaseStore:
         async with self._session() as session:
             return await StatsQuery(session, since, until).run()
 
-    async def purge_closed(self, before: datetime, batch: int = PURGE_BATCH) -> int:
+    async def purge_closed(
+        self, before: datetime, batch: int = PURGE_BATCH, *, delivered_through: int | None = None
+    ) -> int:
         """Delete the cases at ``close`` or ``evaluate`` whose sensor recovered and that have
         not changed since ``before`` (``updated_at``), with their audit trails and events, in
         transactions of ``batch`` cases; how many. A closed case whose sensor still reports
         the condition stays: the rules engine holds its incident open, and a re-trigger must
-        find the case to re-open it."""
+        find the case to re-open it. ``delivered_through``: the lowest delivery cursor (the
+        event id every subscriber confirmed); a case with an event after it stays until every
+        subscriber has it."""
         _require_aware("before", before)
-        expired = (
-            select(CaseRow.id)
-            .where(
-                CaseRow.step.in_([step.value for step in lifecycle.CLOSED_STEPS]),
-                CaseRow.status == "cleared",
-                CaseRow.updated_at < before,
+        conditions = [
+            CaseRow.step.in_([step.value for step in lifecycle.CLOSED_STEPS]),
+            CaseRow.status == "cleared",
+            CaseRow.updated_at < before,
+        ]
+        if delivered_through is not None:
+            undelivered = select(CaseEventRow.id).where(
+                CaseEventRow.case_id == CaseRow.id, CaseEventRow.id > delivered_through
             )
-            .order_by(CaseRow.id)
-            .limit(batch)
-        )
+            conditions.append(~undelivered.exists())
+        expired = select(CaseRow.id).where(*conditions).order_by(CaseRow.id).limit(batch)
         purged = 0
         while True:
             async with self._writing() as session:

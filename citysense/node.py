@@ -258,7 +258,13 @@ def node_retention(node: Node) -> Retention:
     )
     letters = node.pipeline.dead_letters
     expiring = letters if isinstance(letters, JsonlDeadLetters) else None
-    return Retention(node.service.store, policy, dead_letters=expiring)
+
+    def delivered_through() -> int | None:  # 0 until a relay has read its cursor: keep all
+        return min((relay.status.cursor for relay in node.relays), default=None)
+
+    return Retention(
+        node.service.store, policy, dead_letters=expiring, delivered_through=delivered_through
+    )
 
 
 def node_tasks(node: Node) -> dict[str, Coroutine[Any, Any, None]]:

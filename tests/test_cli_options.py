@@ -46,7 +46,7 @@ def test_serve_runs_the_rules_given_with_the_option_over_the_environment(
     edge = NumberedEdge(mosquitto, station, covers=1, realtime=True)
     try:
         with serve(env, *args):
-            wait_for(lambda: api(env, "/healthz")["mqtt_connected"], 30, "serve")
+            wait_for(lambda: api(env, "/api/v1/health")["mqtt_connected"], 30, "serve")
 
             def opened() -> list[dict[str, object]]:
                 edge.publish(60.0)

@@ -82,11 +82,11 @@ def test_kill_9_mid_delivery_resumes_from_the_persisted_cursor(
             )
             # the cursor is written before the loop says it is idle again: wait for both
             wait_for(
-                lambda: api(env, "/healthz")["delivery"][SUBSCRIBER]["state"] == "idle",
+                lambda: api(env, "/api/v1/health")["delivery"][SUBSCRIBER]["state"] == "idle",
                 10,
                 "idle",
             )
-            health = api(env, "/healthz")["delivery"][SUBSCRIBER]
+            health = api(env, "/api/v1/health")["delivery"][SUBSCRIBER]
             assert (health["state"], health["cursor"], health["lag"]) == ("idle", total, 0)
             time.sleep(0.5)  # nothing more comes
 

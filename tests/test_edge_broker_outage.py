@@ -94,7 +94,7 @@ def test_broker_killed_for_30s_mid_stream_every_reading_stored_exactly_once(
     env = serve_env(broker, tmp_path, CITYSENSE_INGEST_RESEND_AFTER_S="2")
     try:
         with serve(env):
-            wait_for(lambda: api(env, "/healthz")["mqtt_connected"], 30, "serve")
+            wait_for(lambda: api(env, "/api/v1/health")["mqtt_connected"], 30, "serve")
             agent = start_agent(broker, state, log)
             wait_for(lambda: metric(env, "citysense_ingest_batches_total") > 20, 30, "flowing")
             broker.kill()  # mid-stream; what it queued for ingest dies with it
@@ -130,7 +130,7 @@ def test_a_gap_the_broker_makes_past_its_queue_limit_is_resent_and_stored_once(
     with MosquittoBroker(config=limited) as broker:
         env = serve_env(broker, tmp_path, CITYSENSE_INGEST_RESEND_AFTER_S="2")
         with serve(env) as node:
-            wait_for(lambda: api(env, "/healthz")["mqtt_connected"], 30, "serve")
+            wait_for(lambda: api(env, "/api/v1/health")["mqtt_connected"], 30, "serve")
             agent = start_agent(broker, state, log)
             wait_for(lambda: metric(env, "citysense_ingest_batches_total") > 20, 30, "flowing")
             node.send_signal(signal.SIGSTOP)  # ingest hangs, its session stays up (no will)
@@ -158,7 +158,7 @@ def test_ingest_hung_while_the_broker_queues_then_the_broker_killed_loses_nothin
     env = serve_env(broker, tmp_path, CITYSENSE_INGEST_RESEND_AFTER_S="2")
     try:
         with serve(env) as node:
-            wait_for(lambda: api(env, "/healthz")["mqtt_connected"], 30, "serve")
+            wait_for(lambda: api(env, "/api/v1/health")["mqtt_connected"], 30, "serve")
             agent = start_agent(broker, state, log)
             wait_for(lambda: metric(env, "citysense_ingest_batches_total") > 20, 30, "flowing")
             node.send_signal(signal.SIGSTOP)  # the broker queues for it from now on

@@ -78,7 +78,7 @@ async def running(mosquitto: MosquittoBroker, tmp_path: Path) -> AsyncIterator[R
 
         async def ready() -> bool:
             try:
-                health = await run.get("/healthz")
+                health = await run.get("/api/v1/health")
             except httpx.TransportError:
                 return False
             return bool(health["mqtt_connected"]) and health["sensors_registered"] > 0

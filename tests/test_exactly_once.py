@@ -78,13 +78,13 @@ def test_kill_9_mid_stream_every_batch_stored_exactly_once(
 
     try:
         with serve(env) as first:
-            wait_for(lambda: api(env, "/healthz")["mqtt_connected"], 30, "first start")
+            wait_for(lambda: api(env, "/api/v1/health")["mqtt_connected"], 30, "first start")
             send(1000)  # faster than ingest takes it: a backlog when the kill comes
             wait_for(lambda: metric(env, "citysense_ingest_acknowledged_total") > 300, 30, "acks")
             first.send_signal(signal.SIGKILL)
         send(1000)  # the broker queues these for ingest's persistent session
         with serve(env):
-            wait_for(lambda: api(env, "/healthz")["mqtt_connected"], 30, "restart")
+            wait_for(lambda: api(env, "/api/v1/health")["mqtt_connected"], 30, "restart")
             send(total - 2000)
             wait_for(lambda: len(stored_seqs(victoria, station)) >= total, 60, "all stored")
             time.sleep(1.0)  # anything late or doubled would show now
@@ -125,7 +125,7 @@ def test_store_stopped_for_30s_ingest_holds_then_stores_everything_once(
     edge = NumberedEdge(mosquitto, station, covers=COVERS)
     try:
         with serve(env):
-            wait_for(lambda: api(env, "/healthz")["mqtt_connected"], 30, "start")
+            wait_for(lambda: api(env, "/api/v1/health")["mqtt_connected"], 30, "start")
             for _ in range(200):
                 edge.publish()
             edge.flush()
@@ -161,7 +161,7 @@ def api_status(env: dict[str, str]) -> int:
     import urllib.error
 
     try:
-        api(env, "/healthz")
+        api(env, "/api/v1/health")
     except urllib.error.HTTPError as exc:
         return exc.code
     return 200
@@ -261,7 +261,7 @@ def test_case_database_cut_off_ingest_holds_then_the_cases_appear(
     edge = NumberedEdge(mosquitto, station, covers=COVERS)
     try:
         with serve(env):
-            wait_for(lambda: api(env, "/healthz")["mqtt_connected"], 30, "start")
+            wait_for(lambda: api(env, "/api/v1/health")["mqtt_connected"], 30, "start")
             for _ in range(100):
                 edge.publish()
             edge.flush()
@@ -300,7 +300,7 @@ def test_overload_three_times_the_sustained_rate_then_half_loses_and_doubles_not
     edge = NumberedEdge(mosquitto, station, covers=COVERS)
     try:
         with serve(env) as node:
-            wait_for(lambda: api(env, "/healthz")["mqtt_connected"], 30, "start")
+            wait_for(lambda: api(env, "/api/v1/health")["mqtt_connected"], 30, "start")
             # what ingest sustains: a burst pre-filled while ingest is paused (its session stays
             # up), timed from its resumption to the last acknowledgement
             base = metric(env, "citysense_ingest_acknowledged_total")

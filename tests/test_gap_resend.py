@@ -121,7 +121,7 @@ def test_a_gap_is_asked_for_and_the_resent_batches_are_stored_exactly_once(
         mosquitto, tmp_path, victoria_url=victoria.url, CITYSENSE_INGEST_RESEND_AFTER_S="1"
     )
     with serve(env):
-        wait_for(lambda: api(env, "/healthz")["mqtt_connected"], 20, "start")
+        wait_for(lambda: api(env, "/api/v1/health")["mqtt_connected"], 20, "start")
         station = AnsweringStation(mosquitto, station_id)
         try:
             wait_for(

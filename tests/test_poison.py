@@ -546,7 +546,7 @@ class Client:
         return Metrics(response.text)
 
     async def health(self) -> dict[str, Any]:
-        body: dict[str, Any] = (await self.http.get("/healthz")).json()
+        body: dict[str, Any] = (await self.http.get("/api/v1/health")).json()
         return body
 
     async def until(self, check: Callable[[], Any], within: float = 30.0) -> Any:

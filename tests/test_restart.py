@@ -69,7 +69,7 @@ def test_kill_mid_incident_restart_one_case_cleared_on_recovery(
         return page if any(c["status"] == "cleared" for c in page["items"]) else None
 
     def connected() -> bool:
-        return bool(api(env, "/healthz")["mqtt_connected"])
+        return bool(api(env, "/api/v1/health")["mqtt_connected"])
 
     try:
         with serve(env) as first:

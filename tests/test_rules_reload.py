@@ -50,7 +50,7 @@ def test_rules_changed_mid_stream_lose_nothing_and_keep_the_pending_hold(
     edge = NumberedEdge(mosquitto, station, covers=3, realtime=True)
     try:
         with serve(env) as node:
-            wait_for(lambda: api(env, "/healthz")["mqtt_connected"], 30, "serve")
+            wait_for(lambda: api(env, "/api/v1/health")["mqtt_connected"], 30, "serve")
 
             def stream(seconds: float, tilt: float) -> None:
                 end = time.monotonic() + seconds
@@ -89,7 +89,7 @@ def test_rules_changed_mid_stream_lose_nothing_and_keep_the_pending_hold(
             node.send_signal(signal.SIGKILL)
             node.wait(timeout=10)
         with serve(env):  # after a kill -9: the new version runs, and its history is kept
-            wait_for(lambda: api(env, "/healthz")["mqtt_connected"], 30, "restart")
+            wait_for(lambda: api(env, "/api/v1/health")["mqtt_connected"], 30, "restart")
             running = api(env, "/api/v1/rules")
             assert running["version"] == 2
             assert "above: 50" in running["yaml"]

@@ -350,7 +350,7 @@ def test_a_scoped_live_score_is_unaffected_by_a_running_demo(
     stations = recorded_stations(summarize(run.recording).topics)
     try:
         with serve(env):
-            wait_for(lambda: api(env, "/healthz")["mqtt_connected"], 30, "serve")
+            wait_for(lambda: api(env, "/api/v1/health")["mqtt_connected"], 30, "serve")
             # an earlier run, unscoped: its cases sit on the scenario's own station ids
             asyncio.run(replay(run.recording, host=mosquitto.host, port=mosquitto.port, speed=None))
             wait_for(

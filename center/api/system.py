@@ -1,8 +1,13 @@
-"""``/healthz`` and ``/metrics``: what the composition root reports about the node.
+"""``/healthz``, ``/api/v1/health`` and ``/metrics``: what the composition root reports about
+the node.
 
-``/healthz`` runs the injected dependency checks (broker, database, time-series store…)
-concurrently, each within ``CHECK_TIMEOUT_S``; it answers 503 unless every one is ok. A check
-that raises or times out counts as down.
+Both health routes run the injected dependency checks (broker, database, time-series store…)
+concurrently, each within ``CHECK_TIMEOUT_S``, and answer 503 unless every one is ok; a check
+that raises or times out counts as down. ``/healthz`` is public (load balancers and systemd
+probe it) and says only that: the status and which checks are ok. Everything else — the node's
+counters, each check's detail (an exception's text, a webhook receiver's refusal) — is for
+signed-in readers at ``/api/v1/health``: a probe needs no more, and an outsider should learn
+nothing about the deployment from it.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "Every dependency check is ok."},
     503: {"description": "A dependency is down: see `checks`."},
 }
+HEALTH_PATH = "/api/v1/health"
 
 
 async def run_check(check: HealthCheck, limit_s: float = CHECK_TIMEOUT_S) -> dict[str, object]:
@@ -47,16 +53,30 @@ def system_router(
     router = APIRouter(tags=["system"])
     named = dict(checks or {})
 
+    async def checked() -> tuple[bool, dict[str, dict[str, object]]]:
+        results = await asyncio.gather(*(run_check(check) for check in named.values()))
+        return all(r["ok"] for r in results), dict(zip(named, results, strict=True))
+
     @router.get("/healthz", response_model=dict[str, object], responses=HEALTH_RESPONSES)
     async def healthz() -> JSONResponse:
+        """Public: ``status`` (``ok`` / ``unavailable``) and, with dependency checks
+        configured, ``checks``: ``{name: {"ok": bool}}``. The details are at
+        ``/api/v1/health``."""
+        all_ok, results = await checked()
+        body: dict[str, object] = {"status": "ok" if all_ok else "unavailable"}
+        if named:
+            body["checks"] = {name: {"ok": result["ok"]} for name, result in results.items()}
+        return JSONResponse(body, status_code=200 if all_ok else 503)
+
+    @router.get(HEALTH_PATH, response_model=dict[str, object], responses=HEALTH_RESPONSES)
+    async def health_detail() -> JSONResponse:
         """``status`` (``ok`` / ``unavailable``), the node's counters, and with dependency
         checks configured ``checks``: ``{name: {"ok": bool, "detail": str}}``."""
-        results = await asyncio.gather(*(run_check(check) for check in named.values()))
-        all_ok = all(result["ok"] for result in results)
+        all_ok, results = await checked()
         body: dict[str, object] = {"status": "ok" if all_ok else "unavailable"}
         body.update(health() if health is not None else {})
         if named:
-            body["checks"] = dict(zip(named, results, strict=True))
+            body["checks"] = results
         return JSONResponse(body, status_code=200 if all_ok else 503)
 
     if metrics is not None:

@@ -29,7 +29,8 @@ ADMIN = Permission.ADMIN
 _RULES = "/api/v1/rules"
 
 ROUTES: tuple[tuple[str, str, Access], ...] = (
-    ("GET", "/healthz", PUBLIC),  # load balancers and systemd probe it; it carries no case data
+    ("GET", "/healthz", PUBLIC),  # load balancers and systemd probe it: status and checks' ok only
+    ("GET", "/api/v1/health", READ),  # the same with the node's counters and the checks' detail
     ("GET", "/", PUBLIC),  # the dashboard's page: a sign-in form until there is a session
     ("GET", "/static/dashboard.js", PUBLIC),  # the page's script and style: no data in them
     ("GET", "/static/dashboard.css", PUBLIC),

@@ -113,8 +113,9 @@ async def test_unknown_case_is_a_json_404(client: httpx.AsyncClient) -> None:
 
 async def test_healthz_and_metrics(client: httpx.AsyncClient, service: CaseService) -> None:
     await _open_cases(service, 1)
-    health = await client.get("/healthz")
+    health = await client.get("/api/v1/health")
     assert health.json() == {"status": "ok", "cases_opened": 1}
+    assert (await client.get("/healthz")).json() == {"status": "ok"}  # public: no counters
     metrics = await client.get("/metrics")
     assert metrics.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
@@ -129,7 +130,7 @@ async def test_no_metrics_exporter_means_404(
         transport=transport, base_url="http://center", headers=bearer(tokens[Role.VIEWER])
     ) as client:
         assert (await client.get("/metrics")).status_code == 404
-        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        assert (await client.get("/api/v1/health")).json() == {"status": "ok"}
 
 
 async def test_dashboard_listens_to_the_stream(client: httpx.AsyncClient) -> None:

@@ -1,4 +1,5 @@
-"""``/healthz`` with dependency checks: 200 only when every one is ok."""
+"""``/healthz`` and ``/api/v1/health`` with dependency checks: 200 only when every one is ok;
+the public one says which are ok and nothing more, the signed-in one has the details."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import httpx
 
 from center import create_app
 from center.api import system
+from center.auth import Role
 from center.views import HealthCheck
-from tests.center.auth import memory_accounts
+from tests.center.auth import bearer, memory_accounts
 from tests.center.test_registry_api import unconnected_service
 
 
@@ -20,8 +22,10 @@ def check(ok: bool, detail: str) -> HealthCheck:
     return probe
 
 
-async def _healthz(checks: dict[str, HealthCheck]) -> httpx.Response:
-    async with memory_accounts() as (accounts, _):
+async def _healthz(checks: dict[str, HealthCheck], path: str = "/api/v1/health") -> httpx.Response:
+    """``path`` of an app with these checks: the public ``/healthz`` without a credential, the
+    detailed one with a viewer's token."""
+    async with memory_accounts() as (accounts, tokens):
         app = create_app(
             unconnected_service(),
             auth=accounts,
@@ -30,7 +34,20 @@ async def _healthz(checks: dict[str, HealthCheck]) -> httpx.Response:
         )
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://center") as client:
-            return await client.get("/healthz")  # public: no credential
+            if path == "/healthz":
+                return await client.get(path)  # public: no credential
+            return await client.get(path, headers=bearer(tokens[Role.VIEWER]))
+
+
+async def test_the_public_probe_says_which_checks_are_ok_and_nothing_more() -> None:
+    checks = {"broker": check(True, "connected"), "tsdb": check(False, "refused: secret.host")}
+    public = await _healthz(checks, "/healthz")
+    assert (public.status_code, public.json()) == (
+        503,
+        {"status": "unavailable", "checks": {"broker": {"ok": True}, "tsdb": {"ok": False}}},
+    )
+    assert "secret.host" not in public.text
+    assert (await _healthz({}, "/healthz")).json() == {"status": "ok"}  # no counters either
 
 
 async def test_all_checks_ok_is_200_with_the_existing_fields() -> None:

@@ -87,6 +87,24 @@ async def test_closed_recovered_cases_unchanged_for_long_enough_go(
     assert [h.action for h in await store.history(recent) or []][-1] == "close"
 
 
+async def test_a_case_stays_until_every_subscriber_has_its_events(
+    service: CaseService, store: CaseStore, clock: Clock
+) -> None:
+    first = await _case(service, clock, "recovered-first", *CLOSING)
+    through_first = await store.newest_event_id()
+    second = await _case(service, clock, "recovered-second", *CLOSING)
+    clock.now = NOW
+    lagging = Retention(store, POLICY, clock=clock, delivered_through=lambda: through_first)
+    assert await lagging.run_once() == Purged(cases=1)  # the second's events are not all out
+    assert await store.get_case(first) is None
+    assert await store.get_case(second) is not None
+    behind = Retention(store, POLICY, clock=clock, delivered_through=lambda: 0)
+    assert await behind.run_once() == Purged()  # a subscriber that has nothing yet
+    caught_up = await store.newest_event_id()
+    done = Retention(store, POLICY, clock=clock, delivered_through=lambda: caught_up)
+    assert await done.run_once() == Purged(cases=1)
+
+
 async def test_purge_runs_in_batches(service: CaseService, store: CaseStore, clock: Clock) -> None:
     for n in range(5):
         await _case(service, clock, f"recovered-{n}", *CLOSING)
@@ -157,10 +175,14 @@ def test_the_node_takes_its_retention_from_both_settings(tmp_path: Path) -> None
         ingest=ingest,
         pipeline=SimpleNamespace(dead_letters=letters),
         service=SimpleNamespace(store="the store"),
+        relays=[],
     )
     retention = node_retention(node)  # type: ignore[arg-type]
     assert retention.policy == RetentionPolicy(closed_cases=90 * DAY, dead_letters=None)
     assert (retention.store, retention.dead_letters) == ("the store", letters)
+    assert retention.delivered_through() is None  # no subscriber: nothing to wait for
+    node.relays = [SimpleNamespace(status=SimpleNamespace(cursor=c)) for c in (40, 12, 97)]
+    assert retention.delivered_through() == 12  # the one furthest behind
     node.pipeline.dead_letters = MemoryDeadLetters()
     assert node_retention(node).dead_letters is None  # type: ignore[arg-type]
     defaults = node_retention(
@@ -169,6 +191,7 @@ def test_the_node_takes_its_retention_from_both_settings(tmp_path: Path) -> None
             ingest=IngestSettings(),
             pipeline=SimpleNamespace(dead_letters=letters),
             service=SimpleNamespace(store=None),
+            relays=[],
         )
     )
     assert defaults.policy == RetentionPolicy(closed_cases=730 * DAY, dead_letters=30 * DAY)

@@ -84,7 +84,7 @@ async def test_serve_announces_its_presence(tmp_path: Path) -> None:
 
         with serve(env):
             await asyncio.to_thread(
-                wait_for, lambda: api(env, "/healthz")["mqtt_connected"], 30, "serve"
+                wait_for, lambda: api(env, "/api/v1/health")["mqtt_connected"], 30, "serve"
             )
             assert await retained() == "online"
         assert await retained() == "offline"  # a clean stop says so itself
