@@ -18,6 +18,10 @@ class DistrictOut(BaseModel):
     lon: float = Field(description="Mean longitude of its sensors.")
     lat: float = Field(description="Mean latitude of its sensors.")
     sensors: int = Field(description="Registered sensors in it.")
+    outline: list[tuple[float, float]] = Field(
+        description="What its sensors cover: the convex hull of their [lon, lat] grown by"
+        " about 250 m, a polygon (counter-clockwise, not closed)."
+    )
 
 
 class MapStationOut(BaseModel):

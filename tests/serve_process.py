@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
@@ -27,6 +27,7 @@ from citysense.broker import MosquittoBroker, free_port
 from protocol import (
     Channel,
     Reading,
+    SensorInfo,
     SensorKind,
     StationState,
     StationTopic,
@@ -145,15 +146,23 @@ def wait_for(check: Callable[[], Any], within: float, what: str) -> Any:
 
 class NumberedEdge:
     """One station publishing numbered batches of cover readings at QoS 1 (as its edge agent
-    would), from a birth on. ``tilt`` of the first cover can be raised to open a case."""
+    would), from a birth on. ``tilt`` of the first cover (or of the covers named) can be raised
+    to open a case. ``sensors``: the birth's covers, instead of ``covers`` alike ones."""
 
     def __init__(
-        self, broker: MosquittoBroker, station_id: str, covers: int = 5, *, realtime: bool = False
+        self,
+        broker: MosquittoBroker,
+        station_id: str,
+        covers: int = 5,
+        *,
+        realtime: bool = False,
+        sensors: Sequence[SensorInfo] = (),
     ) -> None:
         self.realtime = realtime
         """Stamp batches with the wall clock (a live station) instead of 10 ms apart."""
         self.station_id = station_id
-        self.sensors = [f"{station_id}.cover-{i:02d}" for i in range(covers)]
+        infos = list(sensors) or [cover_info(f"{station_id}.cover-{i:02d}") for i in range(covers)]
+        self.sensors = [info.sensor_id for info in infos]
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edge-{station_id}")
         self.client.max_queued_messages_set(0)
         self.client.max_inflight_messages_set(1000)
@@ -167,14 +176,15 @@ class NumberedEdge:
             status="online",
             boot_epoch=1,
             ts=self.t0,
-            sensors=[cover_info(s) for s in self.sensors],
+            sensors=infos,
         )
         topic = str(StationTopic(station_id, Channel.STATE))
         self.client.publish(topic, encode(birth), qos=1, retain=True).wait_for_publish(5)
         self.topic = str(StationTopic(station_id, Channel.TELEMETRY))
 
-    def publish(self, tilt: float = 1.0) -> None:
-        """One batch: a reading of every cover, stamped 10 ms apart per batch (unique times).
+    def publish(self, tilt: float = 1.0, tilted: Collection[int] = (0,)) -> None:
+        """One batch: a reading of every cover, ``tilt`` for the covers at the indices in
+        ``tilted`` and 1° for the others, stamped 10 ms apart per batch (unique times).
         Published without waiting (as fast as a busy station's backlog); ``flush`` waits."""
         ts = datetime.now(UTC) if self.realtime else self.t0 + timedelta(milliseconds=10 * self.seq)
         readings = [
@@ -182,7 +192,7 @@ class NumberedEdge:
                 sensor_id=sensor,
                 kind=SensorKind.COVER,
                 ts=ts,
-                values={"tilt_deg": tilt if i == 0 else 1.0},
+                values={"tilt_deg": tilt if i in tilted else 1.0},
             )
             for i, sensor in enumerate(self.sensors)
         ]

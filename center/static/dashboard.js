@@ -9,7 +9,8 @@ const SEVERITIES = ["critical", "urgent", "warning", "maintenance"];
 const ALARMING = new Set(["critical", "urgent"]);
 const STALE_AFTER_MS = 4000;      // the stream down this long: say the data may be stale
 const WATCHDOG_MS = 60000;        // nothing (no event, no reconnect) this long: reconnect
-const CLOSED_SHOWN = 20;
+const OPEN_PAGE = 100;            // open cases a page of the board ("Show more": the next)
+const CLOSED_SHOWN = 20;          // closed cases a page
 const SVG = "http://www.w3.org/2000/svg";
 
 // -- words -------------------------------------------------------------------------------------
@@ -19,6 +20,8 @@ const WORDS = {
     user: "User", password: "Password", f_step: "Step", f_severity: "Severity",
     f_district: "District", f_class: "Class", f_q: "Search", any: "any",
     open_cases: "Open cases", closed_cases: "Recently closed", no_open: "No open cases.",
+    more: "Show more", shown: "{n} of {t} shown",
+    zoom_in: "Zoom in", zoom_out: "Zoom out", zoom_reset: "Whole city",
     no_closed: "No closed cases.", c_severity: "Severity", c_class: "Class", c_step: "Step",
     c_age: "Age", c_where: "Where", c_time: "Time", map: "Map", close_view: "Close",
     evidence: "Evidence", note: "Note", history: "History", h_at: "When", h_actor: "Who",
@@ -39,6 +42,7 @@ const WORDS = {
     started: "began", opened: "opened", cleared: "recovered", threshold: "threshold",
     load_failed: "load failed: {m}", map_sensors: "{n} sensors · {s} stations · {c} open cases",
     a_register: "Register", a_dismiss: "Dismiss", a_dispatch: "Dispatch", a_handle: "Handle",
+    a_acknowledge: "Acknowledge", unacked: "not acknowledged", d_ack: "Acknowledged",
     a_redispatch: "Redispatch", a_verify: "Report done (verify)", a_rework: "Rework",
     a_close: "Close case", a_evaluate: "Evaluate", a_reopen: "Reopen", a_discover: "Discovered",
     read_only: "Your role ({r}) may not move cases.",
@@ -50,6 +54,8 @@ const WORDS = {
     title: "citysense · 紧急案件", alarming: "报警中", signout: "退出", signin: "登录",
     user: "用户名", password: "密码", f_step: "环节", f_severity: "级别", f_district: "区",
     f_class: "小类", f_q: "搜索", any: "全部", open_cases: "未结案件", closed_cases: "最近结案",
+    more: "显示更多", shown: "已显示 {n} / {t}",
+    zoom_in: "放大", zoom_out: "缩小", zoom_reset: "全市",
     no_open: "暂无未结案件。", no_closed: "暂无结案。", c_severity: "级别", c_class: "类别",
     c_step: "环节", c_age: "时长", c_where: "位置", c_time: "时间", map: "地图",
     close_view: "关闭", evidence: "证据", note: "备注", history: "处置记录", h_at: "时间",
@@ -68,6 +74,7 @@ const WORDS = {
     d_lonlat: "经纬度", started: "开始", opened: "报警", cleared: "恢复", threshold: "阈值",
     load_failed: "加载失败：{m}", map_sensors: "{n} 个传感器 · {s} 个基站 · {c} 件未结",
     a_register: "立案", a_dismiss: "不予立案", a_dispatch: "派遣", a_handle: "签收处置",
+    a_acknowledge: "接警确认", unacked: "未接警", d_ack: "接警",
     a_redispatch: "回退重派", a_verify: "处置完成（核查）", a_rework: "返工", a_close: "结案",
     a_evaluate: "评价", a_reopen: "重新立案", a_discover: "发现",
     read_only: "您的角色（{r}）不能处置案件。",
@@ -131,7 +138,7 @@ const state = {
   me: null, open: new Map(), closed: new Map(), districts: new Map(), map: null,
   unseen: new Set(), muted: localStorage.getItem("citysense.muted") === "1",
   source: null, lastEventId: null, lastHeard: 0, downSince: null, pending: null, viewing: null,
-  generation: 0,
+  generation: 0, paging: null, view: { zoom: 1, cx: 300, cy: 240 },
 };
 
 // -- filters -----------------------------------------------------------------------------------
@@ -209,6 +216,7 @@ function renderRow(c) {
   if (c.ended_before_seen) mark(marks, t("ended"));
   if (c.flapping) mark(marks, t("flapping"));
   if (c.escalations > 0) mark(marks, t("escalated", { n: c.escalations, p: c.priority }));
+  if (c.next_actions.includes("acknowledge")) mark(marks, t("unacked"));
   const age = el("span", "age", ageText(c));
   age.dataset.detected = c.detected_at;
   const where = el("div", "", c.address || "—");
@@ -230,23 +238,40 @@ function renderRow(c) {
   return tr;
 }
 
-function sortedOpen() {
+// The board's orders are the center's (`sort=-severity`, `sort=-updated_at`, ties by arrival
+// and id: center/case_query.py), to the microsecond, so its pages follow on from each other.
+function instant(iso) {
+  const fraction = /\.(\d+)/.exec(iso);
+  return Date.parse(iso) * 1000 + (fraction ? Number((fraction[1] + "00000").slice(3, 6)) : 0);
+}
+
+function compareOpen(a, b) {
   const rank = (c) => SEVERITIES.indexOf(c.severity);
-  return [...state.open.values()].sort((a, b) =>
-    rank(a) - rank(b) || b.detected_at.localeCompare(a.detected_at) || b.id - a.id);
+  return rank(a) - rank(b) || instant(b.detected_at) - instant(a.detected_at) || b.id - a.id;
+}
+
+function compareClosed(a, b) {
+  return instant(b.updated_at) - instant(a.updated_at) ||
+    instant(b.detected_at) - instant(a.detected_at) || b.id - a.id;
+}
+
+function sortedOpen() {
+  return [...state.open.values()].sort(compareOpen);
 }
 
 function renderBoard() {
   const open = sortedOpen();
   $("cases").replaceChildren(...open.map(renderRow));
-  const closed = [...state.closed.values()]
-    .sort((a, b) => b.updated_at.localeCompare(a.updated_at)).slice(0, CLOSED_SHOWN);
+  const closed = [...state.closed.values()].sort(compareClosed);
   $("closed").replaceChildren(...closed.map(renderRow));
   $("empty").hidden = open.length > 0;
   $("closed-empty").hidden = closed.length > 0;
-  $("open-total").textContent = String(open.length);
+  const paging = state.paging || newPaging();
+  $("open-total").textContent = String(open.length + paging.open.beyond);
   const alarming = open.filter((c) => c.status === "open").length;
-  $("open-count").textContent = String(alarming);
+  $("open-count").textContent = String(paging.open.beyond ? paging.alarming ?? alarming : alarming);
+  showMore("open", open.length, paging.open.beyond);
+  showMore("closed", closed.length, paging.closed.beyond);
   showTitle();
   renderMapCases();
 }
@@ -287,6 +312,7 @@ function mapBounds() {
   if (state.map && state.map.bounds) {
     const [w, s, e, n] = state.map.bounds;
     points.push([w, s], [e, n]);
+    for (const d of state.map.districts) points.push(...(d.outline || []));
   }
   for (const c of state.open.values()) if (c.lon !== null && c.lat !== null) points.push([c.lon, c.lat]);
   if (!points.length) return null;
@@ -299,20 +325,22 @@ function renderMap() {
   const bounds = mapBounds();
   svg.replaceChildren();
   if (!bounds) return;
-  const at = projection(bounds);
+  state.baseProject = projection(bounds);
+  const at = zoomed(state.baseProject);
   state.project = at;
   const base = svgEl("g", { class: "base" });
   const data = state.map || { districts: [], stations: [], sensors: [] };
+  for (const d of data.districts) {  // under the rest: what our sensors cover, named
+    const [x, y] = at(d.lon, d.lat);
+    const g = svgEl("g", { class: "district", "data-code": d.code });
+    const corners = (d.outline || []).map((p) => at(p[0], p[1]).map((v) => v.toFixed(1)).join(","));
+    if (corners.length) g.append(svgEl("path", { class: "outline", d: "M" + corners.join("L") + "Z" }));
+    g.append(svgEl("text", { x: x, y: y }, (d.name || "") + " " + d.code));
+    base.append(g);
+  }
   for (const s of data.sensors) {
     const [x, y] = at(s.lon, s.lat);
-    base.append(svgEl("circle", { class: "sensor", cx: x, cy: y, r: 2 }));
-  }
-  for (const d of data.districts) {
-    const [x, y] = at(d.lon, d.lat);
-    const g = svgEl("g", { class: "district" });
-    g.append(svgEl("circle", { cx: x, cy: y, r: 26 }));
-    g.append(svgEl("text", { x: x, y: y - 30 }, (d.name || "") + " " + d.code));
-    base.append(g);
+    base.append(svgEl("circle", { class: "sensor", cx: x, cy: y, r: 2, "data-district": s.district }));
   }
   for (const s of data.stations) {
     const [x, y] = at(s.lon, s.lat);
@@ -322,7 +350,64 @@ function renderMap() {
     base.append(g);
   }
   svg.append(base, svgEl("g", { id: "map-cases" }));
+  showZoom();
   renderMapCases();
+}
+
+// Zoom and pan: the view's centre (in the whole city's map units) and its magnification,
+// applied in the projection, so that marks, labels and lines keep their size.
+const ZOOM_MAX = 32;
+
+function zoomed(project) {
+  const v = state.view;
+  return (lon, lat) => {
+    const [x, y] = project(lon, lat);
+    return [MAP_W / 2 + (x - v.cx) * v.zoom, MAP_H / 2 + (y - v.cy) * v.zoom];
+  };
+}
+
+function zoomTo(zoom) {
+  const v = state.view;
+  v.zoom = Math.min(ZOOM_MAX, Math.max(1, zoom));
+  if (v.zoom === 1) Object.assign(v, { cx: MAP_W / 2, cy: MAP_H / 2 });
+  renderMap();
+}
+
+function showZoom() {
+  const zoom = state.view.zoom;
+  $("zoom-in").disabled = zoom >= ZOOM_MAX;
+  $("zoom-out").disabled = $("zoom-reset").disabled = zoom <= 1;
+  $("map").classList.toggle("zoomed", zoom > 1);
+}
+
+function watchPan(svg) {
+  let drag = null, dragged = false;
+  svg.addEventListener("pointerdown", (event) => {
+    if (state.view.zoom > 1 && event.button === 0) drag = { x: event.clientX, y: event.clientY, dx: 0, dy: 0 };
+  });
+  svg.addEventListener("pointermove", (event) => {
+    if (!drag) return;
+    const units = MAP_W / svg.getBoundingClientRect().width;  // map units a screen pixel
+    drag.dx = (event.clientX - drag.x) * units;
+    drag.dy = (event.clientY - drag.y) * units;
+    if (Math.hypot(drag.dx, drag.dy) < 3) return;
+    for (const layer of svg.children) layer.setAttribute("transform", "translate(" + drag.dx + " " + drag.dy + ")");
+  });
+  const drop = () => {
+    if (!drag) return;
+    const v = state.view;
+    if (Math.hypot(drag.dx, drag.dy) >= 3) {
+      v.cx = Math.min(MAP_W, Math.max(0, v.cx - drag.dx / v.zoom));
+      v.cy = Math.min(MAP_H, Math.max(0, v.cy - drag.dy / v.zoom));
+      dragged = true;
+      renderMap();
+    }
+    drag = null;
+  };
+  svg.addEventListener("pointerup", drop);
+  svg.addEventListener("pointerleave", drop);
+  // a drag that ends on a case's mark does not open it
+  svg.addEventListener("click", (event) => { if (dragged) event.stopPropagation(); dragged = false; }, true);
 }
 
 function renderMapCases() {
@@ -331,8 +416,9 @@ function renderMapCases() {
   const marks = [];
   for (const c of sortedOpen().reverse()) {
     if (c.lon === null || c.lat === null) continue;
+    const [bx, by] = state.baseProject(c.lon, c.lat);  // the whole city: is the case in it?
+    if (bx < 0 || bx > MAP_W || by < 0 || by > MAP_H) { queueMicrotask(renderMap); return; }
     const [x, y] = state.project(c.lon, c.lat);
-    if (x < 0 || x > MAP_W || y < 0 || y > MAP_H) { queueMicrotask(renderMap); return; }
     const blink = c.status === "open" && ALARMING.has(c.severity) && ["discover", "register", "dispatch"].includes(c.step);
     const dot = svgEl("circle", { class: "case-mark " + c.severity + (blink ? " blink" : ""), cx: x, cy: y, r: 9,
       "data-case-id": c.id, tabindex: 0, role: "button" });
@@ -378,24 +464,19 @@ async function reload() {
   const generation = ++state.generation;
   state.pending = state.pending || [];
   const f = filters();
-  const wantOpen = !f.step || !["close", "evaluate"].includes(f.step);
-  const wantClosed = !f.step || ["close", "evaluate"].includes(f.step);
-  const openParams = filterParams(f);
-  openParams.set("open_only", "true");
-  openParams.set("limit", "200");
-  if (f.step && wantOpen) openParams.append("step", f.step);
-  const closedParams = filterParams(f);
-  for (const step of f.step ? [f.step] : ["close", "evaluate"]) closedParams.append("step", step);
-  closedParams.set("limit", String(CLOSED_SHOWN));
-  closedParams.set("sort", "-updated_at");
+  const paging = state.paging || (state.paging = newPaging());
   try {
     const [open, closed] = await Promise.all([
-      wantOpen ? fetchJson(API + "/cases?" + openParams) : { items: [] },
-      wantClosed ? fetchJson(API + "/cases?" + closedParams) : { items: [] },
+      fetchList("open", f, 0, paging.open.wanted),
+      fetchList("closed", f, 0, paging.closed.wanted),
     ]);
+    const alarming = open.total > open.items.length ? await countAlarming(f) : null;
     if (generation !== state.generation) return;  // a newer reload is on its way
     state.open = new Map(open.items.map((c) => [c.id, c]));
     state.closed = new Map(closed.items.map((c) => [c.id, c]));
+    tookPage(paging.open, open, state.open);
+    tookPage(paging.closed, closed, state.closed);
+    paging.alarming = alarming;
   } finally {
     if (generation === state.generation) {
       const events = state.pending;
@@ -404,6 +485,107 @@ async function reload() {
       renderBoard();
     }
   }
+}
+
+// -- paging ------------------------------------------------------------------------------------
+// Each list holds its first pages in the center's order, and what the stream brought since.
+// "Show more" asks for the page at the offset of the cases held up to the last one paged in,
+// so a case that arrived or left meanwhile shifts nothing. `beyond` counts the matching cases
+// after those held: the center's total less what is held, counted again after live events
+// while it is not 0 (the stream says nothing of cases the page does not hold).
+const ORDER = { open: compareOpen, closed: compareClosed };
+const PAGE_SIZE = { open: OPEN_PAGE, closed: CLOSED_SHOWN };
+
+function newPaging() {
+  return {
+    open: { wanted: OPEN_PAGE, last: null, beyond: 0 },
+    closed: { wanted: CLOSED_SHOWN, last: null, beyond: 0 },
+    alarming: null,  // the center's count of open cases alarming, while not all are held
+  };
+}
+
+function listParams(kind, f) {
+  const p = filterParams(f);
+  if (kind === "open") {
+    p.set("open_only", "true");
+    if (f.step) p.append("step", f.step);
+    p.set("sort", "-severity");
+  } else {
+    for (const step of f.step ? [f.step] : ["close", "evaluate"]) p.append("step", step);
+    p.set("sort", "-updated_at");
+  }
+  return p;
+}
+
+// `count` cases of a list from `offset` on, a request per 500 (the center's largest page).
+async function fetchList(kind, f, offset, count) {
+  if (f.step && ["close", "evaluate"].includes(f.step) !== (kind === "closed")) return { items: [], total: 0 };
+  const items = [];
+  let total = 0;
+  while (items.length < count) {
+    const params = listParams(kind, f);
+    const limit = Math.min(500, count - items.length);
+    params.set("limit", String(limit));
+    if (offset + items.length) params.set("offset", String(offset + items.length));
+    const page = await fetchJson(API + "/cases?" + params);
+    items.push(...page.items);
+    total = page.total;
+    if (page.items.length < limit) break;
+  }
+  return { items, total };
+}
+
+async function countAlarming(f) {
+  const params = listParams("open", f);
+  params.set("status", "open");
+  params.set("limit", "1");
+  return (await fetchJson(API + "/cases?" + params)).total;
+}
+
+function tookPage(list, page, held) {
+  list.last = page.items.length ? page.items[page.items.length - 1] : null;
+  list.beyond = Math.max(0, page.total - held.size);
+}
+
+async function showMoreCases(kind) {
+  const generation = state.generation;
+  const list = state.paging[kind];
+  const held = state[kind];
+  const offset = list.last ? [...held.values()].filter((c) => ORDER[kind](c, list.last) <= 0).length : 0;
+  const page = await fetchList(kind, filters(), offset, PAGE_SIZE[kind]);
+  if (generation !== state.generation) return;  // reloaded meanwhile: its pages stand
+  for (const c of page.items) {
+    const known = held.get(c.id);
+    if (!known || instant(known.updated_at) < instant(c.updated_at)) held.set(c.id, c);
+  }
+  if (page.items.length) list.last = page.items[page.items.length - 1];
+  list.wanted = Math.max(held.size, PAGE_SIZE[kind]);  // a reload keeps what is shown
+  list.beyond = Math.max(0, page.total - held.size);
+  renderBoard();
+}
+
+let recountTimer = null;
+function recountSoon() {
+  const paging = state.paging;
+  if (recountTimer || !paging || !(paging.open.beyond || paging.closed.beyond)) return;
+  recountTimer = setTimeout(() => { recountTimer = null; recount().catch(loadFailed); }, 1000);
+}
+
+async function recount() {
+  const generation = state.generation;
+  const f = filters();
+  const [open, closed, alarming] = await Promise.all(
+    [fetchList("open", f, 0, 1), fetchList("closed", f, 0, 1), countAlarming(f)]);
+  if (generation !== state.generation || !state.paging) return;
+  state.paging.open.beyond = Math.max(0, open.total - state.open.size);
+  state.paging.closed.beyond = Math.max(0, closed.total - state.closed.size);
+  state.paging.alarming = alarming;
+  renderBoard();
+}
+
+function showMore(kind, shown, beyond) {
+  $(kind + "-more").hidden = beyond === 0;
+  $(kind + "-shown").textContent = t("shown", { n: shown, t: shown + beyond });
 }
 
 function applyEvent(event, live) {
@@ -427,6 +609,7 @@ function onCaseEvent(message) {
   if (state.pending) { state.pending.push(event); return; }
   applyEvent(event, true);
   renderBoard();
+  recountSoon();
   const row = document.querySelector('tr[data-case-id="' + event.case.id + '"]');
   if (row) row.classList.add("fresh");
 }
@@ -568,6 +751,7 @@ function showCase(c, withHistory) {
   else if (c.status === "open") mark(marks, t("alarm"));
   if (c.detected_late) mark(marks, t("late"));
   if (c.escalations > 0) mark(marks, t("escalated", { n: c.escalations, p: c.priority }));
+  if (c.next_actions.includes("acknowledge")) mark(marks, t("unacked"));
   const list = $("case-details");
   list.replaceChildren();
   detail(list, t("d_class"), c.category + " " + c.class_code + " " + c.major_name + " / " + c.class_name);
@@ -584,6 +768,7 @@ function showCase(c, withHistory) {
     t("arrived") + " " + formatTime(c.detected_at, true) + " · " + t("device") + " " +
     t("started") + " " + formatTime(c.started_at, true) + ", " + t("opened") + " " + formatTime(c.opened_at, true));
   detail(list, t("d_priority"), "P" + c.priority + (c.ack_due_at ? " · ack ≤ " + formatTime(c.ack_due_at) : ""));
+  detail(list, t("d_ack"), c.acknowledged_by ? c.acknowledged_by + " · " + formatTime(c.acknowledged_at, true) : "—");
   detail(list, t("d_rule"), c.rule_id + (c.rules_version != null ? " · v" + c.rules_version : ""));
   drawEvidence(c);
   showActions(c);
@@ -692,6 +877,7 @@ function stop() {
   state.closed.clear();
   state.unseen.clear();
   state.downSince = null;
+  state.paging = null;
   $("cases").replaceChildren();
   $("closed").replaceChildren();
   $("open-count").textContent = "–";
@@ -752,6 +938,10 @@ function applyLanguage() {
   for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
   $("lang").textContent = lang === "zh" ? "English" : "中文";
   $("f-q").placeholder = lang === "zh" ? "标题、地址、传感器…" : "title, address, sensor…";
+  for (const id of ["zoom-in", "zoom-out"]) {
+    $(id).title = t(id.replace("-", "_"));
+    $(id).setAttribute("aria-label", $(id).title);
+  }
   fillFilters();
   renderLegend();
   showTools();
@@ -786,12 +976,19 @@ function start() {
     unlockAudio();
     if (window.Notification) Notification.requestPermission().then(showTools);
   });
+  for (const kind of ["open", "closed"]) {
+    $(kind + "-more-button").addEventListener("click", () => showMoreCases(kind).catch(loadFailed));
+  }
+  $("zoom-in").addEventListener("click", () => zoomTo(state.view.zoom * 2));
+  $("zoom-out").addEventListener("click", () => zoomTo(state.view.zoom / 2));
+  $("zoom-reset").addEventListener("click", () => zoomTo(1));
+  watchPan($("map"));
   $("case-close").addEventListener("click", closeCase);
   $("case-view").addEventListener("click", (event) => { if (event.target === $("case-view")) closeCase(); });
   document.addEventListener("keydown", (event) => { if (event.key === "Escape") closeCase(); });
   document.addEventListener("pointerdown", unlockAudio, { once: true });
   let typing = null;
-  const refilter = () => { if (state.me) reload().catch(loadFailed); };
+  const refilter = () => { if (state.me) { state.paging = newPaging(); reload().catch(loadFailed); } };
   for (const id of ["f-step", "f-severity", "f-district"]) $(id).addEventListener("change", refilter);
   for (const id of ["f-class", "f-q"]) {
     $(id).addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(refilter, 300); });

@@ -3,6 +3,8 @@
 PostgreSQL comes from ``CITYSENSE_TEST_POSTGRES_URL`` (default: postgres@127.0.0.1:5432, trust
 auth). The session gets one throw-away database; each test gets a fresh, migrated schema.
 An unreachable PostgreSQL fails the tests: it never skips them.
+
+``chromium``: headless Chromium for the dashboard's browser tests (``tests/center/browser.py``).
 """
 
 from __future__ import annotations
@@ -123,3 +125,18 @@ def accounts(engine: AsyncEngine) -> Accounts:
 async def tokens(accounts: Accounts) -> dict[Role, str]:
     """An API token per role; its user is named after the role."""
     return await role_tokens(accounts)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """Debian's Chromium, headless, driven by playwright: one per module, a context per test.
+    Missing, it fails the test under ``CI`` and skips it otherwise."""
+    from tests.test_backtest_report import CHROMIUM, _browser_or_fail
+
+    sync_playwright = _browser_or_fail()
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
@@ -115,10 +116,14 @@ async def test_the_map_places_districts_and_stations_at_the_mean_of_their_sensor
     registry.update(birth("st-b", [other]), NOW)
     async for client in _client(registry):
         body = (await client.get("/api/v1/map")).json()
+    outlines = [d.pop("outline") for d in body["districts"]]
     assert body["districts"] == [
         {"code": "410105", "name": "金水区", "lon": 113.65, "lat": 34.75, "sensors": 2},
         {"code": "410999", "name": None, "lon": 113.9, "lat": 34.9, "sensors": 1},
     ]
+    assert [len(corners) for corners in outlines] == [10, 8]  # a stadium, an octagon (250 m)
+    west_end = min(outlines[0])
+    assert west_end[0] == pytest.approx(113.60 - 250 / 111_320 / math.cos(math.radians(34.75)))
     assert [(s["station_id"], s["status"], s["sensors"]) for s in body["stations"]] == [
         ("st-a", "online", 2),
         ("st-b", "online", 1),
