@@ -42,6 +42,10 @@ class StackPlan:
     """100-reading messages drained under the profiler."""
     latency_seconds: float
     latency_every_s: float
+    """An incident this often: 20 a second puts the case store under a load of its own."""
+    sparse_latency_seconds: float = 0.0
+    """The same latency with an incident every ``sparse_every_s`` (0: not measured)."""
+    sparse_every_s: float = 0.5
 
     def __post_init__(self) -> None:
         if max(self.messages_b100, self.messages_b1, self.profile_messages) > MAX_QUEUED:
@@ -171,10 +175,17 @@ def measure_stack(plan: StackPlan, services: Services, results_dir: Path) -> Ite
         throughput = asyncio.run(_throughput(plan, services, Path(tmp) / "throughput", results_dir))
         yield from throughput
         drained = next(m for m in throughput if m.name == "node_drain_b100")
-        yield measure_case_latency(
-            services,
-            Path(tmp) / "latency",
-            rate=drained.figures["readings_per_s"] / 2,
-            seconds=plan.latency_seconds,
-            every_s=plan.latency_every_s,
-        )
+        runs = [("node_case_latency", plan.latency_seconds, plan.latency_every_s)]
+        if plan.sparse_latency_seconds > 0:
+            runs.append(
+                ("node_case_latency_sparse", plan.sparse_latency_seconds, plan.sparse_every_s)
+            )
+        for name, seconds, every_s in runs:
+            yield measure_case_latency(
+                services,
+                Path(tmp) / name,
+                rate=drained.figures["readings_per_s"] / 2,
+                seconds=seconds,
+                every_s=every_s,
+                name=name,
+            )

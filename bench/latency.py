@@ -166,15 +166,22 @@ async def _measure(
 
 
 def measure_case_latency(
-    services: Services, workdir: Path, *, rate: float, seconds: float, every_s: float
+    services: Services,
+    workdir: Path,
+    *,
+    rate: float,
+    seconds: float,
+    every_s: float,
+    name: str = "node_case_latency",
 ) -> Measurement:
     published, opened, achieved = asyncio.run(_measure(services, workdir, rate, seconds, every_s))
     latencies = [(opened[s] - t) * 1000 for s, t in published.items() if s in opened]
     if not latencies:
         raise BenchError(f"none of {len(published)} incidents reached the case stream")
     return Measurement(
-        name="node_case_latency",
-        title="reading → case on /api/v1/cases/stream, under a steady load (hold 0, lateness 0)",
+        name=name,
+        title="reading → case on /api/v1/cases/stream, under a steady load (hold 0, lateness 0)"
+        f", an incident every {every_s:g} s",
         group="stack",
         params={
             "target_readings_per_s": rate,

@@ -54,6 +54,7 @@ class Plan:
             profile_messages=4_000,
             latency_seconds=10.0,
             latency_every_s=0.05,
+            sparse_latency_seconds=50.0,
         )
     )
     """The whole-stack phases (bench/acceptance.py)."""
@@ -95,6 +96,7 @@ QUICK = Plan(
         profile_messages=1_000,
         latency_seconds=3.0,
         latency_every_s=0.05,
+        sparse_latency_seconds=3.0,
     ),
 )
 FULL = Plan(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -137,6 +137,29 @@ class CaseService:
             log.error("alert %s on %s rejected: %s", alert.rule_id, alert.sensor_id, exc)
             raise
         self._count(alert, None if change is None else change.case)
+
+    async def handle_alerts(
+        self, alerts: Sequence[tuple[Alert, SensorInfo | None, datetime]]
+    ) -> list[AlertRejectedError | None]:
+        """``handle_alert`` for each (alert, sensor, detected at), in order, written in one
+        transaction (``CaseStore.apply_alerts``); an alert that cannot become a case is refused
+        alone: its ``AlertRejectedError`` in its place, ``None`` for each one recorded. Raises
+        ``StoreError`` when the store fails (none is written then)."""
+        async with self._writes:
+            outcomes = await self.store.apply_alerts(alerts)
+            for outcome in outcomes:
+                if outcome is not None and not isinstance(outcome, AlertRejectedError):
+                    self._publish(outcome)
+        refused: list[AlertRejectedError | None] = []
+        for (alert, _, _), outcome in zip(alerts, outcomes, strict=True):
+            if isinstance(outcome, AlertRejectedError):
+                self.stats.rejected += 1
+                log.error("alert %s on %s rejected: %s", alert.rule_id, alert.sensor_id, outcome)
+                refused.append(outcome)
+            else:
+                self._count(alert, None if outcome is None else outcome.case)
+                refused.append(None)
+        return refused
 
     def _count(self, alert: Alert, case: CaseOut | None) -> None:
         if alert.state == "open":

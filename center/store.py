@@ -6,7 +6,7 @@ and its events (``case_events``, whose ids the live stream resumes from).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +20,7 @@ from center import lifecycle
 from center.case_log import AWAITING, CaseChange, CaseLog, event_from_row
 from center.case_query import CaseFilter, order_by
 from center.classify import classify
-from center.db import CaseEventRow, CaseRow, CaseTransitionRow
+from center.db import CaseEventRow, CaseRow, CaseTransitionRow, one_writer
 from center.errors import AlertRejectedError, CaseNotFoundError, StoreError
 from center.escalation import EscalationPolicy, initial_priority
 from center.lifecycle import Action, Step
@@ -32,6 +32,14 @@ from protocol import SensorInfo
 from rules.alerts import Alert
 
 ALERT_KEY = ("rule_id", "sensor_id", "started_at")
+_OPEN_CASE = {
+    name: dialect.insert(CaseRow)
+    .on_conflict_do_nothing(index_elements=list(ALERT_KEY))
+    .returning(CaseRow)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+"""A case's insert, built once (its values are the execution's parameters): building it with
+``values(...)`` for every case cost more than the database's work."""
 SUPPORTED_DIALECTS = ("sqlite", "postgresql")
 DEFAULT_LATE_AFTER = timedelta(minutes=5)
 PURGE_BATCH = 500
@@ -43,6 +51,35 @@ and a reader never sees id n+1 before id n. SQLite has one writer at a time anyw
 def _require_aware(name: str, value: datetime) -> None:
     if value.tzinfo is None or value.utcoffset() is None:
         raise AlertRejectedError(f"{name} {value.isoformat()} has no timezone")
+
+
+def _alert_values(alert: Alert, sensor: SensorInfo | None, detected_at: datetime) -> dict[str, Any]:
+    """What the alert writes: the new case's row (``open``) or the columns it changes."""
+    for name, value in (
+        ("detected_at", detected_at),
+        ("started_at", alert.started_at),
+        ("at", alert.at),
+    ):
+        _require_aware(name, value)
+    if alert.state == "open":
+        return _case_values(alert, sensor, detected_at)
+    if alert.state == "member":
+        return {"members": list(alert.members), "updated_at": detected_at}
+    if alert.state == "flapping":
+        return {
+            "status": "open",
+            "cleared_at": None,
+            "flapping": True,
+            "flags": list(alert.flags),
+            "updated_at": detected_at,
+        }
+    return {
+        "status": "cleared",
+        "cleared_at": alert.at,
+        "updated_at": detected_at,
+        # The condition had ended before the center first learned of the case.
+        "ended_before_seen": CaseRow.detected_at >= alert.at,
+    }
 
 
 def _case_values(alert: Alert, sensor: SensorInfo | None, detected_at: datetime) -> dict[str, Any]:
@@ -127,8 +164,9 @@ class CaseStore:
 
     @asynccontextmanager
     async def _writing(self) -> AsyncIterator[AsyncSession]:
-        """A write transaction; on PostgreSQL it first takes ``EVENT_LOCK``."""
-        async with self._session() as session:
+        """A write transaction, in this process's write turn (``one_writer``: SQLite); on
+        PostgreSQL it first takes ``EVENT_LOCK``."""
+        async with one_writer(self._engine), self._session() as session:
             if self._engine.dialect.name == "postgresql":
                 await session.execute(select(func.pg_advisory_xact_lock(EVENT_LOCK)))
             yield session
@@ -144,63 +182,76 @@ class CaseStore:
         self, alert: Alert, sensor: SensorInfo | None, detected_at: datetime
     ) -> CaseChange | None:
         """Open, update, re-open or mark recovered the alert's case, with its events (and the
-        system's transitions); ``None`` when nothing changed (a duplicate, no such case)."""
-        for name, value in (
-            ("detected_at", detected_at),
-            ("started_at", alert.started_at),
-            ("at", alert.at),
-        ):
-            _require_aware(name, value)
-        if alert.state == "open":
-            return await self._open(alert, _case_values(alert, sensor, detected_at), detected_at)
-        if alert.state == "member":
-            values: dict[str, Any] = {"members": list(alert.members), "updated_at": detected_at}
-            return await self._change(alert, values, detected_at, only_open=True)
-        if alert.state == "flapping":
-            values = {
-                "status": "open",
-                "cleared_at": None,
-                "flapping": True,
-                "flags": list(alert.flags),
-                "updated_at": detected_at,
-            }
-            return await self._change(alert, values, detected_at, only_open=False)
-        values = {
-            "status": "cleared",
-            "cleared_at": alert.at,
-            "updated_at": detected_at,
-            # The condition had ended before the center first learned of the case.
-            "ended_before_seen": CaseRow.detected_at >= alert.at,
-        }
-        return await self._change(alert, values, detected_at, only_open=True)
+        system's transitions); ``None`` when nothing changed (a duplicate, no such case).
+        Raises ``AlertRejectedError`` for an alert that cannot become a case."""
+        (outcome,) = await self.apply_alerts([(alert, sensor, detected_at)])
+        if isinstance(outcome, AlertRejectedError):
+            raise outcome
+        return outcome
+
+    async def apply_alerts(
+        self, alerts: Sequence[tuple[Alert, SensorInfo | None, datetime]]
+    ) -> list[CaseChange | AlertRejectedError | None]:
+        """``apply_alert`` for each (alert, sensor, detected at), in order, in one transaction:
+        a case is a dozen statements, and the transaction's own round trips (begin, commit,
+        PostgreSQL's event lock) are paid once for all. An alert that cannot become a case is
+        refused alone (its ``AlertRejectedError`` in its place) and the others are written; a
+        failing database fails them all (``StoreError``: none is written)."""
+        prepared: list[tuple[Alert, datetime, dict[str, Any]] | AlertRejectedError] = []
+        for alert, sensor, detected_at in alerts:
+            try:
+                prepared.append((alert, detected_at, _alert_values(alert, sensor, detected_at)))
+            except AlertRejectedError as exc:
+                prepared.append(exc)
+        outcomes: list[CaseChange | AlertRejectedError | None] = []
+        if all(isinstance(item, AlertRejectedError) for item in prepared):
+            outcomes.extend(item for item in prepared if isinstance(item, AlertRejectedError))
+            return outcomes
+        async with self._writing() as session:
+            for item in prepared:
+                if isinstance(item, AlertRejectedError):
+                    outcomes.append(item)
+                    continue
+                alert, detected_at, values = item
+                if alert.state == "open":
+                    outcomes.append(await self._open(session, alert, values, detected_at))
+                else:
+                    outcomes.append(await self._change(session, alert, values, detected_at))
+        return outcomes
 
     async def _change(
-        self, alert: Alert, values: dict[str, Any], detected_at: datetime, *, only_open: bool
+        self, session: AsyncSession, alert: Alert, values: dict[str, Any], detected_at: datetime
     ) -> CaseChange | None:
         conditions = [
             CaseRow.rule_id == alert.rule_id,
             CaseRow.sensor_id == alert.sensor_id,
             CaseRow.started_at == alert.started_at,
         ]
-        if only_open:
+        if alert.state != "flapping":  # a member joins, a sensor recovers: an open case only
             conditions.append(CaseRow.status == "open")
-        statement = update(CaseRow).where(*conditions).values(**values).returning(CaseRow)
-        async with self._writing() as session:
-            row = (await session.scalars(statement)).one_or_none()
-            if row is None:
-                return None
-            log = CaseLog(session, detected_at, self.escalation)
-            if alert.state == "member":
-                await log.event("updated", row)
-            elif alert.state == "cleared":
-                await log.event("recovered", row)
-            else:
-                await log.event("reopened", row)
-                late = lifecycle.detected_late(alert.at, detected_at, self.late_after)
-                for action in lifecycle.retrigger_actions(Step(row.step)):
-                    note = lifecycle.SYSTEM_NOTES[action]
-                    await log.move(row, action, lifecycle.SYSTEM, note, live=not late)
-            return log.change(row)
+        statement = (
+            update(CaseRow)
+            .where(*conditions)
+            .values(**values)
+            .returning(CaseRow)
+            # the row may be in this transaction's session already (opened in the same batch)
+            .execution_options(populate_existing=True)
+        )
+        row = (await session.scalars(statement)).one_or_none()
+        if row is None:
+            return None
+        log = CaseLog(session, detected_at, self.escalation)
+        if alert.state == "member":
+            await log.event("updated", row)
+        elif alert.state == "cleared":
+            await log.event("recovered", row)
+        else:
+            await log.event("reopened", row)
+            late = lifecycle.detected_late(alert.at, detected_at, self.late_after)
+            for action in lifecycle.retrigger_actions(Step(row.step)):
+                note = lifecycle.SYSTEM_NOTES[action]
+                await log.move(row, action, lifecycle.SYSTEM, note, live=not late)
+        return log.change(row)
 
     async def transition(
         self,
@@ -260,31 +311,21 @@ class CaseStore:
             return [(r[0], r[1], r[2], list(r[3] or [r[1]])) for r in rows]
 
     async def _open(
-        self, alert: Alert, values: dict[str, Any], detected_at: datetime
+        self, session: AsyncSession, alert: Alert, values: dict[str, Any], detected_at: datetime
     ) -> CaseChange | None:
         late = lifecycle.detected_late(alert.at, detected_at, self.late_after)
         values["detected_late"] = late
-        insert: postgresql.Insert | sqlite.Insert = (
-            postgresql.insert(CaseRow)
-            if self._engine.dialect.name == "postgresql"
-            else sqlite.insert(CaseRow)
-        )
-        statement = (
-            insert.values(**values)
-            .on_conflict_do_nothing(index_elements=list(ALERT_KEY))
-            .returning(CaseRow)
-        )
-        async with self._writing() as session:
-            row = (await session.scalars(statement)).one_or_none()
-            if row is None:
-                return None
-            log = CaseLog(session, detected_at, self.escalation)
-            note = f"rule {alert.rule_id} on {alert.sensor_id}"
-            await log.discovered(row, note + (" (detected late)" if late else ""))
-            for action in lifecycle.opening_actions(alert.severity, late):
-                note = lifecycle.SYSTEM_NOTES[action]
-                await log.move(row, action, lifecycle.SYSTEM, note, live=not late)
-            return log.change(row)
+        statement = _OPEN_CASE[self._engine.dialect.name]
+        row = (await session.scalars(statement, values)).one_or_none()
+        if row is None:
+            return None
+        log = CaseLog(session, detected_at, self.escalation)
+        note = f"rule {alert.rule_id} on {alert.sensor_id}"
+        await log.discovered(row, note + (" (detected late)" if late else ""))
+        for action in lifecycle.opening_actions(alert.severity, late):
+            note = lifecycle.SYSTEM_NOTES[action]
+            await log.move(row, action, lifecycle.SYSTEM, note, live=not late)
+        return log.change(row)
 
     async def list_cases(
         self,

@@ -131,6 +131,15 @@ def metric(env: dict[str, str], name: str, **labels: str) -> float:
     return float(match[1]) if match else 0.0
 
 
+def wait_for_station(env: dict[str, str], station_id: str, within: float) -> None:
+    """Until the node's registry lists ``station_id`` (its birth got through)."""
+    wait_for(
+        lambda: any(s["station_id"] == station_id for s in api(env, "/api/v1/stations")["items"]),
+        within,
+        f"the birth of {station_id} reached the registry",
+    )
+
+
 def wait_for(check: Callable[[], Any], within: float, what: str) -> Any:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:

@@ -29,7 +29,7 @@ from protocol import (
 )
 from tests.conftest import VictoriaMetrics
 from tests.factories import cover_info
-from tests.serve_process import api, metric, serve, serve_env, wait_for
+from tests.serve_process import api, metric, serve, serve_env, wait_for, wait_for_station
 from tests.test_exactly_once import journal_seqs, stored_seqs
 
 pytestmark = pytest.mark.integration
@@ -124,13 +124,7 @@ def test_a_gap_is_asked_for_and_the_resent_batches_are_stored_exactly_once(
         wait_for(lambda: api(env, "/api/v1/health")["mqtt_connected"], 20, "start")
         station = AnsweringStation(mosquitto, station_id)
         try:
-            wait_for(
-                lambda: any(
-                    s["station_id"] == station_id for s in api(env, "/api/v1/stations")["items"]
-                ),
-                10,
-                "the birth",
-            )
+            wait_for_station(env, station_id, 10)
             station.send([seq for seq in range(BATCHES) if seq not in WITHHELD])
             wait_for(
                 lambda: metric(env, "citysense_ingest_gaps", station=station_id) == len(WITHHELD),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from center.auth.errors import AccountExistsError, UnknownAccountError
 from center.auth.roles import Role
 from center.auth.rows import ApiTokenRow, SessionRow, UserRow
+from center.db import one_writer
 from center.errors import StoreError
 
 
@@ -66,12 +67,18 @@ class AccountStore:
     """SQL for users, tokens and sessions; a database failure is a ``StoreError``."""
 
     def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncSession]:
+    async def _tx(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
+        """A transaction; ``write``: in this process's write turn (``center.db.one_writer``)."""
         try:
-            async with self._sessions() as session, session.begin():
+            async with (
+                one_writer(self._engine) if write else nullcontext(),
+                self._sessions() as session,
+                session.begin(),
+            ):
                 yield session
         except IntegrityError:
             raise
@@ -83,7 +90,7 @@ class AccountStore:
     ) -> UserRecord:
         row = UserRow(name=name, role=role.value, password_hash=password_hash, created_at=at)
         try:
-            async with self._tx() as session:
+            async with self._tx(write=True) as session:
                 session.add(row)
         except IntegrityError:
             raise AccountExistsError(f"user {name} exists") from None
@@ -107,7 +114,7 @@ class AccountStore:
 
     async def set_password(self, name: str, password_hash: str | None) -> None:
         """A new password; the user's sessions end."""
-        async with self._tx() as session:
+        async with self._tx(write=True) as session:
             user_id = await self._user_id(session, name)
             await session.execute(
                 update(UserRow).where(UserRow.id == user_id).values(password_hash=password_hash)
@@ -116,7 +123,7 @@ class AccountStore:
 
     async def disable(self, name: str, at: datetime) -> None:
         """No more sign-in, and the user's sessions and tokens stop working."""
-        async with self._tx() as session:
+        async with self._tx(write=True) as session:
             user_id = await self._user_id(session, name)
             await session.execute(
                 update(UserRow)
@@ -128,7 +135,7 @@ class AccountStore:
     async def add_token(
         self, user: str, name: str, role: Role, digest: str, at: datetime
     ) -> TokenRecord:
-        async with self._tx() as session:
+        async with self._tx(write=True) as session:
             user_id = await self._user_id(session, user)
             row = ApiTokenRow(
                 user_id=user_id, name=name, role=role.value, digest=digest, created_at=at
@@ -144,7 +151,7 @@ class AccountStore:
             return [_token(row, name) for row, name in (await session.execute(statement)).all()]
 
     async def revoke_token(self, token_id: int, at: datetime) -> TokenRecord:
-        async with self._tx() as session:
+        async with self._tx(write=True) as session:
             found = (
                 await session.execute(
                     select(ApiTokenRow, UserRow.name)
@@ -176,13 +183,13 @@ class AccountStore:
         )
 
     async def touch_token(self, token_id: int, at: datetime) -> None:
-        async with self._tx() as session:
+        async with self._tx(write=True) as session:
             await session.execute(
                 update(ApiTokenRow).where(ApiTokenRow.id == token_id).values(last_used_at=at)
             )
 
     async def add_session(self, digest: str, user_id: int, at: datetime, expires: datetime) -> None:
-        async with self._tx() as session:
+        async with self._tx(write=True) as session:
             await session.execute(delete(SessionRow).where(SessionRow.expires_at <= at))
             session.add(
                 SessionRow(
@@ -210,11 +217,11 @@ class AccountStore:
         )
 
     async def touch_session(self, digest: str, at: datetime) -> None:
-        async with self._tx() as session:
+        async with self._tx(write=True) as session:
             await session.execute(
                 update(SessionRow).where(SessionRow.digest == digest).values(last_seen_at=at)
             )
 
     async def end_session(self, digest: str) -> None:
-        async with self._tx() as session:
+        async with self._tx(write=True) as session:
             await session.execute(delete(SessionRow).where(SessionRow.digest == digest))

@@ -4,7 +4,7 @@ confirmed (``delivery_cursors``), and its last permanent refusal."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from center.db import CaseEventRow, DeliveryCursorRow
+from center.db import CaseEventRow, DeliveryCursorRow, one_writer
 from center.delivery.settings import StartAt
 from center.errors import StoreError
 
@@ -39,13 +39,19 @@ class CursorStore:
     """Cursors over the case store's engine; database failures are ``StoreError``."""
 
     def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
         self._dialect = engine.dialect.name
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     @asynccontextmanager
-    async def _session(self) -> AsyncIterator[AsyncSession]:
+    async def _session(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
+        """A transaction; ``write``: in this process's write turn (``center.db.one_writer``)."""
         try:
-            async with self._sessions() as session, session.begin():
+            async with (
+                one_writer(self._engine) if write else nullcontext(),
+                self._sessions() as session,
+                session.begin(),
+            ):
                 yield session
         except (SQLAlchemyError, OSError) as exc:
             raise StoreError(f"case store: {exc}") from exc
@@ -53,7 +59,7 @@ class CursorStore:
     async def open(self, subscriber: str, start: StartAt, now: datetime) -> Cursor:
         """The subscriber's cursor; created the first time at ``start`` (before the first
         event, or after the newest)."""
-        async with self._session() as session:
+        async with self._session(write=True) as session:
             row = await session.get(DeliveryCursorRow, subscriber)
             if row is None:
                 first = 0
@@ -78,7 +84,7 @@ class CursorStore:
         """The subscriber confirmed every event up to ``event_id``; a cursor never goes back.
         A refusal it has now got past is cleared."""
         row = DeliveryCursorRow
-        async with self._session() as session:
+        async with self._session(write=True) as session:
             await session.execute(
                 update(row)
                 .where(row.subscriber == subscriber, row.last_event_id < event_id)
@@ -93,7 +99,7 @@ class CursorStore:
     async def refuse(self, subscriber: str, refusal: Refusal) -> None:
         """Record a permanent refusal (the cursor stays before the refused event)."""
         row = DeliveryCursorRow
-        async with self._session() as session:
+        async with self._session(write=True) as session:
             await session.execute(
                 update(row)
                 .where(row.subscriber == subscriber)

@@ -20,6 +20,8 @@ TINY = StackPlan(
     profile_messages=40,
     latency_seconds=0.5,
     latency_every_s=0.1,
+    sparse_latency_seconds=0.5,
+    sparse_every_s=0.25,
 )
 
 
@@ -37,6 +39,7 @@ def test_whole_stack_measurements_run_tiny(victoria: VictoriaMetrics, tmp_path: 
         "node_drain_b1",
         "node_profile_b100",
         "node_case_latency",
+        "node_case_latency_sparse",
     ]
     for batch, messages in ((100, TINY.messages_b100), (1, TINY.messages_b1)):
         node = measured[f"node_drain_b{batch}"]
@@ -49,9 +52,11 @@ def test_whole_stack_measurements_run_tiny(victoria: VictoriaMetrics, tmp_path: 
         }
         for baseline in ("drain_mosquitto_sub", "drain_paho"):
             assert measured[f"{baseline}_b{batch}"].figures["lost_messages"] == 0
-    latency = measured["node_case_latency"]
-    assert latency.figures["cases_seen"] == latency.figures["incidents"] > 0
-    assert latency.figures["p50_ms"] <= latency.figures["p99_ms"] <= latency.figures["max_ms"]
+    for name, every_s in (("node_case_latency", 0.1), ("node_case_latency_sparse", 0.25)):
+        latency = measured[name]
+        assert latency.params["incident_every_s"] == every_s
+        assert latency.figures["cases_seen"] == latency.figures["incidents"] > 0
+        assert latency.figures["p50_ms"] <= latency.figures["p99_ms"] <= latency.figures["max_ms"]
     assert (tmp_path / "ingest-profile.txt").read_text().startswith("# ")
 
 

@@ -28,7 +28,7 @@ from tests.serve_process import (
     auth_header,
     serve,
     serve_env,
-    wait_for,
+    wait_for_station,
 )
 
 INSTANT_RULES = Path(__file__).parents[1] / "data" / "instant_rules.yaml"
@@ -74,13 +74,7 @@ def served_node(
     with serve(env) as process:
         edge = NumberedEdge(mosquitto, station, covers, realtime=True, sensors=sensors)
         try:
-            wait_for(
-                lambda: any(
-                    s["station_id"] == station for s in api(env, "/api/v1/stations")["items"]
-                ),
-                30,
-                "the station's birth reached the registry",
-            )
+            wait_for_station(env, station, 30)
             yield Node(f"http://127.0.0.1:{env['CITYSENSE_CENTER_PORT']}", env, process, edge)
         finally:
             edge.close()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from center import AlertRejectedError, CaseStore
+from center import AlertRejectedError, CaseStore, StoreError, create_engine, db, migrate
 from center.case_query import CaseFilter
+from center.delivery.cursors import CursorStore
 from protocol import SensorKind
 from rules.alerts import CaseTarget
 from tests.center.factories import DETECTED, T0, alert, cleared, sensor_info, transition
@@ -242,3 +246,97 @@ async def test_a_flapping_alert_reopens_its_cleared_case_marked(store: CaseStore
 async def test_a_member_of_no_case_changes_nothing(store: CaseStore) -> None:
     orphan = transition(alert(), "member", timedelta(seconds=5), members=("a", "b"))
     assert await store.record_alert(orphan, None, DETECTED) is None
+
+
+async def test_alerts_applied_together_are_one_transaction_each_with_its_outcome(
+    store: CaseStore,
+) -> None:
+    first = alert(sensor_id="st-1.cover-01")
+    other = alert(sensor_id="st-1.cover-02", started_at=T0 + timedelta(minutes=1))
+    wrong_sensor = alert(sensor_id="st-1.cover-03")
+    outcomes = await store.apply_alerts(
+        [
+            (first, sensor_info("st-1.cover-01"), DETECTED),
+            (cleared(first), None, DETECTED + timedelta(minutes=6)),  # the same case, recovered
+            (wrong_sensor, sensor_info("st-1.cover-09"), DETECTED),  # refused alone
+            (other, sensor_info("st-1.cover-02"), DETECTED),
+            (first, sensor_info("st-1.cover-01"), DETECTED),  # a duplicate: nothing changes
+        ]
+    )
+    opened, recovered, refused, second, duplicate = outcomes
+    assert isinstance(refused, AlertRejectedError)
+    assert duplicate is None
+    assert opened is not None
+    assert recovered is not None
+    assert second is not None
+    assert not isinstance(opened, Exception)
+    assert not isinstance(recovered, Exception)
+    assert not isinstance(second, Exception)
+    assert (opened.case.status, recovered.case.status) == ("open", "cleared")  # not stale
+    assert recovered.case.id == opened.case.id != second.case.id
+    assert [e.type for e in recovered.events] == ["recovered"]
+    events = await store.events_after(0)
+    assert [e.id for e in events] == [e.id for c in (opened, recovered, second) for e in c.events]
+    assert (await store.list_cases())[1] == 2
+
+
+async def test_a_failing_database_writes_none_of_the_alerts(
+    store: CaseStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from center.case_log import CaseLog
+
+    calls = 0
+    original = CaseLog.discovered
+
+    async def second_fails(self: CaseLog, row: object, note: str) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise OSError("disk I/O error")
+        await original(self, row, note)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(CaseLog, "discovered", second_fails)
+    items = [
+        (alert(sensor_id=f"st-1.cover-0{i}"), sensor_info(f"st-1.cover-0{i}"), DETECTED)
+        for i in (1, 2)
+    ]
+    with pytest.raises(StoreError):
+        await store.apply_alerts(items)
+    assert (await store.list_cases())[1] == 0
+    assert await store.events_after(0) == []
+
+
+async def test_writers_on_sqlite_take_turns_instead_of_waiting_in_its_busy_handler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cases and delivery cursors written at once from one process: with SQLite's busy
+    timeout at 0, a second writer that found the database locked would fail at once
+    ("database is locked"); taking turns (``center.db.one_writer``), none does."""
+
+    def no_busy_wait(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=0")
+        cursor.close()
+
+    monkeypatch.setattr(db, "_sqlite_pragmas", no_busy_wait)
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cases.db'}"
+    await migrate(url)
+    engine = create_engine(url)
+    try:
+        store, cursors = CaseStore(engine), CursorStore(engine)
+        await cursors.open("webhook:a", "beginning", DETECTED)
+
+        async def cases() -> None:
+            for i in range(30):
+                sensor = f"st-1.cover-{i:02d}"
+                await store.apply_alert(alert(sensor_id=sensor), sensor_info(sensor), DETECTED)
+
+        async def advances() -> None:
+            for i in range(1, 61):
+                await cursors.advance("webhook:a", i, DETECTED)
+
+        await asyncio.gather(cases(), advances(), advances())
+        assert (await store.list_cases())[1] == 30
+    finally:
+        await engine.dispose()

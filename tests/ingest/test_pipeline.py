@@ -1,5 +1,6 @@
 import asyncio
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from ingest.dead_letters import DeadLetterError
 from ingest.dedup import Deduplicator
 from ingest.errors import PermanentSinkError
 from ingest.fakes import MemoryAlerts, MemoryDeadLetters, MemorySink
-from ingest.pipeline import IngestPipeline
+from ingest.pipeline import SLICE_S, IngestPipeline
 from protocol import Channel, SensorInfo, StationTopic, TelemetryBatch, encode
 from rules import Alert, ClockPolicy, RuleEngine, parse_rules
 from tests.factories import batch, birth, cover_info, tilt
@@ -310,3 +311,108 @@ async def test_deferred_alerts_go_on_in_order_while_messages_are_handled_and_com
     alerts.gate.set()
     await commit
     assert [a.state for a, _ in alerts.alerts] == ["open", "cleared", "open"]
+
+
+class BatchAlerts(GatedAlerts):
+    """A case store that takes alerts together (``handle_alerts``: one transaction), refusing
+    the ones ``refuse`` names, or failing unexpectedly once when ``fail_once`` is set."""
+
+    def __init__(self, refuse: frozenset[str] = frozenset(), fail_once: bool = False) -> None:
+        super().__init__()
+        self.calls: list[list[str]] = []
+        self.refuse, self.fail_once = refuse, fail_once
+
+    async def handle_alerts(
+        self, items: list[tuple[Alert, SensorInfo | None, datetime]]
+    ) -> list[Exception | None]:
+        await self.gate.wait()
+        if self.fail_once:
+            self.fail_once = False
+            raise RuntimeError("a bug in the batch path")
+        self.calls.append([alert.state for alert, _, _ in items])
+        outcomes: list[Exception | None] = []
+        for alert, sensor, _ in items:
+            if alert.state in self.refuse:
+                outcomes.append(ValueError(f"{alert.state} refused"))
+            else:
+                self.alerts.append((alert, sensor))
+                outcomes.append(None)
+        return outcomes
+
+
+async def _three_alerts_deferred(alerts: MemoryAlerts, dead: MemoryDeadLetters) -> IngestPipeline:
+    """A deferring pipeline that raised three alerts (open, cleared, open), the case store
+    gated: the first is taken at once, the other two queue up behind it."""
+    pipeline = IngestPipeline(
+        engine=quick_engine(),
+        alerts=alerts,
+        dead_letters=dead,
+        clock=lambda: datetime(2026, 7, 1, 8, 1, tzinfo=UTC),
+        sleep=_no_sleep,
+    )
+    pipeline.defer_alerts = True
+    for seq, second in enumerate([0, 4, 5, 9, 10, 14]):
+        value = 70 if second in (0, 4, 10, 14) else 1
+        await pipeline.handle(TELEMETRY, encode(batch([tilt(second, value)], seq=seq)))
+        await asyncio.sleep(0)  # the delivery task starts on the first alert and waits
+    return pipeline
+
+
+async def test_alerts_that_queue_up_go_to_the_case_store_together_in_order() -> None:
+    alerts, dead = BatchAlerts(), MemoryDeadLetters()
+    pipeline = await _three_alerts_deferred(alerts, dead)
+    alerts.gate.set()
+    await pipeline.commit()
+    assert alerts.calls == [["open"], ["cleared", "open"]]  # what queued meanwhile: one call
+    assert [a.state for a, _ in alerts.alerts] == ["open", "cleared", "open"]
+    assert dead.alerts == []
+
+
+async def test_a_refusal_in_a_batch_dead_letters_that_alert_only() -> None:
+    alerts, dead = BatchAlerts(refuse=frozenset({"cleared"})), MemoryDeadLetters()
+    pipeline = await _three_alerts_deferred(alerts, dead)
+    alerts.gate.set()
+    await pipeline.commit()
+    assert [a.state for a, _ in alerts.alerts] == ["open", "open"]
+    assert [(a.state, reason, detail) for a, reason, detail in dead.alerts] == [
+        ("cleared", "alert_refused", "cleared refused")
+    ]
+
+
+async def test_a_batch_failing_unexpectedly_is_handed_on_one_at_a_time() -> None:
+    alerts, dead = BatchAlerts(fail_once=True), MemoryDeadLetters()
+    pipeline = await _three_alerts_deferred(alerts, dead)
+    alerts.gate.set()
+    await pipeline.commit()
+    assert [a.state for a, _ in alerts.alerts] == ["open", "cleared", "open"]  # none lost
+    assert dead.alerts == []
+
+
+async def test_a_long_group_gives_the_event_loop_turns() -> None:
+    """Handling 300 messages in one group lets other tasks (the case store's round trips, the
+    live stream) run meanwhile: at least once per ``SLICE_S`` of work."""
+    pipeline = IngestPipeline(
+        engine=quick_engine(), alerts=MemoryAlerts(), dead_letters=MemoryDeadLetters()
+    )
+    messages = [
+        (TELEMETRY, encode(batch([tilt(s % 50, 1) for s in range(seq, seq + 20)], seq=seq)))
+        for seq in range(300)
+    ]
+    turns = 0
+    done = False
+
+    async def other_task() -> None:
+        nonlocal turns
+        while not done:
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_task())
+    await asyncio.sleep(0)
+    started = turns
+    began = time.perf_counter()
+    await pipeline.handle_messages(messages)
+    took = time.perf_counter() - began
+    done = True
+    await other
+    assert turns - started >= int(took / SLICE_S) // 2 >= 1
