@@ -185,6 +185,28 @@ async def test_resume_with_last_event_id_gets_every_missed_event_once(
     assert service.broadcaster.subscriber_count == 0
 
 
+async def test_a_client_away_for_30_s_resumes_with_every_event_it_missed_once(
+    service: CaseService, center: RunningCenter
+) -> None:
+    """The acceptance's case, in real time: a client reads, goes away for 30 s while cases
+    open, recover and move every few seconds, and resumes with its last id."""
+    await _open_and_clear(service, 0)
+    hello, _ = await _read(center, 0)
+    await _open_and_clear(service, 1)
+    _, seen = await _read(center, 3, headers={"Last-Event-ID": hello["id"]})
+    last = int(seen[-1]["id"])  # it saw 3 of the 4, then went away
+    away_until = asyncio.get_running_loop().time() + 30
+    n = 2
+    while asyncio.get_running_loop().time() < away_until:
+        await _open_and_clear(service, n)
+        n += 1
+        await asyncio.sleep(min(5.0, max(0.0, away_until - asyncio.get_running_loop().time())))
+    missed = await _stored_ids(service, last)
+    assert len(missed) == 1 + 4 * (n - 2) >= 1 + 4 * 6
+    _, resumed = await _read(center, len(missed), headers={"Last-Event-ID": str(last)})
+    assert [int(event["id"]) for event in resumed] == missed  # every one, once, in order
+
+
 async def test_resume_by_query_parameter_and_the_header_wins(
     service: CaseService, center: RunningCenter
 ) -> None:
