@@ -398,14 +398,20 @@ class IngestPipeline:
             return
         for (alert, _, received_at), refusal in zip(items, refusals, strict=True):
             if refusal is not None:
-                await self._keep_refused(alert, "alert_refused", str(refusal), received_at)
+                try:
+                    await self._keep_refused(alert, "alert_refused", str(refusal), received_at)
+                except Exception:  # a bug (the dead-letter store's): the others still go
+                    self._not_handed_on(alert)
 
     async def _deliver_logged(self, alert: Alert, received_at: datetime) -> None:
         try:
             await self._deliver(alert, received_at)
         except Exception:  # a bug (the dead-letter store's): keep going, counted
-            log.exception("alert %s on %s not handed on", alert.rule_id, alert.sensor_id)
-            self.metrics.rejected.labels("internal_error").inc()
+            self._not_handed_on(alert)
+
+    def _not_handed_on(self, alert: Alert) -> None:
+        log.exception("alert %s on %s not handed on", alert.rule_id, alert.sensor_id)
+        self.metrics.rejected.labels("internal_error").inc()
 
     def _versioned(self, alert: Alert) -> Alert:
         if self.rules_version is not None and alert.rules_version is None:

@@ -416,3 +416,22 @@ async def test_a_long_group_gives_the_event_loop_turns() -> None:
     done = True
     await other
     assert turns - started >= int(took / SLICE_S) // 2 >= 1
+
+
+class BrokenAlertLetters(MemoryDeadLetters):
+    """A dead-letter store with a bug: keeping an alert raises what nobody expects."""
+
+    def write_alert(self, alert: Alert, reason: str, detail: str, received_at: datetime) -> None:
+        raise RuntimeError("a bug in the dead-letter store")
+
+
+async def test_a_bug_keeping_a_refused_alert_does_not_stop_the_others() -> None:
+    alerts = BatchAlerts(refuse=frozenset({"cleared"}))
+    pipeline = await _three_alerts_deferred(alerts, BrokenAlertLetters())
+    alerts.gate.set()
+    await pipeline.commit()
+    assert [a.state for a, _ in alerts.alerts] == ["open", "open"]
+    rejected = pipeline.metrics.registry.get_sample_value(
+        "citysense_ingest_rejected_total", {"reason": "internal_error"}
+    )
+    assert rejected == 1
