@@ -273,6 +273,7 @@ async def test_alerts_applied_together_are_one_transaction_each_with_its_outcome
     assert not isinstance(recovered, Exception)
     assert not isinstance(second, Exception)
     assert (opened.case.status, recovered.case.status) == ("open", "cleared")  # not stale
+    assert recovered.case.step == opened.case.step == "register"  # the system's move kept
     assert recovered.case.id == opened.case.id != second.case.id
     assert [e.type for e in recovered.events] == ["recovered"]
     events = await store.events_after(0)
