@@ -69,7 +69,8 @@ class Node:
 
     def health(self) -> Mapping[str, object]:
         """``delivery``: each subscriber's state, cursor and lag; a stopped one (a permanent
-        refusal) with the event and the reason. Detail only: /healthz stays 200 for it (the
+        refusal) with the event and the reason: ``GET /api/v1/health`` (the public /healthz
+        says only the status and which checks are ok). Detail only: both stay 200 for it (the
         node is fine; restarting it does not make a receiver take an event)."""
         body: dict[str, object] = {
             "mqtt_connected": self.consumer.connected.is_set(),
