@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -63,12 +62,6 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 )
 """Failures worth waiting out: retried in place, never dead-lettered."""
 T = TypeVar("T")
-SLICE_S = 0.002
-"""``handle_messages`` gives the event loop a turn at least this often, and after every message
-while alerts are being handed on. A group of 500 messages is ~0.4 s of CPU; handled in one
-go, every other task of the node waited that long for each of its steps: a case is a dozen
-round trips to the case store (each a turn of the loop), so under load a case took seconds to
-be written, and the live stream, the delivery relays and checkpoints waited as long."""
 READ_CHANNELS = frozenset({Channel.TELEMETRY, Channel.STATE, Channel.GAPS, Channel.ACK})
 """What stations publish; ``cmd`` is ingest's own, to them."""
 
@@ -163,17 +156,9 @@ class IngestPipeline:
         await self.commit()
 
     async def handle_messages(self, messages: Sequence[tuple[str, bytes]]) -> None:
-        """Handle messages in order; they may be acknowledged after the next ``commit``.
-        Between two messages the event loop gets a turn every ``SLICE_S`` of work, and after
-        each one while alerts are being handed on (their cases are written a round trip per
-        turn: they go first)."""
-        turn = time.perf_counter() + SLICE_S
+        """Handle messages in order; they may be acknowledged after the next ``commit``."""
         for topic, payload in messages:
             await self.handle(topic, payload)
-            delivering = self._delivering
-            if (delivering is not None and not delivering.done()) or (time.perf_counter() >= turn):
-                await asyncio.sleep(0)
-                turn = time.perf_counter() + SLICE_S
 
     async def commit(self) -> Any:
         """Flush the sinks and make the journal durable, retrying while that fails; returns the
