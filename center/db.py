@@ -24,6 +24,7 @@ from sqlalchemy import (
     UniqueConstraint,
     event,
 )
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -195,9 +196,9 @@ def create_engine(database_url: str) -> AsyncEngine:
     and no pre-ping (a local file: the ping was three more round trips to its thread for every
     transaction); PostgreSQL's connections are pinged before use (a server may have closed
     them)."""
-    sqlite = database_url.startswith("sqlite")
+    sqlite = make_url(database_url).get_backend_name() == "sqlite"
     engine = create_async_engine(database_url, pool_pre_ping=not sqlite)
-    if engine.dialect.name == "sqlite":
+    if sqlite:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
 

@@ -81,13 +81,9 @@ class Retention:
         now = self.clock()
         cases = letters = 0
         if self.policy.closed_cases is not None:
-            delivered = self.delivered_through()
-            if delivered is None:
-                cases = await self.store.purge_closed(now - self.policy.closed_cases)
-            else:
-                cases = await self.store.purge_closed(
-                    now - self.policy.closed_cases, delivered_through=delivered
-                )
+            cases = await self.store.purge_closed(
+                now - self.policy.closed_cases, delivered_through=self.delivered_through()
+            )
         if self.dead_letters is not None and self.policy.dead_letters is not None:
             letters = await asyncio.to_thread(
                 self.dead_letters.prune, now - self.policy.dead_letters

@@ -205,8 +205,7 @@ class CaseStore:
                 prepared.append(exc)
         outcomes: list[CaseChange | AlertRejectedError | None] = []
         if all(isinstance(item, AlertRejectedError) for item in prepared):
-            outcomes.extend(item for item in prepared if isinstance(item, AlertRejectedError))
-            return outcomes
+            return [item for item in prepared if isinstance(item, AlertRejectedError)]
         async with self._writing() as session:
             for item in prepared:
                 if isinstance(item, AlertRejectedError):

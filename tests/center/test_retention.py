@@ -146,7 +146,7 @@ class FailingOnce:
         self.passes = 0
         self.third = asyncio.Event()
 
-    async def purge_closed(self, before: datetime) -> int:
+    async def purge_closed(self, before: datetime, delivered_through: int | None) -> int:
         self.passes += 1
         if self.passes == 3:
             self.third.set()
