@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bench.acceptance import StackPlan, measure_stack
 from bench.broker_rate import BASELINE_STYLE, measure_publisher
+from bench.casewrite import measure as measure_case_write
 from bench.encoding import measure_encoders
 from bench.engine import Traffic, measure_state, measure_throughput
 from bench.ingest import measure_decode, measure_end_to_end, measure_pipeline, traffic
@@ -44,6 +45,8 @@ class Plan:
     engine_chunk: int = 200
     """Batches per ``BatchEngine.process_chunk`` call."""
     state_sensors: int = 1_000_000
+    case_writes: int = 100
+    """Cases per ``bench.casewrite`` measurement."""
     outbox_readings: int = 200_000
     outbox_backlog_seconds: int = 3600
     """A one-hour backlog of a 500-sensor station (1 reading/s each)."""
@@ -90,6 +93,7 @@ QUICK = Plan(
     state_sensors=100_000,
     outbox_readings=50_000,
     outbox_backlog_seconds=360,
+    case_writes=30,
     stack=StackPlan(
         messages_b100=1_500,
         messages_b1=5_000,
@@ -122,6 +126,7 @@ def in_process(plan: Plan) -> Iterator[Measurement]:
     yield compared(measure_pipeline(messages, plan.batch), decode, ["readings_per_s"])
     yield from engine(plan)
     yield from outbox(plan)
+    yield from measure_case_write(cases=plan.case_writes)
 
 
 def outbox(plan: Plan) -> Iterator[Measurement]:

@@ -11,8 +11,8 @@ The composition root builds the pieces in this order::
     app = create_app(service, auth=accounts, secure_cookies=settings.production, ...)
 
 serves it with ``CenterServer(uvicorn.Config(app, ...), service.broadcaster)`` (which ends live
-streams when it stops, else uvicorn waits on open dashboards), and finally
-``await engine.dispose()``.
+streams when it stops, else uvicorn waits on open dashboards), and finally ``store.close()``
+(its writer thread) and ``await engine.dispose()``.
 """
 
 from center.app import create_app

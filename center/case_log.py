@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import cast
 
 from sqlalchemy import Table
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from center import lifecycle
 from center.db import CaseEventRow, CaseRow, CaseTransitionRow
@@ -47,14 +47,14 @@ class CaseLog:
     """Writes one transaction's audit entries and events at wall time ``at``."""
 
     def __init__(
-        self, session: AsyncSession, at: datetime, escalation: EscalationPolicy | None = None
+        self, session: Session, at: datetime, escalation: EscalationPolicy | None = None
     ) -> None:
         self._session = session
         self._at = at
         self._escalation = escalation or EscalationPolicy()
         self.events: list[CaseEvent] = []
 
-    async def event(
+    def event(
         self,
         type_: CaseEventType,
         row: CaseRow,
@@ -72,10 +72,10 @@ class CaseLog:
         )
         stored = draft.model_dump(mode="json", exclude={"id"})
         values = {"case_id": row.id, "type": type_, "at": self._at, "data": stored}
-        event_id = (await self._session.execute(_INSERT_EVENT, values)).scalar_one()
+        event_id = self._session.execute(_INSERT_EVENT, values).scalar_one()
         self.events.append(draft.model_copy(update={"id": event_id}))
 
-    async def _audit(
+    def _audit(
         self, row: CaseRow, action: str, actor: str, note: str, source: Step | None
     ) -> TransitionOut:
         values = {
@@ -87,15 +87,15 @@ class CaseLog:
             "to_step": row.step,
             "note": note,
         }
-        entry_id = (await self._session.execute(_INSERT_AUDIT, values)).scalar_one()
+        entry_id = self._session.execute(_INSERT_AUDIT, values).scalar_one()
         return TransitionOut.model_validate({"id": entry_id, **values})
 
-    async def discovered(self, row: CaseRow, note: str) -> None:
+    def discovered(self, row: CaseRow, note: str) -> None:
         """The first audit entry of a new case, and its ``opened`` event."""
-        entry = await self._audit(row, lifecycle.DISCOVERED, lifecycle.SYSTEM, note, None)
-        await self.event("opened", row, entry)
+        entry = self._audit(row, lifecycle.DISCOVERED, lifecycle.SYSTEM, note, None)
+        self.event("opened", row, entry)
 
-    async def move(
+    def move(
         self, row: CaseRow, action: Action, actor: str, note: str, *, live: bool = True
     ) -> None:
         """Apply ``action`` to the case (refused by the lifecycle with the reason, or done:
@@ -122,14 +122,14 @@ class CaseLog:
             self._arm(row)
         elif action is Action.ACKNOWLEDGE or target is not source:
             row.ack_due_at = None
-        entry = await self._audit(row, action.value, actor, note, source)
-        await self.event("transition", row, entry)
+        entry = self._audit(row, action.value, actor, note, source)
+        self.event("transition", row, entry)
 
     def _arm(self, row: CaseRow) -> None:
         row.ack_due_at = self._escalation.due(row.severity, self._at)
         row.escalations = 0
 
-    async def escalate(self, row: CaseRow) -> None:
+    def escalate(self, row: CaseRow) -> None:
         """Escalate a case whose acknowledgement deadline passed: priority one up, the next
         deadline further away (or none after the last), an ``escalated`` event."""
         if row.ack_due_at is None or Step(row.step) not in AWAITING:
@@ -148,7 +148,7 @@ class CaseLog:
             priority_to=step.priority_to,
             next_due_at=step.next_due_at,
         )
-        await self.event("escalated", row, escalation=detail)
+        self.event("escalated", row, escalation=detail)
 
     def change(self, row: CaseRow) -> CaseChange:
         return CaseChange(CaseOut.model_validate(row), list(self.events))

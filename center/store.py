@@ -1,26 +1,29 @@
 """The case store: alerts in, cases out, over an async SQLAlchemy engine (SQLite or PostgreSQL).
 
 Every change writes, in its own transaction, the case, its audit trail (``case_transitions``)
-and its events (``case_events``, whose ids the live stream resumes from).
+and its events (``case_events``, whose ids the live stream resumes from). Writes are synchronous
+SQLAlchemy run as one call (``center.transactions``: on a thread of their own for a SQLite file);
+reads go through the async engine.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from center import lifecycle
 from center.case_log import AWAITING, CaseChange, CaseLog, event_from_row
 from center.case_query import CaseFilter, order_by
 from center.classify import classify
-from center.db import CaseEventRow, CaseRow, CaseTransitionRow, one_writer
+from center.db import CaseEventRow, CaseRow, CaseTransitionRow
 from center.errors import AlertRejectedError, CaseNotFoundError, StoreError
 from center.escalation import EscalationPolicy, initial_priority
 from center.lifecycle import Action, Step
@@ -28,6 +31,7 @@ from center.schemas import CaseEvent, CaseOut, TransitionOut
 from center.schemas_query import CaseSort
 from center.schemas_stats import CaseStatsOut
 from center.stats import StatsQuery
+from center.transactions import Transactions
 from protocol import SensorInfo
 from rules.alerts import Alert
 
@@ -43,9 +47,7 @@ _OPEN_CASE = {
 SUPPORTED_DIALECTS = ("sqlite", "postgresql")
 DEFAULT_LATE_AFTER = timedelta(minutes=5)
 PURGE_BATCH = 500
-EVENT_LOCK = 0x63697479_63617365  # "citycase": PostgreSQL advisory lock held by every writer
-"""Writers take it first, so event ids (a sequence, handed out at insert) commit in id order
-and a reader never sees id n+1 before id n. SQLite has one writer at a time anyway."""
+T = TypeVar("T")
 
 
 def _require_aware(name: str, value: datetime) -> None:
@@ -136,6 +138,9 @@ class CaseStore:
     failures surface as ``StoreError``. ``late_after``: a case the center learns of more than
     this after it opened (event time) is ``detected_late`` and not dispatched automatically.
     ``escalation``: the acknowledgement deadlines of dispatched emergencies.
+    ``write_on_thread``: on a SQLite file, write transactions run on a thread of their own
+    (``center.transactions``); ``False`` sends them through the async driver statement by
+    statement, as on PostgreSQL (``bench/casewrite.py`` compares the two).
     """
 
     def __init__(
@@ -144,6 +149,7 @@ class CaseStore:
         *,
         late_after: timedelta = DEFAULT_LATE_AFTER,
         escalation: EscalationPolicy | None = None,
+        write_on_thread: bool = True,
     ) -> None:
         if engine.dialect.name not in SUPPORTED_DIALECTS:
             raise StoreError(f"case store runs on sqlite or postgresql, not {engine.dialect.name}")
@@ -151,6 +157,7 @@ class CaseStore:
             raise ValueError(f"late_after {late_after} must be positive")
         self._engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._transactions = Transactions(engine, on_thread=write_on_thread)
         self.late_after = late_after
         self.escalation = escalation or EscalationPolicy()
 
@@ -162,14 +169,17 @@ class CaseStore:
         except (SQLAlchemyError, OSError) as exc:
             raise StoreError(f"case store: {exc}") from exc
 
-    @asynccontextmanager
-    async def _writing(self) -> AsyncIterator[AsyncSession]:
-        """A write transaction, in this process's write turn (``one_writer``: SQLite); on
-        PostgreSQL it first takes ``EVENT_LOCK``."""
-        async with one_writer(self._engine), self._session() as session:
-            if self._engine.dialect.name == "postgresql":
-                await session.execute(select(func.pg_advisory_xact_lock(EVENT_LOCK)))
-            yield session
+    async def _write(self, work: Callable[[Session], T]) -> T:
+        """``work(session)`` in one write transaction (``center.transactions``)."""
+        try:
+            return await self._transactions.run(work)
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreError(f"case store: {exc}") from exc
+
+    def close(self) -> None:
+        """Stop the writer thread (SQLite file) once its transaction is done; the engine
+        stays its owner's to dispose."""
+        self._transactions.close()
 
     async def record_alert(
         self, alert: Alert, sensor: SensorInfo | None, detected_at: datetime
@@ -203,23 +213,26 @@ class CaseStore:
                 prepared.append((alert, detected_at, _alert_values(alert, sensor, detected_at)))
             except AlertRejectedError as exc:
                 prepared.append(exc)
-        outcomes: list[CaseChange | AlertRejectedError | None] = []
         if all(isinstance(item, AlertRejectedError) for item in prepared):
             return [item for item in prepared if isinstance(item, AlertRejectedError)]
-        async with self._writing() as session:
+
+        def work(session: Session) -> list[CaseChange | AlertRejectedError | None]:
+            outcomes: list[CaseChange | AlertRejectedError | None] = []
             for item in prepared:
                 if isinstance(item, AlertRejectedError):
                     outcomes.append(item)
                     continue
                 alert, detected_at, values = item
                 if alert.state == "open":
-                    outcomes.append(await self._open(session, alert, values, detected_at))
+                    outcomes.append(self._open(session, alert, values, detected_at))
                 else:
-                    outcomes.append(await self._change(session, alert, values, detected_at))
-        return outcomes
+                    outcomes.append(self._change(session, alert, values, detected_at))
+            return outcomes
 
-    async def _change(
-        self, session: AsyncSession, alert: Alert, values: dict[str, Any], detected_at: datetime
+        return await self._write(work)
+
+    def _change(
+        self, session: Session, alert: Alert, values: dict[str, Any], detected_at: datetime
     ) -> CaseChange | None:
         conditions = [
             CaseRow.rule_id == alert.rule_id,
@@ -236,20 +249,20 @@ class CaseStore:
             # the row may be in this transaction's session already (opened in the same batch)
             .execution_options(populate_existing=True)
         )
-        row = (await session.scalars(statement)).one_or_none()
+        row = session.scalars(statement).one_or_none()
         if row is None:
             return None
         log = CaseLog(session, detected_at, self.escalation)
         if alert.state == "member":
-            await log.event("updated", row)
+            log.event("updated", row)
         elif alert.state == "cleared":
-            await log.event("recovered", row)
+            log.event("recovered", row)
         else:
-            await log.event("reopened", row)
+            log.event("reopened", row)
             late = lifecycle.detected_late(alert.at, detected_at, self.late_after)
             for action in lifecycle.retrigger_actions(Step(row.step)):
                 note = lifecycle.SYSTEM_NOTES[action]
-                await log.move(row, action, lifecycle.SYSTEM, note, live=not late)
+                log.move(row, action, lifecycle.SYSTEM, note, live=not late)
         return log.change(row)
 
     async def transition(
@@ -265,17 +278,21 @@ class CaseStore:
         """Move a case by ``action`` (or to the step ``to``); raises ``CaseNotFoundError``, and
         ``TransitionRefusedError`` with the reason when its step does not allow it."""
         _require_aware("at", at)
-        async with self._writing() as session:
-            row = await session.get(CaseRow, case_id)
+
+        def work(session: Session) -> CaseChange:
+            row = session.get(CaseRow, case_id)
             if row is None:
                 raise CaseNotFoundError(f"case {case_id} not found")
-            if action is None:
+            moving = action
+            if moving is None:
                 if to is None:
                     raise ValueError("give an action or a step to go to")
-                action = lifecycle.action_to(Step(row.step), to)
+                moving = lifecycle.action_to(Step(row.step), to)
             log = CaseLog(session, at, self.escalation)
-            await log.move(row, action, actor, note)
+            log.move(row, moving, actor, note)
             return log.change(row)
+
+        return await self._write(work)
 
     async def escalate_due(self, now: datetime, limit: int = 100) -> list[CaseChange]:
         """Escalate up to ``limit`` cases whose acknowledgement deadline passed at ``now``
@@ -291,13 +308,16 @@ class CaseStore:
             .order_by(CaseRow.ack_due_at, CaseRow.id)
             .limit(limit)
         )
-        async with self._writing() as session:
+
+        def work(session: Session) -> list[CaseChange]:
             changes = []
-            for row in (await session.scalars(overdue)).all():
+            for row in session.scalars(overdue).all():
                 log = CaseLog(session, now, self.escalation)
-                await log.escalate(row)
+                log.escalate(row)
                 changes.append(log.change(row))
             return changes
+
+        return await self._write(work)
 
     async def open_incidents(self) -> list[tuple[str, str, datetime, list[str]]]:
         """(rule, first sensor, start, members) of every open case: what a restarted engine
@@ -309,21 +329,21 @@ class CaseStore:
             rows = (await session.execute(statement)).all()
             return [(r[0], r[1], r[2], list(r[3] or [r[1]])) for r in rows]
 
-    async def _open(
-        self, session: AsyncSession, alert: Alert, values: dict[str, Any], detected_at: datetime
+    def _open(
+        self, session: Session, alert: Alert, values: dict[str, Any], detected_at: datetime
     ) -> CaseChange | None:
         late = lifecycle.detected_late(alert.at, detected_at, self.late_after)
         values["detected_late"] = late
         statement = _OPEN_CASE[self._engine.dialect.name]
-        row = (await session.scalars(statement, values)).one_or_none()
+        row = session.scalars(statement, values).one_or_none()
         if row is None:
             return None
         log = CaseLog(session, detected_at, self.escalation)
         note = f"rule {alert.rule_id} on {alert.sensor_id}"
-        await log.discovered(row, note + (" (detected late)" if late else ""))
+        log.discovered(row, note + (" (detected late)" if late else ""))
         for action in lifecycle.opening_actions(alert.severity, late):
             note = lifecycle.SYSTEM_NOTES[action]
-            await log.move(row, action, lifecycle.SYSTEM, note, live=not late)
+            log.move(row, action, lifecycle.SYSTEM, note, live=not late)
         return log.change(row)
 
     async def list_cases(
@@ -387,15 +407,19 @@ class CaseStore:
             )
             conditions.append(~undelivered.exists())
         expired = select(CaseRow.id).where(*conditions).order_by(CaseRow.id).limit(batch)
+
+        def work(session: Session) -> int:
+            ids = list(session.scalars(expired).all())
+            for table in (CaseTransitionRow, CaseEventRow):
+                session.execute(delete(table).where(table.case_id.in_(ids)))
+            session.execute(delete(CaseRow).where(CaseRow.id.in_(ids)))
+            return len(ids)
+
         purged = 0
         while True:
-            async with self._writing() as session:
-                ids = list((await session.scalars(expired)).all())
-                for table in (CaseTransitionRow, CaseEventRow):
-                    await session.execute(delete(table).where(table.case_id.in_(ids)))
-                await session.execute(delete(CaseRow).where(CaseRow.id.in_(ids)))
-            purged += len(ids)
-            if len(ids) < batch:
+            count = await self._write(work)
+            purged += count
+            if count < batch:
                 return purged
 
     async def ping(self) -> None:

@@ -38,8 +38,9 @@ async def backtest(recording: Path, rules: RuleSet) -> BacktestResult:
         url = f"sqlite+aiosqlite:///{Path(scratch) / 'cases.db'}"
         await migrate(url)
         engine = create_engine(url)
+        store = CaseStore(engine)
         try:
-            service = CaseService(CaseStore(engine), CaseBroadcaster())
+            service = CaseService(store, CaseBroadcaster())
             now = [datetime.fromtimestamp(0, UTC)]
             dead = MemoryDeadLetters()
             pipeline = IngestPipeline(
@@ -55,6 +56,7 @@ async def backtest(recording: Path, rules: RuleSet) -> BacktestResult:
             await pipeline.drain(now[0])
             cases = await _all_cases(service.store)
         finally:
+            store.close()
             await engine.dispose()
     return BacktestResult(cases, count, torn, pipeline.metrics, pipeline.engine.stats, dead)
 

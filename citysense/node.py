@@ -112,6 +112,7 @@ async def build_node(
         cases = CaseStore(
             engine, late_after=center.detected_late_after, escalation=center.escalation.policy()
         )
+        stack.callback(cases.close)  # before the engine's dispose: its writer thread
         service = CaseService(cases, CaseBroadcaster())
         rules_file = ingest.rules_path or DEFAULT_RULES_FILE
         rules_text = rules_file.read_text(encoding="utf-8")

@@ -9,7 +9,7 @@ page by page, and hands them to its channel one at a time; only once the channel
   that is away) is retried, the same event, with jittered exponential backoff
   (``protocol.backoff``) or after the receiver's ``Retry-After``, for as long as it takes.
 - **In order.** The next event is sent only after the one before was confirmed. Event ids
-  commit in id order (``center.store.EVENT_LOCK``), so no event appears behind the cursor.
+  commit in id order (``center.transactions.EVENT_LOCK``), so no event appears behind the cursor.
 - **At least once.** A crash between the confirmation and the cursor's write sends that event
   again after the restart; so does a receiver that took an event and did not answer in time.
   Receivers de-duplicate by the event id (``webhook-id``, ``id`` in the payload).

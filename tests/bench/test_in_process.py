@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bench.casewrite import measure as measure_case_write
 from bench.encoding import ENCODERS, measure_encoders
 from bench.ingest import TimedPipeline, measure_decode, measure_pipeline, traffic
 from bench.report import BenchError, compared
@@ -59,3 +60,16 @@ def test_quick_plan_is_smaller_than_the_full_one() -> None:
     assert QUICK.client_styles == ()
     spec = QUICK.load("127.0.0.1", 1, rate=None, qos=1, total=1000)
     assert (spec.duration, spec.total_readings, spec.rate) == (None, 1000, None)
+
+
+def test_case_writes_are_timed_on_the_thread_and_through_the_async_driver() -> None:
+    measured = list(measure_case_write(cases=3, busy_ms=1.0))
+    assert [m.name for m in measured] == [
+        "case_write_idle_async_driver",
+        "case_write_idle_thread",
+        "case_write_busy_async_driver",
+        "case_write_busy_thread",
+    ]
+    for m in measured:
+        assert 0 < m.figures["p50_ms"] <= m.figures["p99_ms"] <= m.figures["max_ms"]
+    assert [r.baseline for r in measured[3].ratios] == ["case_write_busy_async_driver"] * 2

@@ -106,8 +106,10 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-def store(engine: AsyncEngine) -> CaseStore:
-    return CaseStore(engine)
+def store(engine: AsyncEngine) -> Iterator[CaseStore]:
+    store = CaseStore(engine)
+    yield store
+    store.close()
 
 
 @pytest.fixture

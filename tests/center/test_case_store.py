@@ -289,12 +289,12 @@ async def test_a_failing_database_writes_none_of_the_alerts(
     calls = 0
     original = CaseLog.discovered
 
-    async def second_fails(self: CaseLog, row: object, note: str) -> None:
+    def second_fails(self: CaseLog, row: object, note: str) -> None:
         nonlocal calls
         calls += 1
         if calls == 2:
             raise OSError("disk I/O error")
-        await original(self, row, note)  # type: ignore[arg-type]
+        original(self, row, note)  # type: ignore[arg-type]
 
     monkeypatch.setattr(CaseLog, "discovered", second_fails)
     items = [

@@ -268,7 +268,7 @@ async def test_a_transition_its_event_and_its_audit_entry_are_one_transaction(
     case_id = await _open(service, "maintenance")
     newest = await service.store.newest_event_id()
 
-    async def broken(*args: object, **kwargs: object) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")  # after the step and the audit entry were written
 
     monkeypatch.setattr(CaseLog, "event", broken)

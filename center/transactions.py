@@ -1,0 +1,113 @@
+"""Where the case store's write transactions run: the whole transaction in one call.
+
+A case is half a dozen statements. Through the async driver each statement is several trips
+between the event loop and the driver (aiosqlite: a cursor, the execute, the fetch, the close,
+each a hop to its thread and back), and every trip back waits for the event loop's turn. Ingest
+shares that loop: under load, with the loop busy decoding and evaluating for a few ms at a time,
+a case took 30 turns of the loop to write (``python -m bench.casewrite``: 3.8 ms idle, 630 ms
+with the loop busy 20 ms at a time).
+
+``Transactions.run(work)`` runs ``work(session)`` — synchronous SQLAlchemy — as one call:
+
+- **SQLite file** (the default): on a thread of its own, through the standard ``sqlite3``
+  driver on a second engine over the same file; the event loop is visited once, when the
+  transaction is done. The write turn (``center.db.one_writer``) is held meanwhile, so this
+  process's other writers still take turns with it.
+- **PostgreSQL, in-memory SQLite**: on the async engine through ``AsyncSession.run_sync``
+  (asyncpg has no synchronous twin here; a second engine on an in-memory database would be
+  another database). PostgreSQL writers first take ``EVENT_LOCK``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from sqlalchemy import Engine, event, func, select
+from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
+
+from center import db
+
+T = TypeVar("T")
+
+EVENT_LOCK = 0x63697479_63617365  # "citycase": PostgreSQL advisory lock held by every writer
+"""Writers take it first, so event ids (a sequence, handed out at insert) commit in id order
+and a reader never sees id n+1 before id n. SQLite has one writer at a time anyway."""
+
+
+def _sqlite_file(url: URL) -> bool:
+    if url.get_backend_name() != "sqlite":
+        return False
+    return url.database not in (None, "", ":memory:") and url.query.get("mode") != "memory"
+
+
+def _close(executor: ThreadPoolExecutor, engine: Engine) -> None:
+    executor.shutdown(wait=False)
+    engine.dispose()
+
+
+class Transactions:
+    """Runs write transactions on ``engine``'s database (see the module's docstring)."""
+
+    def __init__(self, engine: AsyncEngine, *, on_thread: bool = True) -> None:
+        self._engine = engine
+        self._async_sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._postgresql = engine.dialect.name == "postgresql"
+        self._thread: tuple[ThreadPoolExecutor, sessionmaker[Session]] | None = None
+        self._closed = False
+        if on_thread and _sqlite_file(engine.url):
+            sync = create_sync_engine(
+                engine.url.set(drivername="sqlite"),
+                # the connection lives on the writer thread; only dispose() touches it elsewhere
+                connect_args={"check_same_thread": False},
+                pool_size=1,
+            )
+            event.listen(sync, "connect", db._sqlite_pragmas)
+            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="case-writer")
+            self._thread = (executor, sessionmaker(sync, expire_on_commit=False))
+            self._finalizer = weakref.finalize(self, _close, executor, sync)
+
+    @property
+    def on_thread(self) -> bool:
+        """Whether transactions run on a thread of their own (a SQLite file)."""
+        return self._thread is not None
+
+    async def run(self, work: Callable[[Session], T]) -> T:
+        """``work(session)`` in one transaction, committed when it returns, rolled back when it
+        raises (the exception propagates), in this process's write turn."""
+        if self._closed:
+            raise RuntimeError("the case store's transactions are closed")
+        async with db.one_writer(self._engine):
+            if self._thread is None:
+                async with self._async_sessions() as session, session.begin():
+                    if self._postgresql:
+                        await session.execute(select(func.pg_advisory_xact_lock(EVENT_LOCK)))
+                    return await session.run_sync(work)
+            executor, sessions = self._thread
+
+            def transaction() -> T:
+                with sessions() as session, session.begin():
+                    return work(session)
+
+            running = executor.submit(transaction)
+            try:
+                # wrap_future, not run_in_executor + shield: each layer of futures is one more
+                # turn of a busy event loop before the result is seen
+                return await asyncio.wrap_future(running)
+            except asyncio.CancelledError:
+                # the thread finishes the transaction whatever happens: keep the write turn
+                # until it has, so no other writer meets a locked database
+                await asyncio.wait([asyncio.wrap_future(running)])
+                raise
+
+    def close(self) -> None:
+        """Stop the writer thread (after its transaction) and close its connection."""
+        self._closed = True
+        if self._thread is not None:
+            self._finalizer()
