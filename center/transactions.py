@@ -4,15 +4,16 @@ A case is half a dozen statements. Through the async driver each statement is se
 between the event loop and the driver (aiosqlite: a cursor, the execute, the fetch, the close,
 each a hop to its thread and back), and every trip back waits for the event loop's turn. Ingest
 shares that loop: under load, with the loop busy decoding and evaluating for a few ms at a time,
-a case took 30 turns of the loop to write (``python -m bench.casewrite``: 3.8 ms idle, 630 ms
-with the loop busy 20 ms at a time).
+a case took 30 turns of the loop to write (``python -m bench.casewrite``: 12 ms with the loop
+idle, 28 ms with it busy half the time 5 ms at a time; on the thread 5 and 10 ms).
 
 ``Transactions.run(work)`` runs ``work(session)`` — synchronous SQLAlchemy — as one call:
 
 - **SQLite file** (the default): on a thread of its own, through the standard ``sqlite3``
   driver on a second engine over the same file; the event loop is visited once, when the
   transaction is done. The write turn (``center.db.one_writer``) is held meanwhile, so this
-  process's other writers still take turns with it.
+  process's other writers still take turns with it. The thread shares the GIL with the loop:
+  a loop that never waits (ingest saturated) starves it, as it starves aiosqlite's thread.
 - **PostgreSQL, in-memory SQLite**: on the async engine through ``AsyncSession.run_sync``
   (asyncpg has no synchronous twin here; a second engine on an in-memory database would be
   another database). PostgreSQL writers first take ``EVENT_LOCK``.
