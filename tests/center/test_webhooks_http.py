@@ -5,7 +5,8 @@ lost; its 5xx/Retry-After and its refusals; a timeout's duplicate, recognised by
 "Down for 60 s" is 60 s of *simulated* time: the relay's sleeps are virtual (each retry delay
 is recorded and advances a clock; the receiver starts listening once that clock passes 60 s),
 so the test keeps the production backoff (1 s doubling up to 300 s) and runs in a second.
-``tests/test_delivery_kill.py`` runs a real node with real waits.
+``tests/test_webhook_outage.py`` runs the 60 s outage in wall-clock time against a real node,
+``tests/test_delivery_kill.py`` kills one mid-delivery.
 """
 
 from __future__ import annotations
