@@ -158,7 +158,9 @@ async def build_node(
         pipeline.metrics.registry.register(CaseCollector(service))
         http = httpx.AsyncClient(follow_redirects=False)
         stack.push_async_callback(http.aclose)
-        relays = delivery_relays(center, service, CursorStore(engine), consumer.publisher, http)
+        cursors = CursorStore(engine)
+        stack.callback(cursors.close)
+        relays = delivery_relays(center, service, cursors, consumer.publisher, http)
         pipeline.metrics.registry.register(DeliveryCollector(relays))
         history = (
             None

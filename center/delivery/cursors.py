@@ -3,19 +3,24 @@ confirmed (``delivery_cursors``), and its last permanent refusal."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, nullcontext
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
-from center.db import CaseEventRow, DeliveryCursorRow, one_writer
+from center.db import CaseEventRow, DeliveryCursorRow
 from center.delivery.settings import StartAt
 from center.errors import StoreError
+from center.transactions import Transactions
+
+T = TypeVar("T")
 
 REASON_CHARS = 500
 
@@ -36,43 +41,55 @@ class Cursor:
 
 
 class CursorStore:
-    """Cursors over the case store's engine; database failures are ``StoreError``."""
+    """Cursors over the case store's engine; database failures are ``StoreError``. Writes run
+    like the case store's (``center.transactions``: a thread of their own on a SQLite file),
+    so a cursor holds the write turn for one call, not for a dozen turns of the event loop
+    while a case waits behind it."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._dialect = engine.dialect.name
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._transactions = Transactions(engine)
 
     @asynccontextmanager
-    async def _session(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
-        """A transaction; ``write``: in this process's write turn (``center.db.one_writer``)."""
+    async def _session(self) -> AsyncIterator[AsyncSession]:
+        """A read transaction."""
         try:
-            async with (
-                one_writer(self._engine) if write else nullcontext(),
-                self._sessions() as session,
-                session.begin(),
-            ):
+            async with self._sessions() as session, session.begin():
                 yield session
         except (SQLAlchemyError, OSError) as exc:
             raise StoreError(f"case store: {exc}") from exc
 
+    async def _write(self, work: Callable[[Session], T]) -> T:
+        """``work(session)`` in one write transaction, in this process's write turn."""
+        try:
+            return await self._transactions.run(work)
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreError(f"case store: {exc}") from exc
+
+    def close(self) -> None:
+        """Stop the writer thread (SQLite file) once its transaction is done."""
+        self._transactions.close()
+
     async def open(self, subscriber: str, start: StartAt, now: datetime) -> Cursor:
         """The subscriber's cursor; created the first time at ``start`` (before the first
         event, or after the newest)."""
-        async with self._session(write=True) as session:
-            row = await session.get(DeliveryCursorRow, subscriber)
+        insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
+
+        def work(session: Session) -> Cursor:
+            row = session.get(DeliveryCursorRow, subscriber)
             if row is None:
                 first = 0
                 if start == "now":
-                    newest = await session.execute(select(func.max(CaseEventRow.id)))
+                    newest = session.execute(select(func.max(CaseEventRow.id)))
                     first = int(newest.scalar_one() or 0)
-                insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
-                await session.execute(
+                session.execute(
                     insert(DeliveryCursorRow)
                     .values(subscriber=subscriber, last_event_id=first, updated_at=now)
                     .on_conflict_do_nothing(index_elements=["subscriber"])
                 )
-                row = await session.get(DeliveryCursorRow, subscriber, populate_existing=True)
+                row = session.get(DeliveryCursorRow, subscriber, populate_existing=True)
             if row is None:
                 raise StoreError(f"delivery cursor {subscriber!r} not written")
             refusal = None
@@ -80,27 +97,33 @@ class CursorStore:
                 refusal = Refusal(row.refused_event_id, row.refused_reason or "", row.refused_at)
             return Cursor(row.last_event_id, refusal)
 
+        return await self._write(work)
+
     async def advance(self, subscriber: str, event_id: int, now: datetime) -> None:
         """The subscriber confirmed every event up to ``event_id``; a cursor never goes back.
         A refusal it has now got past is cleared."""
         row = DeliveryCursorRow
-        async with self._session(write=True) as session:
-            await session.execute(
+
+        def work(session: Session) -> None:
+            session.execute(
                 update(row)
                 .where(row.subscriber == subscriber, row.last_event_id < event_id)
                 .values(last_event_id=event_id, updated_at=now)
             )
-            await session.execute(
+            session.execute(
                 update(row)
                 .where(row.subscriber == subscriber, row.refused_event_id <= event_id)
                 .values(refused_event_id=None, refused_reason=None, refused_at=None)
             )
 
+        await self._write(work)
+
     async def refuse(self, subscriber: str, refusal: Refusal) -> None:
         """Record a permanent refusal (the cursor stays before the refused event)."""
         row = DeliveryCursorRow
-        async with self._session(write=True) as session:
-            await session.execute(
+
+        def work(session: Session) -> None:
+            session.execute(
                 update(row)
                 .where(row.subscriber == subscriber)
                 .values(
@@ -110,6 +133,8 @@ class CursorStore:
                     updated_at=refusal.at,
                 )
             )
+
+        await self._write(work)
 
     async def count_after(self, event_id: int) -> int:
         """How many events there are after ``event_id``: a subscriber's lag."""
