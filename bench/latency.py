@@ -5,8 +5,13 @@ of 0 (a reading is evaluated as soon as its station's watermark reaches it, not 
 serves its HTTP API; a client follows ``/api/v1/cases/stream``. The load generator publishes
 100-reading batches at a steady rate (half the measured maximum) while this process publishes an
 incident every ``every_s``: a one-reading batch of a fresh station whose cover reads 80°. The
-latency of an incident is from just before its ``publish`` to its ``opened`` event on the stream
-(both on this process's monotonic clock).
+latency of an incident is from just before its ``publish`` to its ``opened`` event on the stream.
+
+The incidents' publisher and the stream's client run in a process of their own, as they would on
+other machines: in the node's process they took the GIL from it (a paho thread, and the parsing
+of every event on the stream). Both stamps are that process's monotonic clock (on Linux, one
+clock for all processes, which ``bench.latency_stages`` relies on to compare them with the
+node's own stamps).
 """
 
 from __future__ import annotations
@@ -14,10 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import time
 import uuid
 from datetime import UTC, datetime
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import cast
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -75,10 +83,10 @@ async def _follow(url: str, token: str, opened: dict[str, float], ready: asyncio
 
 
 async def _publish_incidents(
-    services: Services, seconds: float, every_s: float, published: dict[str, float]
+    host: str, port: int, seconds: float, every_s: float, published: dict[str, float]
 ) -> None:
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-    client.connect(services.mqtt_host, services.mqtt_port, keepalive=30)
+    client.connect(host, port, keepalive=30)
     client.loop_start()
     run = uuid.uuid4().hex[:6]
     try:
@@ -94,6 +102,40 @@ async def _publish_incidents(
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+async def _client(
+    url: str, token: str, host: str, port: int, seconds: float, every_s: float, conn: Connection
+) -> None:
+    """Follow the stream; say ``ready``; on ``go``, publish the incidents; send back when each
+    was published and when its case was seen (monotonic clock)."""
+    published: dict[str, float] = {}
+    opened: dict[str, float] = {}
+    ready = asyncio.Event()
+    follower = asyncio.create_task(_follow(url, token, opened, ready))
+    try:
+        await asyncio.wait_for(ready.wait(), START_TIMEOUT_S)
+        conn.send("ready")
+        await asyncio.to_thread(conn.recv)
+        await _publish_incidents(host, port, seconds, every_s, published)
+        deadline = time.monotonic() + SETTLE_S
+        while len(opened) < len(published) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+    conn.send((published, opened))
+
+
+def _client_process(*args: object) -> None:
+    asyncio.run(_client(*args))  # type: ignore[arg-type]
+
+
+def _receive(conn: Connection, timeout_s: float) -> object:
+    if not conn.poll(timeout_s):
+        raise BenchError(f"the incident client said nothing for {timeout_s:.0f} s")
+    return conn.recv()
 
 
 async def _wait_up(node: Node, url: str) -> None:
@@ -126,18 +168,25 @@ def percentile(values: list[float], p: float) -> float:
 async def _measure(
     services: Services, workdir: Path, rate: float, seconds: float, every_s: float
 ) -> tuple[dict[str, float], dict[str, float], float]:
-    published: dict[str, float] = {}
-    opened: dict[str, float] = {}
     async with node_on(services, workdir, rules_path=LATENCY_RULES, allowed_lateness_s=0.0) as node:
         url = f"http://127.0.0.1:{node.center.port}"
         server = node.server()
         serving = asyncio.create_task(serve_until_stopped(server, node_tasks(node)))
+        client: multiprocessing.process.BaseProcess | None = None
         try:
             await _wait_up(node, url)
-            ready = asyncio.Event()
             token = await _viewer_token(node)
-            follower = asyncio.create_task(_follow(url, token, opened, ready))
-            await asyncio.wait_for(ready.wait(), START_TIMEOUT_S)
+            context = multiprocessing.get_context("spawn")
+            ours, theirs = context.Pipe()
+            client = context.Process(
+                target=_client_process,
+                args=(url, token, services.mqtt_host, services.mqtt_port, seconds, every_s, theirs),
+                name="latency-client",
+                daemon=True,
+            )
+            client.start()
+            if await asyncio.to_thread(_receive, ours, START_TIMEOUT_S + 10) != "ready":
+                raise BenchError("the incident client did not start")
             spec = LoadSpec(
                 services.mqtt_host,
                 services.mqtt_port,
@@ -151,15 +200,15 @@ async def _measure(
             )
             load = asyncio.create_task(asyncio.to_thread(run_load, spec))
             await asyncio.sleep(WARMUP_S)
-            await _publish_incidents(services, seconds, every_s, published)
+            ours.send("go")
+            answer = await asyncio.to_thread(_receive, ours, seconds + SETTLE_S + 30)
+            published, opened = cast(tuple[dict[str, float], dict[str, float]], answer)
             stats = await load
-            deadline = time.monotonic() + SETTLE_S
-            while len(opened) < len(published) and time.monotonic() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
         finally:
+            if client is not None:
+                client.join(timeout=5)
+                if client.is_alive():
+                    client.kill()
             server.should_exit = True
             await asyncio.wait_for(serving, timeout=15)
     return published, opened, stats.achieved_readings_per_s
