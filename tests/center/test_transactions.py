@@ -1,0 +1,115 @@
+"""Write transactions as one call (``center.transactions``): on a SQLite file on a thread of
+their own, elsewhere on the event loop; committed or rolled back whole; a cancelled caller
+keeps the write turn until the thread's transaction is over."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import Session
+
+from center import create_engine, migrate
+from center.db import DeliveryCursorRow
+from center.transactions import Transactions
+from tests.center.factories import DETECTED
+
+
+def _thread_name(_session: Session) -> str:
+    return threading.current_thread().name
+
+
+async def test_a_sqlite_file_is_written_on_the_writer_thread_and_other_databases_on_the_loop(
+    engine: AsyncEngine,
+) -> None:
+    transactions = Transactions(engine)
+    try:
+        name = await transactions.run(_thread_name)
+    finally:
+        transactions.close()
+    if engine.dialect.name == "sqlite":
+        assert transactions.on_thread
+        assert name.startswith("case-writer")
+    else:
+        assert not transactions.on_thread
+        assert name == threading.current_thread().name
+
+
+async def test_in_memory_sqlite_stays_on_the_loop() -> None:
+    engine = create_engine("sqlite+aiosqlite://")
+    try:
+        assert not Transactions(engine).on_thread
+        assert not Transactions(create_engine("sqlite+aiosqlite:///:memory:")).on_thread
+    finally:
+        await engine.dispose()
+
+
+async def _cursors(engine: AsyncEngine) -> int:
+    async with engine.connect() as connection:
+        return int(
+            (
+                await connection.execute(select(func.count(DeliveryCursorRow.subscriber)))
+            ).scalar_one()
+        )
+
+
+async def test_work_that_raises_writes_nothing_and_its_error_reaches_the_caller(
+    engine: AsyncEngine,
+) -> None:
+    def half_then_fail(session: Session) -> None:
+        session.add(DeliveryCursorRow(subscriber="a", last_event_id=0, updated_at=DETECTED))
+        session.flush()
+        raise LookupError("after the first row")
+
+    transactions = Transactions(engine)
+    try:
+        with pytest.raises(LookupError, match="after the first row"):
+            await transactions.run(half_then_fail)
+    finally:
+        transactions.close()
+    assert await _cursors(engine) == 0
+
+
+async def test_a_cancelled_write_keeps_the_turn_until_its_transaction_is_over(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cases.db'}"
+    await migrate(url)
+    engine = create_engine(url)
+    transactions = Transactions(engine)
+    spans: list[tuple[str, float, float]] = []
+
+    def slow(session: Session) -> None:
+        started = time.monotonic()
+        session.add(DeliveryCursorRow(subscriber="slow", last_event_id=0, updated_at=DETECTED))
+        session.flush()
+        time.sleep(0.3)
+        spans.append(("slow", started, time.monotonic()))
+
+    def quick(session: Session) -> None:
+        started = time.monotonic()
+        session.execute(text("SELECT 1"))
+        spans.append(("quick", started, time.monotonic()))
+
+    try:
+        first = asyncio.create_task(transactions.run(slow))
+        await asyncio.sleep(0.05)
+        first.cancel()
+        second = asyncio.create_task(transactions.run(quick))
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await second
+        (_, _, slow_done), (_, quick_started, _) = spans
+        assert quick_started >= slow_done  # it waited for the turn, not for SQLite's lock
+        assert await _cursors(engine) == 1  # the thread finished and committed it
+        transactions.close()
+        with pytest.raises(RuntimeError, match="closed"):
+            await transactions.run(quick)
+    finally:
+        transactions.close()
+        await engine.dispose()
