@@ -130,14 +130,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         tempfile.TemporaryDirectory(prefix="citysense-stages-") as scratch,
         VictoriaMetrics(Path(scratch)) as victoria,
     ):
-        process = broker._process
-        services = Services(
-            broker.host,
-            broker.port,
-            victoria.url,
-            broker_pid=None if process is None else process.pid,
-            victoria_pid=victoria.pid,
-        )
+        services = Services.of(broker, victoria)
         published, opened, achieved = asyncio.run(
             _measure(services, Path(scratch) / "node", args.rate, args.seconds, args.every_s)
         )

@@ -26,8 +26,9 @@ from typing import Any
 from bench.drain import DRAIN_LIMIT_S
 from bench.report import BenchError
 from center.settings import CenterSettings
-from citysense.broker import free_port
+from citysense.broker import MosquittoBroker, free_port
 from citysense.node import Node, build_node, node_tasks
+from citysense.victoria import VictoriaMetrics
 from ingest.settings import IngestSettings
 from ingest.sinks.settings import SinkSettings
 
@@ -45,6 +46,19 @@ class Services:
     victoria_url: str
     broker_pid: int | None = None
     victoria_pid: int | None = None
+
+    @classmethod
+    def of(cls, broker: MosquittoBroker, victoria: VictoriaMetrics) -> Services:
+        """A running private broker and VictoriaMetrics (their CPU is reported beside the
+        node's)."""
+        process = broker._process
+        return cls(
+            broker.host,
+            broker.port,
+            victoria.url,
+            broker_pid=None if process is None else process.pid,
+            victoria_pid=victoria.pid,
+        )
 
 
 @asynccontextmanager

@@ -190,14 +190,7 @@ def run(plan: Plan, progress: Progress, results_dir: Path = RESULTS_DIR) -> list
             tempfile.TemporaryDirectory(prefix="citysense-bench-vm-") as scratch,
             VictoriaMetrics(Path(scratch)) as victoria,
         ):
-            process = broker._process  # its CPU is reported beside the node's
-            services = Services(
-                broker.host,
-                broker.port,
-                victoria.url,
-                broker_pid=None if process is None else process.pid,
-                victoria_pid=victoria.pid,
-            )
+            services = Services.of(broker, victoria)
             for measurement in measure_stack(plan.stack, services, results_dir):
                 record(measurement)
     return done

@@ -8,7 +8,7 @@ reads go through the async engine.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -169,13 +169,6 @@ class CaseStore:
         except (SQLAlchemyError, OSError) as exc:
             raise StoreError(f"case store: {exc}") from exc
 
-    async def _write(self, work: Callable[[Session], T]) -> T:
-        """``work(session)`` in one write transaction (``center.transactions``)."""
-        try:
-            return await self._transactions.run(work)
-        except (SQLAlchemyError, OSError) as exc:
-            raise StoreError(f"case store: {exc}") from exc
-
     def close(self) -> None:
         """Stop the writer thread (SQLite file) once its transaction is done; the engine
         stays its owner's to dispose."""
@@ -229,7 +222,7 @@ class CaseStore:
                     outcomes.append(self._change(session, alert, values, detected_at))
             return outcomes
 
-        return await self._write(work)
+        return await self._transactions.run(work)
 
     def _change(
         self, session: Session, alert: Alert, values: dict[str, Any], detected_at: datetime
@@ -292,7 +285,7 @@ class CaseStore:
             log.move(row, moving, actor, note)
             return log.change(row)
 
-        return await self._write(work)
+        return await self._transactions.run(work)
 
     async def escalate_due(self, now: datetime, limit: int = 100) -> list[CaseChange]:
         """Escalate up to ``limit`` cases whose acknowledgement deadline passed at ``now``
@@ -317,7 +310,7 @@ class CaseStore:
                 changes.append(log.change(row))
             return changes
 
-        return await self._write(work)
+        return await self._transactions.run(work)
 
     async def open_incidents(self) -> list[tuple[str, str, datetime, list[str]]]:
         """(rule, first sensor, start, members) of every open case: what a restarted engine
@@ -417,7 +410,7 @@ class CaseStore:
 
         purged = 0
         while True:
-            count = await self._write(work)
+            count = await self._transactions.run(work)
             purged += count
             if count < batch:
                 return purged

@@ -30,10 +30,12 @@ from typing import TypeVar
 from sqlalchemy import Engine, event, func, select
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 
 from center import db
+from center.errors import StoreError
 
 T = TypeVar("T")
 
@@ -81,9 +83,16 @@ class Transactions:
 
     async def run(self, work: Callable[[Session], T]) -> T:
         """``work(session)`` in one transaction, committed when it returns, rolled back when it
-        raises (the exception propagates), in this process's write turn."""
+        raises, in this process's write turn. A database failure (``SQLAlchemyError``,
+        ``OSError``) is raised as ``StoreError``; anything else as it is."""
         if self._closed:
             raise RuntimeError("the case store's transactions are closed")
+        try:
+            return await self._run(work)
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreError(f"case store: {exc}") from exc
+
+    async def _run(self, work: Callable[[Session], T]) -> T:
         async with db.one_writer(self._engine):
             if self._thread is None:
                 async with self._async_sessions() as session, session.begin():

@@ -3,7 +3,7 @@ confirmed (``delivery_cursors``), and its last permanent refusal."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,13 +61,6 @@ class CursorStore:
         except (SQLAlchemyError, OSError) as exc:
             raise StoreError(f"case store: {exc}") from exc
 
-    async def _write(self, work: Callable[[Session], T]) -> T:
-        """``work(session)`` in one write transaction, in this process's write turn."""
-        try:
-            return await self._transactions.run(work)
-        except (SQLAlchemyError, OSError) as exc:
-            raise StoreError(f"case store: {exc}") from exc
-
     def close(self) -> None:
         """Stop the writer thread (SQLite file) once its transaction is done."""
         self._transactions.close()
@@ -97,7 +90,7 @@ class CursorStore:
                 refusal = Refusal(row.refused_event_id, row.refused_reason or "", row.refused_at)
             return Cursor(row.last_event_id, refusal)
 
-        return await self._write(work)
+        return await self._transactions.run(work)
 
     async def advance(self, subscriber: str, event_id: int, now: datetime) -> None:
         """The subscriber confirmed every event up to ``event_id``; a cursor never goes back.
@@ -116,7 +109,7 @@ class CursorStore:
                 .values(refused_event_id=None, refused_reason=None, refused_at=None)
             )
 
-        await self._write(work)
+        await self._transactions.run(work)
 
     async def refuse(self, subscriber: str, refusal: Refusal) -> None:
         """Record a permanent refusal (the cursor stays before the refused event)."""
@@ -134,7 +127,7 @@ class CursorStore:
                 )
             )
 
-        await self._write(work)
+        await self._transactions.run(work)
 
     async def count_after(self, event_id: int) -> int:
         """How many events there are after ``event_id``: a subscriber's lag."""
