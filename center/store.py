@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -47,7 +47,6 @@ _OPEN_CASE = {
 SUPPORTED_DIALECTS = ("sqlite", "postgresql")
 DEFAULT_LATE_AFTER = timedelta(minutes=5)
 PURGE_BATCH = 500
-T = TypeVar("T")
 
 
 def _require_aware(name: str, value: datetime) -> None:

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -19,8 +18,6 @@ from center.db import CaseEventRow, DeliveryCursorRow
 from center.delivery.settings import StartAt
 from center.errors import StoreError
 from center.transactions import Transactions
-
-T = TypeVar("T")
 
 REASON_CHARS = 500
 
