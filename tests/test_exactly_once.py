@@ -340,3 +340,75 @@ def _paced(edge: NumberedEdge, rate: float, seconds: float) -> None:
             sent += 1
         time.sleep(0.005)
     edge.flush()
+
+
+LOCK_HOLDER = """
+import sqlite3, sys
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("BEGIN EXCLUSIVE")  # the write lock; readers (WAL) go on
+print("locked", flush=True)
+sys.stdin.readline()
+connection.execute("COMMIT")
+"""
+
+
+def test_case_database_locked_by_another_process_ingest_holds_then_the_case_appears(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """SQLite's counterpart of the cut-off: another process (a backup, an admin's ``sqlite3``)
+    holds the write lock for 15 s. The case writes (on the case store's writer thread) fail
+    after SQLite's 5 s busy timeout, ingest stalls and stops acknowledging; once the lock is
+    released the incident's one case appears and every batch is taken."""
+    import subprocess
+    import sys
+
+    station = f"st-lock-{uuid.uuid4().hex[:6]}"
+    env = serve_env(mosquitto, tmp_path)
+    database = make_url(env["CITYSENSE_CENTER_DATABASE_URL"]).database
+    assert database is not None
+    edge = NumberedEdge(mosquitto, station, covers=COVERS)
+    holder: subprocess.Popen[str] | None = None
+    try:
+        with serve(env):
+            wait_for(lambda: api(env, "/api/v1/health")["mqtt_connected"], 30, "start")
+            for _ in range(100):
+                edge.publish()
+            edge.flush()
+            wait_for(lambda: metric(env, "citysense_ingest_acknowledged_total") >= 101, 30, "acks")
+            holder = subprocess.Popen(
+                [sys.executable, "-c", LOCK_HOLDER, database],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert holder.stdout is not None
+            assert holder.stdout.readline().strip() == "locked"
+            for _ in range(400):  # an incident while the database cannot be written
+                edge.publish(75.0)
+            for _ in range(100):
+                edge.publish()
+            edge.flush()
+            wait_for(
+                lambda: metric(env, "citysense_ingest_stalled", dependency="center"), 30, "stall"
+            )
+            acked = metric(env, "citysense_ingest_acknowledged_total")
+            time.sleep(5)
+            assert metric(env, "citysense_ingest_acknowledged_total") == acked  # holding
+            assert cases(env) == []  # reads go on (WAL): nothing written
+            assert holder.stdin is not None
+            holder.stdin.write("release\n")
+            holder.stdin.flush()
+            assert holder.wait(timeout=10) == 0
+            wait_for(lambda: metric(env, "citysense_ingest_acknowledged_total") >= 601, 60, "acks")
+            opened = wait_for(lambda: cases(env), 30, "the case")
+            assert [(c["sensor_id"], c["status"]) for c in opened] == [(edge.sensors[0], "cleared")]
+            assert metric(env, "citysense_ingest_batches_total") == 600
+    finally:
+        if holder is not None:
+            if holder.poll() is None:
+                holder.kill()
+            holder.wait(timeout=10)
+            for pipe in (holder.stdin, holder.stdout):
+                if pipe is not None:
+                    pipe.close()
+        edge.close()
