@@ -169,8 +169,8 @@ class CaseStore:
             raise StoreError(f"case store: {exc}") from exc
 
     def close(self) -> None:
-        """Stop the writer thread (SQLite file) once its transaction is done; the engine
-        stays its owner's to dispose."""
+        """Refuse new writes; the writer thread (SQLite file) ends after its transaction. The
+        engine stays its owner's to dispose."""
         self._transactions.close()
 
     async def record_alert(

@@ -117,7 +117,8 @@ class Transactions:
                 raise
 
     def close(self) -> None:
-        """Stop the writer thread (after its transaction) and close its connection."""
+        """Refuse new transactions; the writer thread ends after the one it is running (not
+        waited for) and its idle connection is closed."""
         self._closed = True
         if self._thread is not None:
             self._finalizer()

@@ -59,7 +59,7 @@ class CursorStore:
             raise StoreError(f"case store: {exc}") from exc
 
     def close(self) -> None:
-        """Stop the writer thread (SQLite file) once its transaction is done."""
+        """Refuse new writes; the writer thread (SQLite file) ends after its transaction."""
         self._transactions.close()
 
     async def open(self, subscriber: str, start: StartAt, now: datetime) -> Cursor:
