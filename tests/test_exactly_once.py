@@ -13,11 +13,13 @@ import asyncio
 import os
 import secrets
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -252,6 +254,42 @@ def cuttable_database() -> Iterator[tuple[str, Cuttable]]:
         _run_aside(_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+def _database_away_then_one_case(
+    env: dict[str, str],
+    edge: NumberedEdge,
+    *,
+    away: Callable[[], object],
+    back: Callable[[], object],
+    hold_s: float,
+    while_away: Callable[[], None],
+) -> None:
+    """100 batches taken; the case database goes ``away``; an incident (400 batches) and 100
+    more: ingest stalls and acknowledges nothing for ``hold_s`` (``while_away`` checks the
+    rest); ``back``: every batch taken, the incident's one case appears."""
+    with serve(env):
+        wait_for(lambda: api(env, "/api/v1/health")["mqtt_connected"], 30, "start")
+        for _ in range(100):
+            edge.publish()
+        edge.flush()
+        wait_for(lambda: metric(env, "citysense_ingest_acknowledged_total") >= 101, 30, "acks")
+        away()
+        for _ in range(400):  # an incident while the database is away
+            edge.publish(75.0)
+        for _ in range(100):
+            edge.publish()
+        edge.flush()
+        wait_for(lambda: metric(env, "citysense_ingest_stalled", dependency="center"), 30, "stall")
+        acked = metric(env, "citysense_ingest_acknowledged_total")
+        time.sleep(hold_s)
+        assert metric(env, "citysense_ingest_acknowledged_total") == acked  # holding
+        while_away()
+        back()
+        wait_for(lambda: metric(env, "citysense_ingest_acknowledged_total") >= 601, 60, "acks")
+        opened = wait_for(lambda: cases(env), 30, "the case")
+        assert [(c["sensor_id"], c["status"]) for c in opened] == [(edge.sensors[0], "cleared")]
+        assert metric(env, "citysense_ingest_batches_total") == 600
+
+
 def test_case_database_cut_off_ingest_holds_then_the_cases_appear(
     mosquitto: MosquittoBroker, cuttable_database: tuple[str, Cuttable], tmp_path: Path
 ) -> None:
@@ -259,31 +297,14 @@ def test_case_database_cut_off_ingest_holds_then_the_cases_appear(
     station = f"st-db-{uuid.uuid4().hex[:6]}"
     env = serve_env(mosquitto, tmp_path, CITYSENSE_CENTER_DATABASE_URL=url)
     edge = NumberedEdge(mosquitto, station, covers=COVERS)
+
+    def unhealthy() -> None:
+        assert api_status(env) == 503
+
     try:
-        with serve(env):
-            wait_for(lambda: api(env, "/api/v1/health")["mqtt_connected"], 30, "start")
-            for _ in range(100):
-                edge.publish()
-            edge.flush()
-            wait_for(lambda: metric(env, "citysense_ingest_acknowledged_total") >= 101, 30, "acks")
-            proxy.cut()
-            for _ in range(400):  # an incident while the database is away
-                edge.publish(75.0)
-            for _ in range(100):
-                edge.publish()
-            edge.flush()
-            wait_for(
-                lambda: metric(env, "citysense_ingest_stalled", dependency="center"), 30, "stall"
-            )
-            acked = metric(env, "citysense_ingest_acknowledged_total")
-            time.sleep(10)
-            assert metric(env, "citysense_ingest_acknowledged_total") == acked
-            assert api_status(env) == 503
-            proxy.restore()
-            wait_for(lambda: metric(env, "citysense_ingest_acknowledged_total") >= 601, 60, "acks")
-            opened = wait_for(lambda: cases(env), 30, "the case")
-            assert [(c["sensor_id"], c["status"]) for c in opened] == [(edge.sensors[0], "cleared")]
-            assert metric(env, "citysense_ingest_batches_total") == 600
+        _database_away_then_one_case(
+            env, edge, away=proxy.cut, back=proxy.restore, hold_s=10, while_away=unhealthy
+        )
     finally:
         edge.close()
 
@@ -352,6 +373,42 @@ connection.execute("COMMIT")
 """
 
 
+class LockHolder:
+    """Another process holding SQLite's write lock on ``database`` from ``lock`` to
+    ``release``."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.process: subprocess.Popen[str] | None = None
+
+    def lock(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", LOCK_HOLDER, self.database],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        assert self.process.stdout.readline().strip() == "locked"
+
+    def release(self) -> None:
+        assert self.process is not None
+        assert self.process.stdin is not None
+        self.process.stdin.write("release\n")
+        self.process.stdin.flush()
+        assert self.process.wait(timeout=10) == 0
+
+    def close(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
 def test_case_database_locked_by_another_process_ingest_holds_then_the_case_appears(
     mosquitto: MosquittoBroker, tmp_path: Path
 ) -> None:
@@ -359,56 +416,20 @@ def test_case_database_locked_by_another_process_ingest_holds_then_the_case_appe
     holds the write lock for 15 s. The case writes (on the case store's writer thread) fail
     after SQLite's 5 s busy timeout, ingest stalls and stops acknowledging; once the lock is
     released the incident's one case appears and every batch is taken."""
-    import subprocess
-    import sys
-
     station = f"st-lock-{uuid.uuid4().hex[:6]}"
     env = serve_env(mosquitto, tmp_path)
     database = make_url(env["CITYSENSE_CENTER_DATABASE_URL"]).database
     assert database is not None
     edge = NumberedEdge(mosquitto, station, covers=COVERS)
-    holder: subprocess.Popen[str] | None = None
+    holder = LockHolder(database)
+
+    def nothing_written() -> None:
+        assert cases(env) == []  # reads go on (WAL): nothing written
+
     try:
-        with serve(env):
-            wait_for(lambda: api(env, "/api/v1/health")["mqtt_connected"], 30, "start")
-            for _ in range(100):
-                edge.publish()
-            edge.flush()
-            wait_for(lambda: metric(env, "citysense_ingest_acknowledged_total") >= 101, 30, "acks")
-            holder = subprocess.Popen(
-                [sys.executable, "-c", LOCK_HOLDER, database],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            assert holder.stdout is not None
-            assert holder.stdout.readline().strip() == "locked"
-            for _ in range(400):  # an incident while the database cannot be written
-                edge.publish(75.0)
-            for _ in range(100):
-                edge.publish()
-            edge.flush()
-            wait_for(
-                lambda: metric(env, "citysense_ingest_stalled", dependency="center"), 30, "stall"
-            )
-            acked = metric(env, "citysense_ingest_acknowledged_total")
-            time.sleep(5)
-            assert metric(env, "citysense_ingest_acknowledged_total") == acked  # holding
-            assert cases(env) == []  # reads go on (WAL): nothing written
-            assert holder.stdin is not None
-            holder.stdin.write("release\n")
-            holder.stdin.flush()
-            assert holder.wait(timeout=10) == 0
-            wait_for(lambda: metric(env, "citysense_ingest_acknowledged_total") >= 601, 60, "acks")
-            opened = wait_for(lambda: cases(env), 30, "the case")
-            assert [(c["sensor_id"], c["status"]) for c in opened] == [(edge.sensors[0], "cleared")]
-            assert metric(env, "citysense_ingest_batches_total") == 600
+        _database_away_then_one_case(
+            env, edge, away=holder.lock, back=holder.release, hold_s=5, while_away=nothing_written
+        )
     finally:
-        if holder is not None:
-            if holder.poll() is None:
-                holder.kill()
-            holder.wait(timeout=10)
-            for pipe in (holder.stdin, holder.stdout):
-                if pipe is not None:
-                    pipe.close()
+        holder.close()
         edge.close()
