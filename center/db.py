@@ -172,7 +172,9 @@ class CaseEventRow(Base):
 class DeliveryCursorRow(Base):
     """Where one subscriber (a webhook, the MQTT topic) is in ``case_events``: the id of the
     last event it confirmed. The refusal columns keep the last permanent refusal (a 4xx), for
-    the record, until an event after it is delivered."""
+    the record, until an event after it is delivered. ``owner`` holds the subscriber's delivery
+    lease until ``lease_until`` (``center.delivery.relay``: one node delivers to a subscriber,
+    another takes over when it stops renewing)."""
 
     __tablename__ = "delivery_cursors"
 
@@ -182,6 +184,8 @@ class DeliveryCursorRow(Base):
     refused_event_id: Mapped[int | None] = mapped_column(Integer)
     refused_reason: Mapped[str | None] = mapped_column(String(500))
     refused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:

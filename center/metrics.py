@@ -77,6 +77,11 @@ class DeliveryCollector(Collector):
             "1 when the subscriber refused an event for good and delivery to it stopped",
             labels=["subscriber"],
         )
+        standby = GaugeMetricFamily(
+            "citysense_center_delivery_standby",
+            "1 when another node holds the subscriber's delivery lease and this one stands by",
+            labels=["subscriber"],
+        )
         for relay in self.relays:
             status = relay.status
             delivered.add_metric([relay.name], status.delivered)
@@ -85,4 +90,5 @@ class DeliveryCollector(Collector):
             lag.add_metric([relay.name], status.lag)
             cursor.add_metric([relay.name], status.cursor)
             stopped.add_metric([relay.name], 1 if status.state == "stopped" else 0)
-        yield from (delivered, failed, lag, cursor, stopped)
+            standby.add_metric([relay.name], 1 if status.state == "standby" else 0)
+        yield from (delivered, failed, lag, cursor, stopped, standby)

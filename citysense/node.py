@@ -204,6 +204,7 @@ def delivery_relays(
         max_s=settings.backoff_max_s,
         retry_after_max_s=settings.retry_after_max_s,
         poll_s=settings.poll_s,
+        lease_s=settings.lease_s,
     )
     broadcaster = service.broadcaster
     return [

@@ -1,14 +1,15 @@
 """Delivery cursors in the case store: per subscriber, the id of the last case event it
-confirmed (``delivery_cursors``), and its last permanent refusal."""
+confirmed (``delivery_cursors``), its last permanent refusal, and its delivery lease: which
+node delivers to it, until when (``center.delivery.relay`` says how the lease is used)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -20,6 +21,10 @@ from center.errors import StoreError
 from center.transactions import Transactions
 
 REASON_CHARS = 500
+
+
+class LeaseLostError(Exception):
+    """Another node holds the subscriber's delivery lease now (this one's ran out)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +94,24 @@ class CursorStore:
 
         return await self._transactions.run(work)
 
-    async def advance(self, subscriber: str, event_id: int, now: datetime) -> None:
+    async def advance(
+        self,
+        subscriber: str,
+        event_id: int,
+        now: datetime,
+        *,
+        owner: str | None = None,
+        lease_until: datetime | None = None,
+    ) -> None:
         """The subscriber confirmed every event up to ``event_id``; a cursor never goes back.
-        A refusal it has now got past is cleared."""
+        A refusal it has now got past is cleared. With ``owner``: only while ``owner`` holds
+        the subscriber's lease, which is renewed to ``lease_until`` in the same transaction;
+        raises ``LeaseLostError`` (the cursor stays) when another node holds it."""
         row = DeliveryCursorRow
 
         def work(session: Session) -> None:
+            if owner is not None:
+                self._renew(session, subscriber, owner, lease_until or now)
             session.execute(
                 update(row)
                 .where(row.subscriber == subscriber, row.last_event_id < event_id)
@@ -104,6 +121,64 @@ class CursorStore:
                 update(row)
                 .where(row.subscriber == subscriber, row.refused_event_id <= event_id)
                 .values(refused_event_id=None, refused_reason=None, refused_at=None)
+            )
+
+        await self._transactions.run(work)
+
+    @staticmethod
+    def _renew(session: Session, subscriber: str, owner: str, until: datetime) -> None:
+        row = DeliveryCursorRow
+        renewed = session.execute(
+            update(row)
+            .where(row.subscriber == subscriber, row.owner == owner)
+            .values(lease_until=until)
+        )
+        if renewed.rowcount != 1:  # type: ignore[attr-defined]
+            raise LeaseLostError(f"{subscriber}: the delivery lease is no longer {owner}'s")
+
+    async def claim(
+        self,
+        subscriber: str,
+        owner: str,
+        now: datetime,
+        lease: timedelta,
+        *,
+        replacing: str | None = None,
+    ) -> str | None:
+        """Take or renew the subscriber's delivery lease for ``owner`` until ``now + lease``:
+        when nobody holds it, ``owner`` does already, the holder's ran out by ``now``, or the
+        holder is ``replacing`` (known to be gone). Returns ``None`` when ``owner`` holds it
+        now, else who does (the cursor must exist: ``open`` first)."""
+        row = DeliveryCursorRow
+        free = [row.owner.is_(None), row.owner == owner, row.lease_until < now]
+        if replacing is not None:
+            free.append(row.owner == replacing)
+
+        def work(session: Session) -> str | None:
+            taken = session.execute(
+                update(row)
+                .where(row.subscriber == subscriber, or_(*free))
+                .values(owner=owner, lease_until=now + lease)
+            )
+            if taken.rowcount == 1:  # type: ignore[attr-defined]
+                return None
+            holder = session.execute(select(row.owner).where(row.subscriber == subscriber))
+            found = holder.one_or_none()
+            if found is None:
+                raise StoreError(f"delivery cursor {subscriber!r} not found: open it first")
+            return found[0] or "nobody"
+
+        return await self._transactions.run(work)
+
+    async def release(self, subscriber: str, owner: str) -> None:
+        """Give up ``owner``'s lease (if it still holds it): another node may take over now."""
+        row = DeliveryCursorRow
+
+        def work(session: Session) -> None:
+            session.execute(
+                update(row)
+                .where(row.subscriber == subscriber, row.owner == owner)
+                .values(owner=None, lease_until=None)
             )
 
         await self._transactions.run(work)

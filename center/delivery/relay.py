@@ -18,6 +18,16 @@ page by page, and hands them to its channel one at a time; only once the channel
   records the refusal (cursor row, log, metrics, ``/healthz``) and stops. The next start of
   the node tries that event again: fix the receiver or the configuration, then restart.
 
+- **One node delivers to a subscriber at a time.** Nodes sharing a case store (PostgreSQL)
+  and configured with the same subscriber take turns by a lease in its cursor row (``owner``,
+  ``lease_until``): the holder renews it every third of ``lease_s`` and with every cursor move,
+  which is refused (``LeaseLostError``, the cursor stays) once another node holds it; the
+  others stand by, trying to take it every third of ``lease_s``. A node that stops gives the
+  lease up and another takes over at once from the cursor; one that is killed or cut off
+  lets it run out, and another takes over within ``lease_s`` (plus a third of it). What the
+  killed node had sent and not yet moved the cursor past is sent again (at least once).
+  Expiry is judged by each node's clock: they must agree to well within ``lease_s`` (NTP).
+
 Woken by the node's own new events (``CaseBroadcaster.wakeup``); polls the table every
 ``poll_s`` for events another process wrote.
 """
@@ -28,14 +38,17 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import random
+import secrets
+import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal, Protocol, TypeVar
 
-from center.delivery.cursors import Cursor, CursorStore, Refusal, utc_now
+from center.delivery.cursors import Cursor, CursorStore, LeaseLostError, Refusal, utc_now
 from center.delivery.settings import StartAt
 from center.errors import StoreError
 from center.schemas import CaseEvent
@@ -46,6 +59,41 @@ log = logging.getLogger(__name__)
 PAGE = 200
 STORE_RETRY_MAX_S = 30.0
 T = TypeVar("T")
+
+
+OWNER_CHARS = 64
+
+
+def default_owner() -> str:
+    """``host:pid:random``: unique per start of a node, and says which node it is."""
+    return f"{_host()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def _host() -> str:
+    return socket.gethostname()[:40]
+
+
+def gone(owner: str) -> bool:
+    """Whether ``owner`` names a process of this host that no longer runs (a node restarted
+    after a crash need not wait for its own old lease to run out). A name from another host,
+    or a process id that is in use, says nothing: the lease must run out."""
+    parts = owner.split(":")
+    if len(parts) < 3 or ":".join(parts[:-2]) != _host() or not parts[-2].isdigit():
+        return False
+    pid = int(parts[-2])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # running, another user's
+        return False
+    return False
+
+
+class _RefusedError(Exception):
+    """The subscriber refused an event for good: delivery to it stops."""
 
 
 class DeliveryError(Exception):
@@ -91,12 +139,14 @@ class RetryPolicy:
     max_s: float = 300.0
     retry_after_max_s: float = 3600.0
     poll_s: float = 5.0
+    lease_s: float = 30.0
+    """How long a node's delivery lease lasts unless renewed (every third of it)."""
 
     def backoff(self, rng: random.Random) -> Backoff:
         return Backoff(initial=self.initial_s, maximum=max(self.max_s, self.initial_s), rng=rng)
 
 
-RelayState = Literal["starting", "idle", "delivering", "retrying", "stopped"]
+RelayState = Literal["starting", "standby", "idle", "delivering", "retrying", "stopped"]
 
 
 @dataclass
@@ -110,9 +160,13 @@ class RelayStatus:
     failed: Counter[str] = field(default_factory=Counter)
     last_error: str = ""
     refusal: Refusal | None = None
+    held_by: str = ""
+    """Who holds the delivery lease: this node's owner name, or another node's (standby)."""
 
     def health(self) -> dict[str, object]:
         body: dict[str, object] = {"state": self.state, "cursor": self.cursor, "lag": self.lag}
+        if self.held_by:
+            body["lease"] = self.held_by
         if self.last_error:
             body["last_error"] = self.last_error
         if self.refusal is not None:
@@ -138,16 +192,86 @@ class Relay:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], datetime] = utc_now,
         rng: random.Random | None = None,
+        owner: str | None = None,
+        lease_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.channel = channel
         self.name = channel.name
         self.policy = policy or RetryPolicy()
+        self.owner = (owner or default_owner())[:OWNER_CHARS]
+        """This node's name on the subscriber's lease (host, process, a random part)."""
+        self._lease = timedelta(seconds=self.policy.lease_s)
+        self._lease_sleep = lease_sleep
         self.status = RelayStatus()
         self._events, self._cursors, self._wakeup = events, cursors, wakeup
         self._sleep, self._clock = sleep, clock
         self._rng = rng or random.Random()
 
     async def run(self) -> None:
+        """Deliver while this node holds the subscriber's lease; wait (``standby``) while
+        another does; return once the subscriber refused an event for good."""
+        await self._store(lambda: self._cursors.open(self.name, self.channel.start, self._clock()))
+        refused = False
+        try:
+            while not refused:
+                await self._take_lease()
+                try:
+                    async with asyncio.TaskGroup() as group:
+                        group.create_task(self._hold_lease(), name=f"{self.name}-lease")
+                        group.create_task(self._deliver_all(), name=f"{self.name}-deliver")
+                except* LeaseLostError as lost:
+                    log.warning("%s: %s; standing by", self.name, lost.exceptions[0])
+                except* _RefusedError:
+                    refused = True
+        finally:
+            await self._release()
+
+    async def _take_lease(self) -> None:
+        """Wait until this node holds the subscriber's lease (at once when the holder is a
+        process of this host that no longer runs: this node's previous life)."""
+        replacing: str | None = None
+        while True:
+
+            async def claim(replacing: str | None = replacing) -> str | None:
+                now = self._clock()  # at each try: a store that was down must not shorten it
+                return await self._cursors.claim(
+                    self.name, self.owner, now, self._lease, replacing=replacing
+                )
+
+            holder = await self._store(claim)
+            if holder is None:
+                self.status.held_by = self.owner
+                log.info("%s: delivering (lease %s)", self.name, self.owner)
+                return
+            if holder != replacing and gone(holder):
+                log.info("%s: %s no longer runs; taking its lease", self.name, holder)
+                replacing = holder
+                continue
+            if self.status.state != "standby" or self.status.held_by != holder:
+                log.info("%s: standing by; %s delivers", self.name, holder)
+            self.status.state = "standby"
+            self.status.held_by = holder
+            await self._lease_sleep(self.policy.lease_s / 3)
+
+    async def _hold_lease(self) -> None:
+        """Renew the lease a third of its length before it runs out; raises
+        ``LeaseLostError`` when another node has taken it meanwhile."""
+        while True:
+            await self._lease_sleep(self.policy.lease_s / 3)
+            holder = await self._store(
+                lambda: self._cursors.claim(self.name, self.owner, self._clock(), self._lease)
+            )
+            if holder is not None:
+                raise LeaseLostError(f"{holder} holds the delivery lease now")
+
+    async def _release(self) -> None:
+        """Give the lease up (a node that stops lets another take over at once); best effort:
+        one that cannot runs out after ``lease_s``."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2.0):
+                await self._cursors.release(self.name, self.owner)
+
+    async def _deliver_all(self) -> None:
         cursor: Cursor = await self._store(
             lambda: self._cursors.open(self.name, self.channel.start, self._clock())
         )
@@ -173,11 +297,14 @@ class Relay:
                 continue
             for event in page:
                 if not await self._deliver(event):
-                    return
+                    raise _RefusedError
                 await self._store(functools.partial(self._advance, event.id))
 
     async def _advance(self, event_id: int) -> None:
-        await self._cursors.advance(self.name, event_id, self._clock())
+        now = self._clock()
+        await self._cursors.advance(
+            self.name, event_id, now, owner=self.owner, lease_until=now + self._lease
+        )
         self.status.cursor = event_id
         self.status.delivered += 1
         self.status.lag = max(self.status.lag - 1, 0)

@@ -66,6 +66,9 @@ class DeliverySettings(BaseModel):
     poll_s: float = Field(default=5.0, gt=0)
     """Events another process wrote are found by reading the log this often (this node's own
     wake delivery at once)."""
+    lease_s: float = Field(default=30.0, ge=1, le=3600)
+    """One node delivers to a subscriber at a time, holding a lease it renews every third of
+    this; when it is killed or cut off, another node takes over within about this long."""
     mqtt: bool = True
     """Publish case events on ``citysense/v1/center/case-events`` (QoS 1)."""
     mqtt_start: StartAt = "now"

@@ -6,9 +6,14 @@ table is polled for events another process wrote."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -22,6 +27,8 @@ from center.delivery import (
     RetryPolicy,
     TransientDeliveryError,
 )
+from center.delivery.cursors import utc_now
+from center.delivery.relay import gone
 from center.delivery.settings import StartAt
 from center.metrics import DeliveryCollector
 from tests.center.factories import DETECTED, alert, open_acknowledged
@@ -222,3 +229,140 @@ async def test_events_another_process_wrote_are_polled(
         await open_cases(elsewhere, 2)
         await until(lambda: relay.status.cursor == 6, "polled")
     assert channel.sent == await all_ids(service.store)
+
+
+SHORT_LEASE = RetryPolicy(initial_s=1.0, max_s=60.0, poll_s=0.05, lease_s=1.0)
+"""A lease of 1 s: a standby node tries to take it every third of a second."""
+
+
+class HeldChannel(FakeChannel):
+    """Holds event ``held`` in ``send`` until ``release`` is set (a node stuck mid-delivery)."""
+
+    def __init__(self, held: int) -> None:
+        super().__init__()
+        self.held = held
+        self.release = asyncio.Event()
+        self.holding = asyncio.Event()
+
+    async def send(self, event: CaseEvent) -> None:
+        if event.id == self.held:
+            self.holding.set()
+            await self.release.wait()
+        await super().send(event)
+
+
+async def never(_seconds: float) -> None:
+    """A node that no longer renews its lease: its renewal sleeps for ever."""
+    await asyncio.Event().wait()
+
+
+def node_relay(
+    channel: FakeChannel,
+    service: CaseService,
+    engine: AsyncEngine,
+    owner: str,
+    lease_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> Relay:
+    return Relay(
+        channel,
+        service.store,
+        CursorStore(engine),
+        service.broadcaster.wakeup(),
+        policy=SHORT_LEASE,
+        sleep=VirtualSleep(),
+        owner=owner,
+        lease_sleep=lease_sleep,
+    )
+
+
+async def test_one_node_delivers_to_a_subscriber_and_another_takes_over_when_it_stops(
+    service: CaseService, engine: AsyncEngine
+) -> None:
+    await open_cases(service, 3)
+    a, b = FakeChannel(), FakeChannel()  # the same subscriber configured on two nodes
+    node_a = node_relay(a, service, engine, "node-a")
+    node_b = node_relay(b, service, engine, "node-b")
+    async with running(node_a) as running_a, running(node_b):
+        await until(lambda: node_a.status.cursor == 9, "node a delivers")
+        await until(lambda: node_b.status.state == "standby", "node b stands by")
+        assert node_b.status.health()["lease"] == "node-a"
+        await open_cases(service, 2, "d")
+        await until(lambda: node_a.status.cursor == 15, "node a delivers the new ones")
+        await asyncio.sleep(1.5)  # longer than the lease: node a keeps renewing it
+        assert node_b.status.state == "standby"
+        running_a.cancel()  # node a stops: it gives the lease up
+        await asyncio.gather(running_a, return_exceptions=True)
+        await open_cases(service, 1, "e")
+        await until(lambda: node_b.status.cursor == 18, "node b takes over from the cursor")
+        assert node_b.status.health()["lease"] == "node-b"
+    assert a.sent == list(range(1, 16))
+    assert b.sent == [16, 17, 18]  # none twice, none skipped
+    registry = CollectorRegistry()
+    registry.register(DeliveryCollector([node_a, node_b]))
+    assert 'citysense_center_delivery_standby{subscriber="fake:receiver"} 0.0' in (
+        generate_latest(registry).decode()
+    )
+
+
+async def test_a_node_that_stops_renewing_loses_the_lease_and_cannot_move_the_cursor(
+    service: CaseService, engine: AsyncEngine
+) -> None:
+    """Node a is stuck sending event 5 and renews nothing (killed, paused, cut off): node b
+    takes over once the lease ran out and sends from the cursor, event 5 included; when node
+    a comes back its cursor move is refused and it stands by. Event 5 arrives twice, nothing
+    else does."""
+    await open_cases(service, 3)
+    a, b = HeldChannel(held=5), FakeChannel()
+    node_a = node_relay(a, service, engine, "node-a", lease_sleep=never)
+    node_b = node_relay(b, service, engine, "node-b")
+    async with running(node_a):
+        await asyncio.wait_for(a.holding.wait(), 10)
+        async with running(node_b):
+            await until(lambda: node_b.status.cursor == 9, "node b takes over", within=15)
+            await until(lambda: node_b.status.state == "idle", "node b done")
+            a.release.set()  # node a comes back: its move past event 5 is refused
+            await until(lambda: node_a.status.state == "standby", "node a stands by")
+            assert node_a.status.health()["lease"] == "node-b"
+            await open_cases(service, 1, "d")
+            await until(lambda: node_b.status.cursor == 12, "node b goes on")
+    assert a.sent == [1, 2, 3, 4, 5]
+    assert b.sent == list(range(5, 13))
+    cursor = await CursorStore(engine).open("fake:receiver", "beginning", DETECTED)
+    assert cursor.last_event_id == 12
+
+
+def _ended_process() -> int:
+    """The process id of a process of this host that has ended."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_which_lease_holders_are_known_to_be_gone() -> None:
+    host = socket.gethostname()[:40]
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) as running_now:
+        try:
+            assert not gone(f"{host}:{running_now.pid}:abcd")  # it runs: its lease must end
+        finally:
+            running_now.kill()
+    assert gone(f"{host}:{_ended_process()}:abcd")
+    assert not gone(f"other-host:{_ended_process()}:abcd")  # nothing known of other hosts
+    assert not gone(f"{host}:{os.getpid()}:abcd")
+    assert not gone("not a name of ours")
+
+
+async def test_a_node_restarted_on_the_same_host_takes_its_old_lease_at_once(
+    service: CaseService, engine: AsyncEngine
+) -> None:
+    """The lease of a node that was killed (its process gone) is taken at once by the next
+    node of the same host, not after the lease runs out (30 s by default)."""
+    await open_cases(service, 1)
+    cursors = CursorStore(engine)
+    await cursors.open("fake:receiver", "beginning", DETECTED)
+    killed = f"{socket.gethostname()[:40]}:{_ended_process()}:0000"
+    assert await cursors.claim("fake:receiver", killed, utc_now(), timedelta(hours=1)) is None
+    channel = FakeChannel()
+    relay = relay_for(channel, service, engine, VirtualSleep())  # a lease of 30 s
+    async with running(relay):
+        await until(lambda: relay.status.cursor == 3, "delivered at once", within=5)
+    assert channel.sent == [1, 2, 3]
