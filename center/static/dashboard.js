@@ -40,7 +40,7 @@ const WORDS = {
     d_address: "Address", d_station: "Station", d_sensor: "Sensor", d_members: "Sensors",
     d_status: "Condition", d_times: "Times", d_priority: "Priority", d_rule: "Rule", d_lonlat: "Lon, lat",
     started: "began", opened: "opened", cleared: "recovered", threshold: "threshold",
-    load_failed: "load failed: {m}", map_sensors: "{n} sensors · {s} stations · {c} open cases",
+    load_failed: "load failed: {m}", no_case: "Case #{n} was not found: purged, or a wrong link.", map_sensors: "{n} sensors · {s} stations · {c} open cases",
     a_register: "Register", a_dismiss: "Dismiss", a_dispatch: "Dispatch", a_handle: "Handle",
     a_acknowledge: "Acknowledge", unacked: "not acknowledged", d_ack: "Acknowledged",
     a_redispatch: "Redispatch", a_verify: "Report done (verify)", a_rework: "Rework",
@@ -72,7 +72,7 @@ const WORDS = {
     d_grid: "网格", d_district: "区", d_address: "地址", d_station: "基站", d_sensor: "传感器",
     d_members: "关联传感器", d_status: "传感器状态", d_times: "时间", d_priority: "优先级", d_rule: "规则",
     d_lonlat: "经纬度", started: "开始", opened: "报警", cleared: "恢复", threshold: "阈值",
-    load_failed: "加载失败：{m}", map_sensors: "{n} 个传感器 · {s} 个基站 · {c} 件未结",
+    load_failed: "加载失败：{m}", no_case: "未找到案件 #{n}：已清除，或链接有误。", map_sensors: "{n} 个传感器 · {s} 个基站 · {c} 件未结",
     a_register: "立案", a_dismiss: "不予立案", a_dispatch: "派遣", a_handle: "签收处置",
     a_acknowledge: "接警确认", unacked: "未接警", d_ack: "接警",
     a_redispatch: "回退重派", a_verify: "处置完成（核查）", a_rework: "返工", a_close: "结案",
@@ -138,7 +138,7 @@ const state = {
   me: null, open: new Map(), closed: new Map(), districts: new Map(), map: null,
   unseen: new Set(), muted: localStorage.getItem("citysense.muted") === "1",
   source: null, lastEventId: null, lastHeard: 0, downSince: null, pending: null, viewing: null,
-  generation: 0, paging: null, view: { zoom: 1, cx: 300, cy: 240 },
+  generation: 0, paging: null, view: { zoom: 1, cx: 300, cy: 240 }, urlCase: null,
 };
 
 // -- filters -----------------------------------------------------------------------------------
@@ -171,6 +171,7 @@ function matches(c, f) {
   return true;
 }
 
+// Returns whether the chosen value had to go (not among ``values``).
 function fillSelect(select, values, label) {
   const chosen = select.value;
   select.replaceChildren(el("option", "", t("any")));
@@ -181,13 +182,60 @@ function fillSelect(select, values, label) {
     select.append(option);
   }
   select.value = values.includes(chosen) ? chosen : "";
+  return select.value !== chosen;
 }
 
+// Returns whether a filter changed (a value no longer offered).
 function fillFilters() {
-  fillSelect($("f-step"), STEPS, (s) => t("s_" + s));
-  fillSelect($("f-severity"), SEVERITIES, (s) => t("v_" + s));
   const codes = [...state.districts.keys()].sort();
-  fillSelect($("f-district"), codes, (code) => code + " " + (state.districts.get(code) || ""));
+  const dropped = [
+    fillSelect($("f-step"), STEPS, (s) => t("s_" + s)),
+    fillSelect($("f-severity"), SEVERITIES, (s) => t("v_" + s)),
+    fillSelect($("f-district"), codes, (code) => code + " " + (state.districts.get(code) || "")),
+  ];
+  return dropped.some(Boolean);
+}
+
+// -- the address bar ---------------------------------------------------------------------------
+// The filters and the case on view are kept in the URL (?step=&severity=&district=&class=&q=
+// &case=), replaced as they change (no history entry each): a reload, a bookmark or a link sent
+// to a colleague opens the same view, after signing in if need be.
+const URL_FIELDS = [["step", "f-step"], ["severity", "f-severity"], ["district", "f-district"],
+  ["class", "f-class"], ["q", "f-q"]];
+
+function viewUrl() {
+  const p = new URLSearchParams();
+  for (const [key, id] of URL_FIELDS) {
+    const value = $(id).value.trim();
+    if (value) p.set(key, value);
+  }
+  if (state.viewing !== null) p.set("case", String(state.viewing));
+  const query = p.toString();
+  return location.pathname + (query ? "?" + query : "") + location.hash;
+}
+
+function writeUrl() {
+  const url = viewUrl();
+  if (url !== location.pathname + location.search + location.hash) history.replaceState(null, "", url);
+}
+
+// The filters the URL asks for; a district the map has not named yet is kept as a bare code
+// until it has (``fillFilters`` then drops it if the map has no such district). Returns the
+// case the URL asks to view, or null.
+function readUrl() {
+  const p = new URLSearchParams(location.search);
+  for (const [key, id] of URL_FIELDS) {
+    const field = $(id);
+    const value = (p.get(key) || "").slice(0, 100);
+    if (field.tagName === "SELECT" && value && ![...field.options].some((o) => o.value === value)) {
+      const option = el("option", "", value);
+      option.value = value;
+      field.append(option);
+    }
+    field.value = value;
+  }
+  const wanted = Number(p.get("case"));
+  return Number.isSafeInteger(wanted) && wanted > 0 ? wanted : null;
 }
 
 // -- rendering the board -----------------------------------------------------------------------
@@ -441,7 +489,7 @@ async function loadMap() {
     state.map = null;  // a node without a registry: cases alone
   }
   for (const d of (state.map ? state.map.districts : [])) state.districts.set(d.code, d.name || "");
-  fillFilters();
+  if (fillFilters()) refilter();
   renderMap();
 }
 
@@ -452,10 +500,12 @@ function refreshMapSoon() {
 
 // -- loading and the live stream ---------------------------------------------------------------
 class SignedOut extends Error {}
+class NotFound extends Error {}
 
 async function fetchJson(url, init) {
   const response = await fetch(url, Object.assign({ headers: { Accept: "application/json" } }, init));
   if (response.status === 401) throw new SignedOut(url);
+  if (response.status === 404) throw new NotFound(url);
   if (!response.ok) throw new Error(url + ": HTTP " + response.status);
   return response.json();
 }
@@ -718,6 +768,7 @@ function showTools() {
 // -- the case view -----------------------------------------------------------------------------
 async function openCase(id) {
   state.viewing = id;
+  writeUrl();
   state.unseen.delete(id);
   showTitle();
   $("transition-error").textContent = "";
@@ -726,13 +777,24 @@ async function openCase(id) {
   try {
     const c = await fetchJson(API + "/cases/" + id);
     if (state.viewing === id) showCase(c, true);
-  } catch (error) { loadFailed(error); }
+  } catch (error) {
+    if (!(error instanceof NotFound)) loadFailed(error);
+    else if (state.viewing === id) showMissing(id);
+  }
   renderBoard();
+}
+
+// A case the center does not have (purged after retention, or a wrong link).
+function showMissing(id) {
+  $("case-title").textContent = t("no_case", { n: id });
+  for (const id of ["case-marks", "case-details", "evidence", "history-rows"]) $(id).replaceChildren();
+  $("case-actions").hidden = true;
 }
 
 function closeCase() {
   state.viewing = null;
   $("case-view").hidden = true;
+  writeUrl();
 }
 
 function detail(list, term, ...values) {
@@ -904,6 +966,11 @@ function showBoard(me) {
   setConnection("", t("connecting"));
   loadMap().catch(loadFailed);
   connect();
+  if (state.urlCase !== null) {  // the case the address asked for, once signed in
+    const wanted = state.urlCase;
+    state.urlCase = null;
+    openCase(wanted);
+  }
 }
 
 async function checkSession(again) {
@@ -954,6 +1021,11 @@ function applyLanguage() {
 }
 
 // -- wiring ------------------------------------------------------------------------------------
+function refilter() {
+  writeUrl();
+  if (state.me) { state.paging = newPaging(); reload().catch(loadFailed); }
+}
+
 function start() {
   $("signin").addEventListener("submit", (event) => { signIn(event).catch((e) => { $("signin-error").textContent = String(e); }); });
   $("signout").addEventListener("click", async () => {
@@ -988,12 +1060,12 @@ function start() {
   document.addEventListener("keydown", (event) => { if (event.key === "Escape") closeCase(); });
   document.addEventListener("pointerdown", unlockAudio, { once: true });
   let typing = null;
-  const refilter = () => { if (state.me) { state.paging = newPaging(); reload().catch(loadFailed); } };
   for (const id of ["f-step", "f-severity", "f-district"]) $(id).addEventListener("change", refilter);
   for (const id of ["f-class", "f-q"]) {
     $(id).addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(refilter, 300); });
   }
   applyLanguage();
+  state.urlCase = readUrl();
   setInterval(() => { tickAges(); watchStream(); }, 1000);
   checkSession(false);
 }

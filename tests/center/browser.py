@@ -121,11 +121,13 @@ def move_to(node: Node, case_id: int, step: str) -> dict[str, Any]:
 @dataclass
 class PageWatch:
     """What went wrong in a page: console errors, page errors, failed requests. The browser
-    logs every 4xx answer as an error; two are a test's own doing: the 401 of the session
-    check before signing in, and the 409 of a refused move."""
+    logs every 4xx answer as an error; three are a test's own doing: the 401 of the session
+    check before signing in, the 409 of a refused move, and the 404 of a case a test asks for
+    that is not there (``missing_cases``)."""
 
     problems: list[str] = field(default_factory=list)
     signed_in: bool = False
+    missing_cases: bool = False
 
     def attach(self, page: Any) -> PageWatch:
         page.on("console", self._console)
@@ -147,8 +149,10 @@ class PageWatch:
         text, url = message.text, message.location.get("url", "")
         if not text.startswith("Failed to load resource"):
             return False
-        return (not self.signed_in and "401" in text and url.endswith("/api/v1/session")) or (
-            "409" in text and url.endswith("/transitions")
+        return (
+            (not self.signed_in and "401" in text and url.endswith("/api/v1/session"))
+            or ("409" in text and url.endswith("/transitions"))
+            or (self.missing_cases and "404" in text and "/api/v1/cases/" in url)
         )
 
 
@@ -209,10 +213,10 @@ def expect(target: Any) -> Any:
     return playwright_expect(target)
 
 
-def sign_in(page: Any, node: Node, watch: PageWatch) -> None:
-    """Open the dashboard and sign in as the operator through the form (a user gesture: the
-    page may make sounds from now on); return once the live stream is open."""
-    page.goto(node.url + "/")
+def sign_in(page: Any, node: Node, watch: PageWatch, path: str = "/") -> None:
+    """Open the dashboard (at ``path``) and sign in as the operator through the form (a user
+    gesture: the page may make sounds from now on); return once the live stream is open."""
+    page.goto(node.url + path)
     page.fill("#username", OPERATOR)
     page.fill("#password", OPERATOR_PASSWORD)
     page.click("#signin button")

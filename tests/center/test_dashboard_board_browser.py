@@ -302,6 +302,68 @@ def test_the_filters_narrow_the_board_the_requests_and_the_live_events(
         assert watch.problems == []
 
 
+def _history(response: Any) -> bool:
+    return bool(response.url.endswith("/history"))
+
+
+def _query(page: Any) -> dict[str, str]:
+    return dict(parse_qsl(urlsplit(page.url).query))
+
+
+def test_the_filters_and_the_case_on_view_are_in_the_address_for_a_reload_or_a_link(
+    node: Node, chromium: Any, seeded: dict[str, int]
+) -> None:
+    jinshui, zhongyuan = seeded["jinshui"], seeded["zhongyuan"]
+    with dashboard(chromium) as (page, watch):
+        # a link with a district and a case, opened before signing in: both after it
+        link = "/?" + urlencode({"district": ZHONGYUAN, "case": zhongyuan})
+        sign_in(page, node, watch, link)
+        expect(page.locator("#case-view")).to_be_visible()
+        expect(page.locator("#case-title")).to_contain_text(f"#{zhongyuan} ")
+        expect(page.locator("#f-district")).to_have_value(ZHONGYUAN)
+        expect(_row(page, zhongyuan)).to_be_visible()
+        expect(_row(page, jinshui)).to_have_count(0)
+        assert _query(page) == {"district": ZHONGYUAN, "case": str(zhongyuan)}
+
+        page.click("#case-close")
+        expect(page.locator("#case-view")).to_be_hidden()
+        assert _query(page) == {"district": ZHONGYUAN}
+        page.select_option("#f-step", "handle")
+        page.fill("#f-q", "cover")
+        expect(page).to_have_url(re.compile(r"q=cover"))
+        assert _query(page) == {"step": "handle", "district": ZHONGYUAN, "q": "cover"}
+        with page.expect_response(_history):  # loaded before the reload: nothing aborted
+            _row(page, zhongyuan).click()
+        expect(page).to_have_url(re.compile(rf"case={zhongyuan}"))
+
+        # a reload keeps the view (the session cookie keeps the sign-in)
+        with page.expect_response(_history):
+            page.reload()
+        page.wait_for_selector("#conn.live")
+        expect(page.locator("#case-title")).to_contain_text(f"#{zhongyuan} ")
+        for field, value in (("#f-step", "handle"), ("#f-district", ZHONGYUAN), ("#f-q", "cover")):
+            expect(page.locator(field)).to_have_value(value)
+        expect(_row(page, zhongyuan)).to_be_visible()
+        expect(_row(page, jinshui)).to_have_count(0)
+
+        # a district the map does not have is dropped (and the board shows every district)
+        page.goto(node.url + "/?district=999999")
+        page.wait_for_selector("#conn.live")
+        expect(_row(page, jinshui)).to_be_visible()
+        expect(page.locator("#f-district")).to_have_value("")
+        expect(page).to_have_url(re.compile(r"/$"))
+
+        # a case that is not there says so, in the view, and the board goes on
+        watch.missing_cases = True
+        page.goto(node.url + "/?case=987654321")
+        expect(page.locator("#case-title")).to_have_text(
+            "Case #987654321 was not found: purged, or a wrong link."
+        )
+        expect(page.locator("#conn.live")).to_be_visible()
+        expect(_row(page, jinshui)).to_be_visible()
+        assert watch.problems == []
+
+
 def _shorter_pages(route: Any) -> None:
     """The center's pages made ``PAGE`` cases long (the dashboard asks for 100 open cases and
     20 closed ones a page)."""
