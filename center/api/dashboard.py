@@ -1,4 +1,5 @@
-"""``/``: the live dashboard, a static page with its script and style sheet (no build step).
+"""``/``: the live dashboard, a static page with its script modules and style sheet (no build
+step: the browser loads ``dashboard.js`` as a module and it imports the others).
 
 Every answer carries a Content-Security-Policy that allows nothing from elsewhere: the page,
 its script and style come from the center, and the page talks to the center only.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -31,10 +32,16 @@ async def dashboard() -> FileResponse:
     return FileResponse(DASHBOARD, media_type="text/html; charset=utf-8", headers=HEADERS)
 
 
-@router.get("/static/dashboard.js")
-async def dashboard_script() -> FileResponse:
+MODULES = frozenset({"dashboard", "common", "words", "map", "caseview"})
+"""The page's script modules (``center/static/<name>.js``): these names and no other path."""
+
+
+@router.get("/static/{module}.js")
+async def dashboard_script(module: str) -> FileResponse:
+    if module not in MODULES:
+        raise HTTPException(status_code=404, detail="Not Found")
     return FileResponse(
-        STATIC / "dashboard.js", media_type="text/javascript; charset=utf-8", headers=HEADERS
+        STATIC / f"{module}.js", media_type="text/javascript; charset=utf-8", headers=HEADERS
     )
 
 

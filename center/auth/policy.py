@@ -32,7 +32,8 @@ ROUTES: tuple[tuple[str, str, Access], ...] = (
     ("GET", "/healthz", PUBLIC),  # load balancers and systemd probe it: status and checks' ok only
     ("GET", "/api/v1/health", READ),  # the same with the node's counters and the checks' detail
     ("GET", "/", PUBLIC),  # the dashboard's page: a sign-in form until there is a session
-    ("GET", "/static/dashboard.js", PUBLIC),  # the page's script and style: no data in them
+    ("GET", "/static/{module}.js", PUBLIC),  # the page's script modules (center.api.dashboard
+    # serves the names in its MODULES, 404 for any other) and style: no data in them
     ("GET", "/static/dashboard.css", PUBLIC),
     ("POST", "/api/v1/session", PUBLIC),  # sign-in itself
     ("GET", "/api/v1/session", SIGNED_IN),

@@ -1,145 +1,14 @@
-// citysense dashboard: the live board, the case view and the map. Vanilla JS, no build step,
-// nothing from elsewhere. Case text comes from the field: always textContent, never innerHTML.
-"use strict";
-
-const API = "/api/v1";
-const SESSION_URL = API + "/session";
-const STEPS = ["discover", "register", "dispatch", "handle", "verify", "close", "evaluate"];
-const SEVERITIES = ["critical", "urgent", "warning", "maintenance"];
-const ALARMING = new Set(["critical", "urgent"]);
-const STALE_AFTER_MS = 4000;      // the stream down this long: say the data may be stale
-const WATCHDOG_MS = 60000;        // nothing (no event, no reconnect) this long: reconnect
-const OPEN_PAGE = 100;            // open cases a page of the board ("Show more": the next)
-const CLOSED_SHOWN = 20;          // closed cases a page
-const SVG = "http://www.w3.org/2000/svg";
-
-// -- words -------------------------------------------------------------------------------------
-const WORDS = {
-  en: {
-    title: "citysense · urgent cases", alarming: "Alarming", signout: "Sign out", signin: "Sign in",
-    user: "User", password: "Password", f_step: "Step", f_severity: "Severity",
-    f_district: "District", f_class: "Class", f_q: "Search", any: "any",
-    open_cases: "Open cases", closed_cases: "Recently closed", no_open: "No open cases.",
-    more: "Show more", shown: "{n} of {t} shown",
-    zoom_in: "Zoom in", zoom_out: "Zoom out", zoom_reset: "Whole city",
-    no_closed: "No closed cases.", c_severity: "Severity", c_class: "Class", c_step: "Step",
-    c_age: "Age", c_where: "Where", c_time: "Time", map: "Map", close_view: "Close",
-    evidence: "Evidence", note: "Note", history: "History", h_at: "When", h_actor: "Who",
-    h_action: "Action", h_steps: "Steps", legend: "Severity:", live: "live",
-    connecting: "connecting", reconnecting: "reconnecting",
-    stale: "Live updates are down since {t}: the board may be stale. Reconnecting…",
-    open_for: "open for {d}", closed_after: "took {d}", arrived: "arrived", device: "device",
-    awaiting: "recovered, awaiting verification", alarm: "sensor alarms", late: "detected late",
-    ended: "ended before seen", flapping: "flapping", escalated: "escalated ×{n} · P{p}",
-    unregistered: "unregistered sensor", wrong: "Wrong user name or password.",
-    too_many: "Too many attempts: try again in {n} s.", failed: "Sign-in failed: HTTP {n}",
-    ended_session: "Your session ended: sign in again.", signed_out: "Signed out.",
-    no_answer: "The center does not answer: {m}", mute: "Sound on", unmute: "Sound off",
-    notify: "Notify me", notify_on: "Notifications on", new_case: "New {s} case",
-    d_class: "Class", d_component: "Component", d_grid: "Grid", d_district: "District",
-    d_address: "Address", d_station: "Station", d_sensor: "Sensor", d_members: "Sensors",
-    d_status: "Condition", d_times: "Times", d_priority: "Priority", d_rule: "Rule", d_lonlat: "Lon, lat",
-    started: "began", opened: "opened", cleared: "recovered", threshold: "threshold",
-    load_failed: "load failed: {m}", no_case: "Case #{n} was not found: purged, or a wrong link.", map_sensors: "{n} sensors · {s} stations · {c} open cases",
-    a_register: "Register", a_dismiss: "Dismiss", a_dispatch: "Dispatch", a_handle: "Handle",
-    a_acknowledge: "Acknowledge", unacked: "not acknowledged", d_ack: "Acknowledged",
-    a_redispatch: "Redispatch", a_verify: "Report done (verify)", a_rework: "Rework",
-    a_close: "Close case", a_evaluate: "Evaluate", a_reopen: "Reopen", a_discover: "Discovered",
-    read_only: "Your role ({r}) may not move cases.",
-    s_discover: "discover", s_register: "registered", s_dispatch: "dispatched",
-    s_handle: "handling", s_verify: "verifying", s_close: "closed", s_evaluate: "evaluated",
-    v_critical: "critical", v_urgent: "urgent", v_warning: "warning", v_maintenance: "maintenance",
-  },
-  zh: {
-    title: "citysense · 紧急案件", alarming: "报警中", signout: "退出", signin: "登录",
-    user: "用户名", password: "密码", f_step: "环节", f_severity: "级别", f_district: "区",
-    f_class: "小类", f_q: "搜索", any: "全部", open_cases: "未结案件", closed_cases: "最近结案",
-    more: "显示更多", shown: "已显示 {n} / {t}",
-    zoom_in: "放大", zoom_out: "缩小", zoom_reset: "全市",
-    no_open: "暂无未结案件。", no_closed: "暂无结案。", c_severity: "级别", c_class: "类别",
-    c_step: "环节", c_age: "时长", c_where: "位置", c_time: "时间", map: "地图",
-    close_view: "关闭", evidence: "证据", note: "备注", history: "处置记录", h_at: "时间",
-    h_actor: "操作人", h_action: "操作", h_steps: "环节", legend: "级别：", live: "实时",
-    connecting: "连接中", reconnecting: "重连中",
-    stale: "实时更新自 {t} 起中断：数据可能已过时。正在重连…",
-    open_for: "已持续 {d}", closed_after: "历时 {d}", arrived: "接报", device: "设备",
-    awaiting: "已恢复，待现场核查", alarm: "传感器报警中", late: "迟报", ended: "已结束",
-    flapping: "反复", escalated: "已升级 ×{n} · P{p}", unregistered: "未登记传感器",
-    wrong: "用户名或密码错误。", too_many: "尝试次数过多，请 {n} 秒后再试。",
-    failed: "登录失败：HTTP {n}", ended_session: "会话已结束，请重新登录。", signed_out: "已退出。",
-    no_answer: "中心无应答：{m}", mute: "声音开", unmute: "声音关", notify: "桌面通知",
-    notify_on: "通知已开", new_case: "新{s}案件", d_class: "类别", d_component: "部件编码",
-    d_grid: "网格", d_district: "区", d_address: "地址", d_station: "基站", d_sensor: "传感器",
-    d_members: "关联传感器", d_status: "传感器状态", d_times: "时间", d_priority: "优先级", d_rule: "规则",
-    d_lonlat: "经纬度", started: "开始", opened: "报警", cleared: "恢复", threshold: "阈值",
-    load_failed: "加载失败：{m}", no_case: "未找到案件 #{n}：已清除，或链接有误。", map_sensors: "{n} 个传感器 · {s} 个基站 · {c} 件未结",
-    a_register: "立案", a_dismiss: "不予立案", a_dispatch: "派遣", a_handle: "签收处置",
-    a_acknowledge: "接警确认", unacked: "未接警", d_ack: "接警",
-    a_redispatch: "回退重派", a_verify: "处置完成（核查）", a_rework: "返工", a_close: "结案",
-    a_evaluate: "评价", a_reopen: "重新立案", a_discover: "发现",
-    read_only: "您的角色（{r}）不能处置案件。",
-    s_discover: "发现", s_register: "已立案", s_dispatch: "已派遣", s_handle: "处置中",
-    s_verify: "核查中", s_close: "已结案", s_evaluate: "已评价",
-    v_critical: "特急", v_urgent: "紧急", v_warning: "警告", v_maintenance: "维护",
-  },
-};
-let lang = (localStorage.getItem("citysense.lang") ||
-  (navigator.language || "en").toLowerCase()).startsWith("zh") ? "zh" : "en";
-
-function t(key, values) {
-  let text = (WORDS[lang][key] ?? WORDS.en[key]) ?? key;
-  for (const [name, value] of Object.entries(values || {})) text = text.replace("{" + name + "}", value);
-  return text;
-}
-
-const $ = (id) => document.getElementById(id);
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined && text !== null) node.textContent = String(text);
-  return node;
-}
-
-function svgEl(tag, attrs, text) {
-  const node = document.createElementNS(SVG, tag);
-  for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, String(value));
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-// -- time --------------------------------------------------------------------------------------
-function formatTime(iso, withDate) {
-  if (!iso) return "—";
-  const options = { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
-    timeZoneName: "short" };
-  if (withDate) Object.assign(options, { year: "numeric", month: "2-digit", day: "2-digit" });
-  return new Date(iso).toLocaleString(lang === "zh" ? "zh-CN" : "en-GB", options);
-}
-
-function duration(ms) {
-  const s = Math.max(0, Math.floor(ms / 1000));
-  const zh = lang === "zh";
-  if (s < 60) return s + (zh ? " 秒" : " s");
-  if (s < 3600) return Math.floor(s / 60) + (zh ? " 分钟" : " min");
-  if (s < 86400) return Math.floor(s / 3600) + (zh ? " 小时 " : " h ") + Math.floor((s % 3600) / 60) + (zh ? " 分" : " min");
-  return Math.floor(s / 86400) + (zh ? " 天" : " d");
-}
-
-function isClosed(c) { return c.step === "close" || c.step === "evaluate"; }
-
-function ageText(c) {
-  if (isClosed(c)) return t("closed_after", { d: duration(Date.parse(c.updated_at) - Date.parse(c.detected_at)) });
-  return t("open_for", { d: duration(Date.now() - Date.parse(c.detected_at)) });
-}
-
-// -- state -------------------------------------------------------------------------------------
-const state = {
-  me: null, open: new Map(), closed: new Map(), districts: new Map(), map: null,
-  unseen: new Set(), muted: localStorage.getItem("citysense.muted") === "1",
-  source: null, lastEventId: null, lastHeard: 0, downSince: null, pending: null, viewing: null,
-  generation: 0, paging: null, view: { zoom: 1, cx: 300, cy: 240 }, urlCase: null,
-};
+// citysense dashboard: the live board, its filters and paging, the live stream, the alarms,
+// signing in and the wiring; the map (map.js) and the case view (caseview.js) are modules of
+// their own. Vanilla JS modules, no build step, nothing from elsewhere. Case text comes from the
+// field: always textContent, never innerHTML.
+import {
+  $, ageText, ALARMING, API, CLOSED_SHOWN, el, fetchJson, formatTime, isClosed, lang, mark,
+  OPEN_PAGE, SESSION_URL, setLang, severityBadge, SEVERITIES, SignedOut, STALE_AFTER_MS, state,
+  STEPS, t, WATCHDOG_MS,
+} from "./common.js";
+import { loadMap, refreshMapSoon, renderMap, renderMapCases, watchPan, zoomTo } from "./map.js";
+import { closeCase, openCase, showCase } from "./caseview.js";
 
 // -- filters -----------------------------------------------------------------------------------
 function filters() {
@@ -171,7 +40,7 @@ function matches(c, f) {
   return true;
 }
 
-// Returns whether the chosen value had to go (not among ``values``).
+// Returns whether the chosen value had to go (not among `values`).
 function fillSelect(select, values, label) {
   const chosen = select.value;
   select.replaceChildren(el("option", "", t("any")));
@@ -186,7 +55,7 @@ function fillSelect(select, values, label) {
 }
 
 // Returns whether a filter changed (a value no longer offered).
-function fillFilters() {
+export function fillFilters() {
   const codes = [...state.districts.keys()].sort();
   const dropped = [
     fillSelect($("f-step"), STEPS, (s) => t("s_" + s)),
@@ -214,13 +83,13 @@ function viewUrl() {
   return location.pathname + (query ? "?" + query : "") + location.hash;
 }
 
-function writeUrl() {
+export function writeUrl() {
   const url = viewUrl();
   if (url !== location.pathname + location.search + location.hash) history.replaceState(null, "", url);
 }
 
 // The filters the URL asks for; a district the map has not named yet is kept as a bare code
-// until it has (``fillFilters`` then drops it if the map has no such district). Returns the
+// until it has (`fillFilters` then drops it if the map has no such district). Returns the
 // case the URL asks to view, or null.
 function readUrl() {
   const p = new URLSearchParams(location.search);
@@ -239,11 +108,7 @@ function readUrl() {
 }
 
 // -- rendering the board -----------------------------------------------------------------------
-function severityBadge(severity) {
-  return el("span", "sev " + severity, t("v_" + severity));
-}
 
-function mark(parent, text, ok) { parent.append(el("span", ok ? "mark ok" : "mark", text)); }
 
 function td(label, ...children) {
   const cell = document.createElement("td");
@@ -303,11 +168,11 @@ function compareClosed(a, b) {
     instant(b.detected_at) - instant(a.detected_at) || b.id - a.id;
 }
 
-function sortedOpen() {
+export function sortedOpen() {
   return [...state.open.values()].sort(compareOpen);
 }
 
-function renderBoard() {
+export function renderBoard() {
   const open = sortedOpen();
   $("cases").replaceChildren(...open.map(renderRow));
   const closed = [...state.closed.values()].sort(compareClosed);
@@ -324,7 +189,7 @@ function renderBoard() {
   renderMapCases();
 }
 
-function showTitle() {
+export function showTitle() {
   const base = t("title");
   document.title = state.unseen.size ? "(" + state.unseen.size + ") " + base : base;
 }
@@ -342,174 +207,7 @@ function renderLegend() {
   legend.replaceChildren(el("span", "", t("legend")), ...SEVERITIES.map(severityBadge));
 }
 
-// -- the map -----------------------------------------------------------------------------------
-const MAP_W = 600, MAP_H = 480, PAD = 40;
-
-function projection(bounds) {
-  const [west, south, east, north] = bounds;
-  const cx = (west + east) / 2, cy = (south + north) / 2;
-  // equirectangular: a degree of longitude is cos(lat) of a degree of latitude
-  const k = Math.cos(cy * Math.PI / 180);
-  const dx = Math.max((east - west) * k, 0.02), dy = Math.max(north - south, 0.02);
-  const scale = Math.min((MAP_W - 2 * PAD) / dx, (MAP_H - 2 * PAD) / dy);
-  return (lon, lat) => [MAP_W / 2 + (lon - cx) * k * scale, MAP_H / 2 - (lat - cy) * scale];
-}
-
-function mapBounds() {
-  const points = [];
-  if (state.map && state.map.bounds) {
-    const [w, s, e, n] = state.map.bounds;
-    points.push([w, s], [e, n]);
-    for (const d of state.map.districts) points.push(...(d.outline || []));
-  }
-  for (const c of state.open.values()) if (c.lon !== null && c.lat !== null) points.push([c.lon, c.lat]);
-  if (!points.length) return null;
-  const lons = points.map((p) => p[0]), lats = points.map((p) => p[1]);
-  return [Math.min(...lons), Math.min(...lats), Math.max(...lons), Math.max(...lats)];
-}
-
-function renderMap() {
-  const svg = $("map");
-  const bounds = mapBounds();
-  svg.replaceChildren();
-  if (!bounds) return;
-  state.baseProject = projection(bounds);
-  const at = zoomed(state.baseProject);
-  state.project = at;
-  const base = svgEl("g", { class: "base" });
-  const data = state.map || { districts: [], stations: [], sensors: [] };
-  for (const d of data.districts) {  // under the rest: what our sensors cover, named
-    const [x, y] = at(d.lon, d.lat);
-    const g = svgEl("g", { class: "district", "data-code": d.code });
-    const corners = (d.outline || []).map((p) => at(p[0], p[1]).map((v) => v.toFixed(1)).join(","));
-    if (corners.length) g.append(svgEl("path", { class: "outline", d: "M" + corners.join("L") + "Z" }));
-    g.append(svgEl("text", { x: x, y: y }, (d.name || "") + " " + d.code));
-    base.append(g);
-  }
-  for (const s of data.sensors) {
-    const [x, y] = at(s.lon, s.lat);
-    base.append(svgEl("circle", { class: "sensor", cx: x, cy: y, r: 2, "data-district": s.district }));
-  }
-  for (const s of data.stations) {
-    const [x, y] = at(s.lon, s.lat);
-    const g = svgEl("g", { class: "station " + s.status });
-    g.append(svgEl("rect", { x: x - 4, y: y - 4, width: 8, height: 8 }));
-    g.append(svgEl("title", {}, s.station_id + " · " + s.status));
-    base.append(g);
-  }
-  svg.append(base, svgEl("g", { id: "map-cases" }));
-  showZoom();
-  renderMapCases();
-}
-
-// Zoom and pan: the view's centre (in the whole city's map units) and its magnification,
-// applied in the projection, so that marks, labels and lines keep their size.
-const ZOOM_MAX = 32;
-
-function zoomed(project) {
-  const v = state.view;
-  return (lon, lat) => {
-    const [x, y] = project(lon, lat);
-    return [MAP_W / 2 + (x - v.cx) * v.zoom, MAP_H / 2 + (y - v.cy) * v.zoom];
-  };
-}
-
-function zoomTo(zoom) {
-  const v = state.view;
-  v.zoom = Math.min(ZOOM_MAX, Math.max(1, zoom));
-  if (v.zoom === 1) Object.assign(v, { cx: MAP_W / 2, cy: MAP_H / 2 });
-  renderMap();
-}
-
-function showZoom() {
-  const zoom = state.view.zoom;
-  $("zoom-in").disabled = zoom >= ZOOM_MAX;
-  $("zoom-out").disabled = $("zoom-reset").disabled = zoom <= 1;
-  $("map").classList.toggle("zoomed", zoom > 1);
-}
-
-function watchPan(svg) {
-  let drag = null, dragged = false;
-  svg.addEventListener("pointerdown", (event) => {
-    if (state.view.zoom > 1 && event.button === 0) drag = { x: event.clientX, y: event.clientY, dx: 0, dy: 0 };
-  });
-  svg.addEventListener("pointermove", (event) => {
-    if (!drag) return;
-    const units = MAP_W / svg.getBoundingClientRect().width;  // map units a screen pixel
-    drag.dx = (event.clientX - drag.x) * units;
-    drag.dy = (event.clientY - drag.y) * units;
-    if (Math.hypot(drag.dx, drag.dy) < 3) return;
-    for (const layer of svg.children) layer.setAttribute("transform", "translate(" + drag.dx + " " + drag.dy + ")");
-  });
-  const drop = () => {
-    if (!drag) return;
-    const v = state.view;
-    if (Math.hypot(drag.dx, drag.dy) >= 3) {
-      v.cx = Math.min(MAP_W, Math.max(0, v.cx - drag.dx / v.zoom));
-      v.cy = Math.min(MAP_H, Math.max(0, v.cy - drag.dy / v.zoom));
-      dragged = true;
-      renderMap();
-    }
-    drag = null;
-  };
-  svg.addEventListener("pointerup", drop);
-  svg.addEventListener("pointerleave", drop);
-  // a drag that ends on a case's mark does not open it
-  svg.addEventListener("click", (event) => { if (dragged) event.stopPropagation(); dragged = false; }, true);
-}
-
-function renderMapCases() {
-  const layer = $("map-cases");
-  if (!layer || !state.project) { if (state.open.size) renderMap(); return; }
-  const marks = [];
-  for (const c of sortedOpen().reverse()) {
-    if (c.lon === null || c.lat === null) continue;
-    const [bx, by] = state.baseProject(c.lon, c.lat);  // the whole city: is the case in it?
-    if (bx < 0 || bx > MAP_W || by < 0 || by > MAP_H) { queueMicrotask(renderMap); return; }
-    const [x, y] = state.project(c.lon, c.lat);
-    const blink = c.status === "open" && ALARMING.has(c.severity) && ["discover", "register", "dispatch"].includes(c.step);
-    const dot = svgEl("circle", { class: "case-mark " + c.severity + (blink ? " blink" : ""), cx: x, cy: y, r: 9,
-      "data-case-id": c.id, tabindex: 0, role: "button" });
-    dot.append(svgEl("title", {}, "#" + c.id + " " + t("v_" + c.severity) + " · " + c.class_name + " · " + c.address));
-    dot.addEventListener("click", () => openCase(c.id));
-    dot.addEventListener("keydown", (e) => { if (e.key === "Enter") openCase(c.id); });
-    marks.push(dot);
-  }
-  layer.replaceChildren(...marks);
-  const data = state.map || { sensors_total: 0, stations: [] };
-  $("map-legend").textContent = t("map_sensors", { n: data.sensors_total, s: data.stations.length, c: state.open.size });
-}
-
-let mapTimer = null;
-async function loadMap() {
-  try {
-    state.map = await fetchJson(API + "/map");
-  } catch (error) {
-    if (error instanceof SignedOut) throw error;
-    state.map = null;  // a node without a registry: cases alone
-  }
-  for (const d of (state.map ? state.map.districts : [])) state.districts.set(d.code, d.name || "");
-  if (fillFilters()) refilter();
-  renderMap();
-}
-
-function refreshMapSoon() {
-  if (mapTimer) return;
-  mapTimer = setTimeout(() => { mapTimer = null; loadMap().catch(loadFailed); }, 1000);
-}
-
 // -- loading and the live stream ---------------------------------------------------------------
-class SignedOut extends Error {}
-class NotFound extends Error {}
-
-async function fetchJson(url, init) {
-  const response = await fetch(url, Object.assign({ headers: { Accept: "application/json" } }, init));
-  if (response.status === 401) throw new SignedOut(url);
-  if (response.status === 404) throw new NotFound(url);
-  if (!response.ok) throw new Error(url + ": HTTP " + response.status);
-  return response.json();
-}
-
 async function reload() {
   const generation = ++state.generation;
   state.pending = state.pending || [];
@@ -715,7 +413,7 @@ function watchStream() {
   }
 }
 
-function loadFailed(error) {
+export function loadFailed(error) {
   if (error instanceof SignedOut) showSignIn(t("ended_session"));
   else setConnection("down", t("load_failed", { m: error.message }));
 }
@@ -763,172 +461,6 @@ function showTools() {
   const notify = $("notify");
   notify.hidden = !window.Notification || Notification.permission === "denied";
   notify.textContent = window.Notification && Notification.permission === "granted" ? t("notify_on") : t("notify");
-}
-
-// -- the case view -----------------------------------------------------------------------------
-async function openCase(id) {
-  state.viewing = id;
-  writeUrl();
-  state.unseen.delete(id);
-  showTitle();
-  $("transition-error").textContent = "";
-  $("transition-note").value = "";
-  $("case-view").hidden = false;
-  try {
-    const c = await fetchJson(API + "/cases/" + id);
-    if (state.viewing === id) showCase(c, true);
-  } catch (error) {
-    if (!(error instanceof NotFound)) loadFailed(error);
-    else if (state.viewing === id) showMissing(id);
-  }
-  renderBoard();
-}
-
-// A case the center does not have (purged after retention, or a wrong link).
-function showMissing(id) {
-  $("case-title").textContent = t("no_case", { n: id });
-  for (const id of ["case-marks", "case-details", "evidence", "history-rows"]) $(id).replaceChildren();
-  $("case-actions").hidden = true;
-}
-
-function closeCase() {
-  state.viewing = null;
-  $("case-view").hidden = true;
-  writeUrl();
-}
-
-function detail(list, term, ...values) {
-  list.append(el("dt", "", term));
-  const dd = el("dd");
-  dd.append(...values.map((v) => (typeof v === "string" ? document.createTextNode(v) : v)));
-  list.append(dd);
-}
-
-function showCase(c, withHistory) {
-  $("case-title").textContent = "#" + c.id + " " + c.title;
-  const marks = $("case-marks");
-  marks.replaceChildren(severityBadge(c.severity), document.createTextNode(" "),
-    el("span", "step", t("s_" + c.step)), document.createTextNode(" "));
-  if (c.awaiting_verification) mark(marks, t("awaiting"), true);
-  else if (c.status === "open") mark(marks, t("alarm"));
-  if (c.detected_late) mark(marks, t("late"));
-  if (c.escalations > 0) mark(marks, t("escalated", { n: c.escalations, p: c.priority }));
-  if (c.next_actions.includes("acknowledge")) mark(marks, t("unacked"));
-  const list = $("case-details");
-  list.replaceChildren();
-  detail(list, t("d_class"), c.category + " " + c.class_code + " " + c.major_name + " / " + c.class_name);
-  detail(list, t("d_component"), c.component_id || "—");
-  detail(list, t("d_grid"), c.grid_code || "—");
-  detail(list, t("d_district"), [c.district_code, state.districts.get(c.district_code)].filter(Boolean).join(" ") || "—");
-  detail(list, t("d_address"), c.address || "—");
-  detail(list, t("d_lonlat"), c.lon === null ? "—" : c.lon.toFixed(5) + ", " + c.lat.toFixed(5));
-  detail(list, t("d_station"), c.station_id);
-  detail(list, t("d_sensor"), c.sensor_id + " (" + c.sensor_kind + ")" + (c.unregistered ? " · " + t("unregistered") : ""));
-  detail(list, t("d_members"), c.members.join(", "));
-  detail(list, t("d_status"), c.status === "open" ? t("alarm") : t("cleared") + " " + formatTime(c.cleared_at, true));
-  detail(list, t("d_times"),
-    t("arrived") + " " + formatTime(c.detected_at, true) + " · " + t("device") + " " +
-    t("started") + " " + formatTime(c.started_at, true) + ", " + t("opened") + " " + formatTime(c.opened_at, true));
-  detail(list, t("d_priority"), "P" + c.priority + (c.ack_due_at ? " · ack ≤ " + formatTime(c.ack_due_at) : ""));
-  detail(list, t("d_ack"), c.acknowledged_by ? c.acknowledged_by + " · " + formatTime(c.acknowledged_at, true) : "—");
-  detail(list, t("d_rule"), c.rule_id + (c.rules_version != null ? " · v" + c.rules_version : ""));
-  drawEvidence(c);
-  showActions(c);
-  if (withHistory) loadHistory(c.id).catch(loadFailed);
-}
-
-function drawEvidence(c) {
-  const svg = $("evidence");
-  svg.replaceChildren();
-  const W = 600, H = 200, L = 50, R = 10, T = 14, B = 26;
-  const points = c.evidence.map((p) => [Date.parse(p.ts), p.value]);
-  if (!points.length) { svg.append(svgEl("text", { x: L, y: H / 2 }, "—")); return; }
-  const xs = points.map((p) => p[0]);
-  const values = points.map((p) => p[1]).concat([c.threshold]);
-  let lo = Math.min(...values), hi = Math.max(...values);
-  if (hi === lo) { hi += 1; lo -= 1; }
-  const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1);
-  const x = (v) => L + (v - x0) / (x1 - x0) * (W - L - R);
-  const y = (v) => T + (hi - v) / (hi - lo) * (H - T - B);
-  svg.append(svgEl("line", { class: "threshold", x1: L, x2: W - R, y1: y(c.threshold), y2: y(c.threshold) }));
-  svg.append(svgEl("text", { x: W - R, y: y(c.threshold) - 4, "text-anchor": "end" }, t("threshold") + " " + c.threshold + " " + c.field));
-  svg.append(svgEl("polyline", { class: "line", points: points.map((p) => x(p[0]) + "," + y(p[1])).join(" ") }));
-  for (const p of points) svg.append(svgEl("circle", { class: "dotp", cx: x(p[0]), cy: y(p[1]), r: 2.5 }));
-  svg.append(svgEl("text", { x: L - 6, y: T + 4, "text-anchor": "end" }, String(+hi.toFixed(2))));
-  svg.append(svgEl("text", { x: L - 6, y: H - B, "text-anchor": "end" }, String(+lo.toFixed(2))));
-  svg.append(svgEl("text", { x: L, y: H - 6 }, formatTime(new Date(x0).toISOString())));
-  svg.append(svgEl("text", { x: W - R, y: H - 6, "text-anchor": "end" }, formatTime(new Date(x1).toISOString()) + " (" + t("device") + ")"));
-  svg.setAttribute("aria-label", c.field + ": " + points.length + " readings, " + t("threshold") + " " + c.threshold);
-}
-
-function mayTransition() {
-  return state.me && (state.me.role === "operator" || state.me.role === "admin");
-}
-
-function showActions(c) {
-  const box = $("case-actions");
-  const buttons = $("action-buttons");
-  buttons.replaceChildren();
-  box.hidden = false;
-  if (!mayTransition()) {
-    box.hidden = !state.me;
-    $("transition-note").hidden = true;
-    box.querySelector("label").hidden = true;
-    $("transition-error").textContent = t("read_only", { r: state.me ? state.me.role : "" });
-    return;
-  }
-  $("transition-note").hidden = false;
-  box.querySelector("label").hidden = false;
-  $("transition-error").textContent = "";
-  for (const action of c.next_actions) {
-    const button = el("button", "", t("a_" + action));
-    button.type = "button";
-    button.dataset.action = action;
-    button.addEventListener("click", () => transition(c.id, action));
-    buttons.append(button);
-  }
-}
-
-async function transition(id, action) {
-  const error = $("transition-error");
-  error.textContent = "";
-  for (const b of $("action-buttons").querySelectorAll("button")) b.disabled = true;
-  try {
-    const response = await fetch(API + "/cases/" + id + "/transitions", {
-      method: "POST",
-      headers: { "Content-Type": "application/json", Accept: "application/json" },
-      body: JSON.stringify({ action: action, note: $("transition-note").value }),
-    });
-    if (response.status === 401) throw new SignedOut("transition");
-    const body = await response.json().catch(() => ({}));
-    if (response.ok) {
-      $("transition-note").value = "";
-      if (state.viewing === id) showCase(body, true);
-    } else if (response.status === 409) {
-      error.textContent = body.detail;
-    } else {
-      const detail = Array.isArray(body.detail) ? body.detail.map((d) => d.msg).join("; ") : body.detail;
-      error.textContent = "HTTP " + response.status + ": " + (detail || "");
-    }
-  } catch (failure) {
-    if (failure instanceof SignedOut) loadFailed(failure);
-    else error.textContent = String(failure.message || failure);
-  } finally {
-    for (const b of $("action-buttons").querySelectorAll("button")) b.disabled = false;
-  }
-}
-
-async function loadHistory(id) {
-  const history = await fetchJson(API + "/cases/" + id + "/history");
-  if (state.viewing !== id) return;
-  $("history-rows").replaceChildren(...history.items.map((h) => {
-    const tr = document.createElement("tr");
-    tr.append(el("td", "num", formatTime(h.at, true)), el("td", "actor", h.actor),
-      el("td", "action", t("a_" + h.action)),
-      el("td", "", (h.from_step ? t("s_" + h.from_step) + " → " : "") + t("s_" + h.to_step)),
-      el("td", "", h.note));
-    return tr;
-  }));
 }
 
 // -- signing in and out ------------------------------------------------------------------------
@@ -1021,7 +553,7 @@ function applyLanguage() {
 }
 
 // -- wiring ------------------------------------------------------------------------------------
-function refilter() {
+export function refilter() {
   writeUrl();
   if (state.me) { state.paging = newPaging(); reload().catch(loadFailed); }
 }
@@ -1034,7 +566,7 @@ function start() {
     showSignIn(t("signed_out"));
   });
   $("lang").addEventListener("click", () => {
-    lang = lang === "zh" ? "en" : "zh";
+    setLang(lang === "zh" ? "en" : "zh");
     localStorage.setItem("citysense.lang", lang);
     applyLanguage();
   });

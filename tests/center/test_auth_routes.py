@@ -22,6 +22,7 @@ from center import (
     create_app,
     create_engine,
 )
+from center.api.dashboard import MODULES
 from center.auth import AccessPolicy, Role
 from center.auth.policy import PUBLIC, SIGNED_IN, roles_with
 from ingest.dead_letters import JsonlDeadLetters
@@ -32,7 +33,7 @@ from tests.center.factories import rules_control
 PUBLIC_ROUTES = {
     ("GET", "/healthz"),
     ("GET", "/"),
-    ("GET", "/static/dashboard.js"),
+    ("GET", "/static/{module}.js"),
     ("GET", "/static/dashboard.css"),
     ("POST", "/api/v1/session"),
 }
@@ -152,6 +153,17 @@ async def test_public_routes_answer_without_credentials(client: httpx.AsyncClien
         "/api/v1/session", json={"username": "nobody", "password": "x" * 12}
     )
     assert refused.status_code == 401
+    for module in sorted(MODULES):
+        script = await client.get(f"/static/{module}.js")
+        assert script.status_code == 200, module
+        assert script.headers["content-type"].startswith("text/javascript")
+        assert "script-src 'self'" in script.headers["content-security-policy"]
+    # the template is public, what it serves is not: other names and files are not found, and
+    # a path into another folder is not the template's (so it needs a credential)
+    for path in ("/static/other.js", "/static/index.js"):
+        assert (await client.get(path)).status_code == 404, path
+    for path in ("/static/..%2Fdb.js", "/static/a%2Fb.js"):
+        assert (await client.get(path)).status_code == 401, path
 
 
 @pytest.mark.parametrize(

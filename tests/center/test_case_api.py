@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from center import Accounts, CaseBroadcaster, CaseService, CaseStore, create_app, create_engine
+from center.api.dashboard import MODULES
 from center.auth import Role
 from tests.center.auth import bearer, signed_in_client
 from tests.center.factories import DETECTED, T0, alert, cleared, sensor_info
@@ -137,12 +138,15 @@ async def test_dashboard_listens_to_the_stream(client: httpx.AsyncClient) -> Non
     response = await client.get("/")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
-    assert '<script src="/static/dashboard.js"' in response.text
+    assert '<script type="module" src="/static/dashboard.js"' in response.text
     script = await client.get("/static/dashboard.js")
     assert script.status_code == 200
     assert "new EventSource(" in script.text
     assert "/cases/stream" in script.text
-    for text in (response.text, script.text, (await client.get("/static/dashboard.css")).text):
+    modules = [(await client.get(f"/static/{name}.js")).text for name in sorted(MODULES)]
+    for name in MODULES - {"dashboard"}:  # each module is one the page imports
+        assert f'from "./{name}.js"' in "\n".join(modules), name
+    for text in (response.text, *modules, (await client.get("/static/dashboard.css")).text):
         body = text.replace('"http://www.w3.org/2000/svg"', "")  # a namespace name, not a fetch
         assert "http://" not in body  # self-contained: no CDN, no tile server
         assert "https://" not in body

@@ -86,8 +86,12 @@ def test_the_dashboard_shows_a_sign_in_form_and_fetches_nothing_without_a_sessio
             assert sorted(asked) == [
                 ("GET", "/"),
                 ("GET", "/api/v1/session"),
+                ("GET", "/static/caseview.js"),
+                ("GET", "/static/common.js"),
                 ("GET", "/static/dashboard.css"),
                 ("GET", "/static/dashboard.js"),
+                ("GET", "/static/map.js"),
+                ("GET", "/static/words.js"),
             ]
             assert page.locator("#board").is_hidden()
             assert page.locator("#cases tr").count() == 0
@@ -96,7 +100,7 @@ def test_the_dashboard_shows_a_sign_in_form_and_fetches_nothing_without_a_sessio
             page.fill("#password", "not the password")
             page.click("#signin button")
             page.wait_for_selector("#signin-error:has-text('Wrong user name or password')")
-            assert asked[4:] == [("POST", "/api/v1/session")]
+            assert asked[8:] == [("POST", "/api/v1/session")]
 
             page.fill("#password", PASSWORD)
             page.click("#signin button")
