@@ -224,7 +224,8 @@ class RulesControl:
         self.history.append(version)
         self.pipeline.rules_version = version.version
         if self.history_path is not None:
-            try:
+            try:  # the data directory may not be there yet (a first start)
+                self.history_path.parent.mkdir(parents=True, exist_ok=True)
                 with self.history_path.open("a", encoding="utf-8") as history:
                     history.write(version.as_json() + "\n")
             except OSError as exc:

@@ -129,13 +129,13 @@ async def test_an_invalid_set_is_refused_with_every_reason_and_the_old_one_runs_
 async def test_versions_carry_author_diff_and_survive_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "rules.yaml"
     path.write_text(text(), encoding="utf-8")
-    history = tmp_path / "data" / "rules.history.jsonl"
-    history.parent.mkdir()
+    history = tmp_path / "data" / "rules.history.jsonl"  # a first start: no data directory yet
     control = RulesControl(make_pipeline(text()), text(), path, history_path=history)
     await control.apply(text(above=25), "ana")
     assert path.read_text(encoding="utf-8") == text(above=25)  # written for the next start
     latest = control.current
     assert (latest.version, latest.author, latest.source) == (2, "ana", "api")
+    assert len(history.read_text(encoding="utf-8").splitlines()) == 2  # the first start's too
     assert "-  when: {field: tilt_deg, above: 15}" not in latest.diff  # one-line rule: whole line
     assert "above: 15" in latest.diff
     assert "above: 25" in latest.diff
