@@ -3,6 +3,13 @@ calls to move a case through its lifecycle.
 
 Every write and the publishing of its events happen under one lock, so live subscribers get
 events in id order: the stream can then skip what it already replayed by id alone.
+
+Events other processes write into the same store (another node, the CLI) reach this node's
+live subscribers too, in the same order: ``follow_log`` reads the log every ``every_s`` and
+publishes what is new, and a write of this node that finds such events before its own
+(its first id is not the next one) publishes them first, from the log. Event ids are handed
+out in commit order (SQLite has one writer; PostgreSQL writers take ``EVENT_LOCK``), so
+"published up to id n" is all a node needs to remember.
 """
 
 from __future__ import annotations
@@ -17,12 +24,14 @@ from center.broadcast import CaseBroadcaster
 from center.case_log import CaseChange
 from center.errors import AlertRejectedError, StoreError
 from center.lifecycle import Action, Step
-from center.schemas import CaseOut
+from center.schemas import CaseEvent, CaseOut
 from center.store import CaseStore
 from protocol import SensorInfo
 from rules.alerts import Alert
 
 log = logging.getLogger(__name__)
+
+FOLLOW_PAGE = 500
 
 
 @dataclass(slots=True)
@@ -60,10 +69,64 @@ class CaseService:
         self.escalated = 0
         """Escalations written (``escalated`` events): acknowledgement deadlines missed."""
         self._writes = asyncio.Lock()
+        self._published: int | None = None
+        """The highest event id published to live subscribers (``None``: none yet)."""
 
-    def _publish(self, change: CaseChange) -> None:
-        for event in change.events:
-            self.broadcaster.publish(event)
+    async def _publish(self, change: CaseChange) -> None:
+        """Publish a change's events (under ``_writes``), after any another process wrote
+        before them."""
+        events = change.events
+        if not events:
+            return
+        if self._published is not None and events[0].id > self._published + 1:
+            try:  # a gap: other writers' events (or ids a rolled-back transaction took)
+                events = await self._logged_after(self._published, up_to=events[-1].id)
+            except StoreError as exc:  # written, not yet published: ours at least
+                log.warning("events before %d not read (%s): not published live", events[0].id, exc)
+        self._send(events)
+
+    def _send(self, events: Sequence[CaseEvent]) -> None:
+        for event in events:
+            if self._published is None or event.id > self._published:
+                self.broadcaster.publish(event)
+                self._published = event.id
+
+    async def _logged_after(self, after: int, up_to: int | None = None) -> list[CaseEvent]:
+        """The log's events after ``after`` (up to ``up_to``), in id order."""
+        found: list[CaseEvent] = []
+        while True:
+            page = await self.store.events_after(after, FOLLOW_PAGE)
+            found += [event for event in page if up_to is None or event.id <= up_to]
+            if len(page) < FOLLOW_PAGE or (up_to is not None and page[-1].id >= up_to):
+                return found
+            after = page[-1].id
+
+    async def follow_log(self, every_s: float) -> None:
+        """Every ``every_s``, publish the events other processes wrote since the last one
+        published, until cancelled; a store that is down is logged and tried again."""
+        while True:
+            try:
+                await self.follow_once()
+            except StoreError as exc:
+                log.warning("case event log not followed: %s", exc)
+            await asyncio.sleep(every_s)
+
+    async def follow_once(self) -> int:
+        """Publish what other processes wrote since the last event published (the first call
+        only notes where the log ends); how many events were published."""
+        if self._published is None:
+            newest = await self.store.newest_event_id()
+            async with self._writes:
+                if self._published is None:
+                    self._published = newest
+            return 0
+        # read outside the lock (a case write must not wait for it), publish under it: a write
+        # meanwhile publishes the same events first, and they are not sent twice
+        events = await self._logged_after(self._published)
+        async with self._writes:
+            before = self._published
+            self._send(events)
+            return sum(1 for event in events if before is None or event.id > before)
 
     async def transition(
         self,
@@ -79,7 +142,7 @@ class CaseService:
             change = await self.store.transition(
                 case_id, action=action, to=to, actor=actor, note=note, at=self.clock()
             )
-            self._publish(change)
+            await self._publish(change)
         log.info("case %d: %s by %s, now at %s", case_id, action or to, actor, change.case.step)
         return change.case
 
@@ -91,7 +154,7 @@ class CaseService:
             async with self._writes:
                 changes = await self.store.escalate_due(self.clock())
                 for change in changes:
-                    self._publish(change)
+                    await self._publish(change)
             for change in changes:
                 case = change.case
                 log.warning(
@@ -131,7 +194,7 @@ class CaseService:
             async with self._writes:
                 change = await self.store.apply_alert(alert, sensor, detected_at)
                 if change is not None:
-                    self._publish(change)
+                    await self._publish(change)
         except AlertRejectedError as exc:
             self.stats.rejected += 1
             log.error("alert %s on %s rejected: %s", alert.rule_id, alert.sensor_id, exc)
@@ -149,7 +212,7 @@ class CaseService:
             outcomes = await self.store.apply_alerts(alerts)
             for outcome in outcomes:
                 if outcome is not None and not isinstance(outcome, AlertRejectedError):
-                    self._publish(outcome)
+                    await self._publish(outcome)
         refused: list[AlertRejectedError | None] = []
         for (alert, _, _), outcome in zip(alerts, outcomes, strict=True):
             if isinstance(outcome, AlertRejectedError):

@@ -57,6 +57,9 @@ class CenterSettings(BaseSettings):
     for ever. Two years: this year's evaluation can still be compared with last year's."""
     retention_every_s: float = Field(default=3600.0, gt=0)
     """How often the node deletes what its retention settings let go (here and ingest's)."""
+    follow_s: float = Field(default=1.0, gt=0, le=60)
+    """How often the node reads the case event log for events other processes wrote (another
+    node on the same database, the CLI), to put them on its live stream."""
 
     webhooks: list[WebhookSubscriber] = Field(default_factory=list)
     """Receivers of every case event (JSON, ``CITYSENSE_CENTER_WEBHOOKS``); docs/cases.md."""

@@ -114,6 +114,7 @@ async def build_node(
         )
         stack.callback(cases.close)  # before the engine's dispose: its writer thread
         service = CaseService(cases, CaseBroadcaster())
+        await service.follow_once()  # the live stream carries events from here on
         rules_file = ingest.rules_path or DEFAULT_RULES_FILE
         rules_text = rules_file.read_text(encoding="utf-8")
         rule_set = parse_rules(rules_text, str(rules_file))
@@ -274,12 +275,14 @@ def node_retention(node: Node) -> Retention:
 
 def node_tasks(node: Node) -> dict[str, Coroutine[Any, Any, None]]:
     """The node's background work: the MQTT consumer, the checkpoints, the rules file watch,
-    the delivery of case events and the acknowledgement deadlines."""
+    the delivery of case events, the acknowledgement deadlines and following the case event
+    log for other processes' events."""
     tasks = {"ingest": node.consumer.run()}
     tasks["retention"] = node_retention(node).run(timedelta(seconds=node.center.retention_every_s))
     for relay in node.relays:
         tasks[f"delivery {relay.name}"] = relay.run()
     tasks["deadlines"] = node.service.watch_deadlines(node.center.escalation.check_every_s)
+    tasks["case-log"] = node.service.follow_log(node.center.follow_s)
     if node.rules.path is not None:
         tasks["rules-file"] = node.rules.watch()
     if node.ingest.snapshot_path is not None:
