@@ -89,10 +89,10 @@ def instrument(stamps: Stamps) -> None:
 
     publish = service.CaseService._publish
 
-    def broadcast(self: Any, change: Any) -> None:
+    async def broadcast(self: Any, change: Any) -> None:
         sensor = change.case.sensor_id
         stamp(sensor if sensor.startswith(INCIDENT) else None, "broadcast")
-        publish(self, change)
+        await publish(self, change)
 
     consumer._Arrivals.put = arrived  # type: ignore[method-assign]
     pipeline.IngestPipeline.handle = handled  # type: ignore[method-assign]
