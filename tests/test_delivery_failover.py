@@ -3,7 +3,8 @@ webhook subscriber: one delivers, the other stands by (the delivery lease,
 ``center.delivery.relay``). The delivering node is killed (kill -9) mid-delivery: the other
 takes over once the lease runs out, from the cursor in the database. Every event arrives, in id
 order; only the event in flight at the kill arrives twice, and nothing arrives twice while both
-run."""
+run. Node b's live stream carries the events another process writes meanwhile (it follows
+the event log)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ import json
 import os
 import secrets
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
@@ -24,7 +27,7 @@ from center.delivery.signing import new_secret
 from citysense.broker import MosquittoBroker
 from tests.center.conftest import DEFAULT_POSTGRES_URL, POSTGRES_URL_ENV, _admin, _run_aside
 from tests.center.webhook_receiver import WebhookReceiver
-from tests.serve_process import api, metric, serve, serve_env, wait_for
+from tests.serve_process import api, auth_header, metric, serve, serve_env, wait_for
 from tests.test_delivery_kill import write_cases
 
 pytestmark = pytest.mark.integration
@@ -32,7 +35,7 @@ pytestmark = pytest.mark.integration
 BEFORE, DURING = 40, 10
 """Cases written before the nodes start, and after the kill (3 events each)."""
 SUBSCRIBER = "webhook:platform"
-LEASE_S = 2.0
+LEASE_S = 3.0
 
 
 @pytest.fixture
@@ -49,14 +52,38 @@ def shared_database() -> Iterator[str]:
         _run_aside(_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+class StreamReader:
+    """Reads a node's live stream (SSE) on a thread: the event ids, in the order they came."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.ids: list[int] = []
+        self.started = threading.Event()
+        url = f"http://127.0.0.1:{env['CITYSENSE_CENTER_PORT']}/api/v1/cases/stream"
+        self._stream = httpx.stream("GET", url, headers=auth_header(env), timeout=None)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(httpx.HTTPError), self._stream as response:
+            for line in response.iter_lines():
+                self.started.set()
+                if line.startswith("id: ") and line[4:].strip().isdigit():
+                    self.ids.append(int(line[4:]))
+
+
 def _delivery(env: dict[str, str]) -> dict[str, object]:
     health: dict[str, object] = api(env, "/api/v1/health")["delivery"][SUBSCRIBER]
     return health
 
 
-def test_the_standby_node_takes_over_delivery_when_the_delivering_one_is_killed(
-    mosquitto: MosquittoBroker, tmp_path: Path, shared_database: str
+@pytest.mark.parametrize("how", ["killed", "frozen"])
+def test_the_standby_node_takes_over_delivery_when_the_delivering_one_is_lost(
+    mosquitto: MosquittoBroker, tmp_path: Path, shared_database: str, how: str
 ) -> None:
+    """``killed`` (kill -9): its process is gone, and node b, on the same host, takes its
+    lease at once. ``frozen`` (SIGSTOP, as a node paused or cut off): its process still runs,
+    so node b waits for the lease to run out; thawed (SIGCONT), node a finds its cursor moves
+    refused and stands by."""
     secret = new_secret()
     with WebhookReceiver(secret) as receiver, contextlib.ExitStack() as stack:
         webhooks = [{"name": "platform", "url": receiver.url, "secret": secret, "timeout_s": 2}]
@@ -86,14 +113,19 @@ def test_the_standby_node_takes_over_delivery_when_the_delivering_one_is_killed(
             assert _delivery(env_b)["lease"] == holder
             assert metric(env_b, "citysense_center_delivery_standby", subscriber=SUBSCRIBER) == 1
             assert receiver.duplicates() == 0  # two nodes, one delivers
-            node_a.send_signal(signal.SIGKILL)
-            node_a.wait(timeout=10)
+            if how == "killed":
+                node_a.send_signal(signal.SIGKILL)
+                node_a.wait(timeout=10)
+            else:
+                node_a.send_signal(signal.SIGSTOP)
             killed_at = time.monotonic()
             at_kill = len(receiver.ids())
             assert at_kill < 3 * BEFORE, "killed after delivery had finished: nothing to take over"
 
             wait_for(lambda: len(receiver.ids()) > at_kill, 30, "node b takes over")
             took_over_s = time.monotonic() - killed_at
+            stream = StreamReader(env_b)  # starts after the newest event
+            assert stream.started.wait(10)
             asyncio.run(write_cases(shared_database, DURING, "during"))
             total = 3 * (BEFORE + DURING)
             wait_for(lambda: set(receiver.ids()) >= set(range(1, total + 1)), 30, "all")
@@ -102,16 +134,27 @@ def test_the_standby_node_takes_over_delivery_when_the_delivering_one_is_killed(
             assert _delivery(env_b)["lease"] != holder
             assert metric(env_b, "citysense_center_delivery_standby", subscriber=SUBSCRIBER) == 0
             time.sleep(0.5)  # nothing more comes
+            during = list(range(3 * BEFORE + 1, total + 1))
+            wait_for(lambda: stream.ids[1:] == during, 10, "node b's stream: the new events")
+            if how == "frozen":
+                node_a.send_signal(signal.SIGCONT)
+                wait_for(lambda: _delivery(env_a)["state"] == "standby", 30, "node a stands by")
+                assert _delivery(env_a)["lease"] == _delivery(env_b)["lease"]
+                time.sleep(0.5)  # node a sends nothing more
             stack.close()
 
     ids = receiver.ids()
     duplicates = receiver.duplicates()
     print(
-        f"{len(ids)} deliveries of {total} events, {duplicates} duplicates, killed at "
-        f"{at_kill}, node b took over {took_over_s:.1f} s after the kill (lease {LEASE_S} s)"
+        f"{how}: {len(ids)} deliveries of {total} events, {duplicates} duplicates, lost after "
+        f"{at_kill}, node b took over {took_over_s:.1f} s later (lease {LEASE_S} s)"
     )
     assert sorted(set(ids)) == list(range(1, total + 1))  # none lost
-    assert duplicates <= 1  # the event in flight at the kill, at most
+    # killed: the event in flight, at most; frozen: that one from both nodes, at most
+    assert duplicates <= (1 if how == "killed" else 2)
     assert list(dict.fromkeys(ids)) == list(range(1, total + 1))  # in id order
-    assert took_over_s < LEASE_S * 4 / 3 + 5  # the lease ran out, plus a try, plus slack
+    if how == "killed":
+        assert took_over_s < LEASE_S  # at once: node a's process is gone
+    else:
+        assert LEASE_S / 3 < took_over_s < LEASE_S * 4 / 3 + 5  # once the lease ran out
     assert receiver.all_verified()
