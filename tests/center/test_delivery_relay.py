@@ -14,6 +14,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -92,16 +93,19 @@ async def running(relay: Relay) -> AsyncIterator[asyncio.Task[None]]:
 
 
 def relay_for(
-    channel: FakeChannel, service: CaseService, engine: AsyncEngine, sleep: VirtualSleep
+    channel: FakeChannel,
+    service: CaseService,
+    engine: AsyncEngine,
+    sleep: VirtualSleep,
+    **options: Any,
 ) -> Relay:
+    """A relay on the test's store; ``options`` (the policy, the owner...) over the defaults."""
     return Relay(
         channel,
         service.store,
         CursorStore(engine),
         service.broadcaster.wakeup(),
-        policy=FAST,
-        sleep=sleep,
-        rng=random.Random(7),
+        **{"policy": FAST, "sleep": sleep, "rng": random.Random(7), **options},
     )
 
 
@@ -263,13 +267,12 @@ def node_relay(
     owner: str,
     lease_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> Relay:
-    return Relay(
+    return relay_for(
         channel,
-        service.store,
-        CursorStore(engine),
-        service.broadcaster.wakeup(),
+        service,
+        engine,
+        VirtualSleep(),
         policy=SHORT_LEASE,
-        sleep=VirtualSleep(),
         owner=owner,
         lease_sleep=lease_sleep,
     )
