@@ -73,16 +73,22 @@ def _host() -> str:
     return socket.gethostname()[:40]
 
 
+_RUNNING: set[str] = set()
+"""Owner names of the relays running in this process."""
+
+
 def gone(owner: str) -> bool:
     """Whether ``owner`` names a process of this host that no longer runs (a node restarted
-    after a crash need not wait for its own old lease to run out). A name from another host,
-    or a process id that is in use, says nothing: the lease must run out."""
+    after a crash need not wait for its own old lease to run out): its process id is not in
+    use, or it is this process's id (a container's node is often process 1 at every start) and
+    no relay of this process runs under that name. A name from another host, or a process id in
+    use by another process, says nothing: the lease must run out."""
     parts = owner.split(":")
     if len(parts) < 3 or ":".join(parts[:-2]) != _host() or not parts[-2].isdigit():
         return False
     pid = int(parts[-2])
     if pid == os.getpid():
-        return False
+        return owner not in _RUNNING
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -212,6 +218,7 @@ class Relay:
         another does; return once the subscriber refused an event for good."""
         await self._store(lambda: self._cursors.open(self.name, self.channel.start, self._clock()))
         refused = False
+        _RUNNING.add(self.owner)
         try:
             while not refused:
                 await self._take_lease()
@@ -224,6 +231,7 @@ class Relay:
                 except* _RefusedError:
                     refused = True
         finally:
+            _RUNNING.discard(self.owner)
             await self._release()
 
     async def _take_lease(self) -> None:

@@ -350,7 +350,9 @@ def test_which_lease_holders_are_known_to_be_gone() -> None:
             running_now.kill()
     assert gone(f"{host}:{_ended_process()}:abcd")
     assert not gone(f"other-host:{_ended_process()}:abcd")  # nothing known of other hosts
-    assert not gone(f"{host}:{os.getpid()}:abcd")
+    # this process's id (a container's process 1 at every start): gone unless a relay of this
+    # process runs under that name
+    assert gone(f"{host}:{os.getpid()}:abcd")
     assert not gone("not a name of ours")
 
 
@@ -369,3 +371,24 @@ async def test_a_node_restarted_on_the_same_host_takes_its_old_lease_at_once(
     async with running(relay):
         await until(lambda: relay.status.cursor == 3, "delivered at once", within=5)
     assert channel.sent == [1, 2, 3]
+
+
+async def test_a_relay_running_here_is_not_taken_for_a_previous_life_of_this_process(
+    service: CaseService, engine: AsyncEngine
+) -> None:
+    """Two relays of one process on one subscriber (two nodes in one test process): the second
+    stands by; it does not take the first's lease for a dead predecessor's."""
+    await open_cases(service, 1)
+    host_pid = f"{socket.gethostname()[:40]}:{os.getpid()}"
+    first, second = FakeChannel(), FakeChannel()
+    node_a = node_relay(first, service, engine, f"{host_pid}:aaaa")
+    node_b = node_relay(second, service, engine, f"{host_pid}:bbbb")
+    async with running(node_a):
+        await until(lambda: node_a.status.cursor == 3, "node a delivers")
+        assert not gone(node_a.owner)
+        async with running(node_b):
+            await until(lambda: node_b.status.state == "standby", "node b stands by")
+            await asyncio.sleep(0.5)
+            assert node_b.status.state == "standby"
+    assert gone(node_a.owner)  # no longer running here
+    assert (first.sent, second.sent) == ([1, 2, 3], [])
