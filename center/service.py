@@ -85,11 +85,15 @@ class CaseService:
                 log.warning("events before %d not read (%s): not published live", events[0].id, exc)
         self._send(events)
 
-    def _send(self, events: Sequence[CaseEvent]) -> None:
+    def _send(self, events: Sequence[CaseEvent]) -> int:
+        """Publish the events not published yet; how many."""
+        sent = 0
         for event in events:
             if self._published is None or event.id > self._published:
                 self.broadcaster.publish(event)
                 self._published = event.id
+                sent += 1
+        return sent
 
     async def _logged_after(self, after: int, up_to: int | None = None) -> list[CaseEvent]:
         """The log's events after ``after`` (up to ``up_to``), in id order."""
@@ -124,9 +128,7 @@ class CaseService:
         # meanwhile publishes the same events first, and they are not sent twice
         events = await self._logged_after(self._published)
         async with self._writes:
-            before = self._published
-            self._send(events)
-            return sum(1 for event in events if before is None or event.id > before)
+            return self._send(events)
 
     async def transition(
         self,

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import secrets
 import signal
 import threading
 import time
@@ -21,11 +19,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 
 from center.delivery.signing import new_secret
 from citysense.broker import MosquittoBroker
-from tests.center.conftest import DEFAULT_POSTGRES_URL, POSTGRES_URL_ENV, _admin, _run_aside
+from tests.center.conftest import throwaway_database
 from tests.center.webhook_receiver import WebhookReceiver
 from tests.serve_process import api, auth_header, metric, serve, serve_env, wait_for
 from tests.test_delivery_kill import write_cases
@@ -41,15 +38,8 @@ LEASE_S = 3.0
 @pytest.fixture
 def shared_database() -> Iterator[str]:
     """A throw-away PostgreSQL database for the two nodes."""
-    admin = make_url(os.environ.get(POSTGRES_URL_ENV, DEFAULT_POSTGRES_URL))
-    name = f"citysense_test_{secrets.token_hex(6)}"
-    _run_aside(_admin(admin, f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin.set(drivername="postgresql+asyncpg", database=name).render_as_string(
-            hide_password=False
-        )
-    finally:
-        _run_aside(_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with throwaway_database() as url:
+        yield url.render_as_string(hide_password=False)
 
 
 class StreamReader:

@@ -10,8 +10,6 @@ a point written twice with the same time is kept once), which production must en
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -28,7 +26,7 @@ from sqlalchemy.engine import make_url
 from citysense.broker import MosquittoBroker
 from ingest.sinks.recorder import read_recorded
 from protocol import StationTopic
-from tests.center.conftest import DEFAULT_POSTGRES_URL, POSTGRES_URL_ENV, _admin, _run_aside
+from tests.center.conftest import throwaway_database
 from tests.conftest import VictoriaMetrics
 from tests.serve_process import NumberedEdge, api, metric, serve, serve_env, wait_for
 
@@ -240,18 +238,13 @@ class Cuttable:
 @pytest.fixture
 def cuttable_database() -> Iterator[tuple[str, Cuttable]]:
     """A throw-away PostgreSQL database reached through a proxy the test can cut."""
-    admin = make_url(os.environ.get(POSTGRES_URL_ENV, DEFAULT_POSTGRES_URL))
-    name = f"citysense_test_{secrets.token_hex(6)}"
-    _run_aside(_admin(admin, f'CREATE DATABASE "{name}"'))
-    proxy = Cuttable(admin.port or 5432)
-    try:
-        url = admin.set(
-            drivername="postgresql+asyncpg", database=name, host="127.0.0.1", port=proxy.port
-        )
-        yield url.render_as_string(hide_password=False), proxy
-    finally:
-        proxy.close()
-        _run_aside(_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with throwaway_database() as url:
+        proxy = Cuttable(url.port or 5432)
+        try:
+            through = url.set(host="127.0.0.1", port=proxy.port)
+            yield through.render_as_string(hide_password=False), proxy
+        finally:
+            proxy.close()
 
 
 def _database_away_then_one_case(

@@ -216,6 +216,7 @@ class Relay:
     async def run(self) -> None:
         """Deliver while this node holds the subscriber's lease; wait (``standby``) while
         another does; return once the subscriber refused an event for good."""
+        # the cursor row holds the lease: made first (read again once the lease is held)
         await self._store(lambda: self._cursors.open(self.name, self.channel.start, self._clock()))
         refused = False
         _RUNNING.add(self.owner)
@@ -239,14 +240,7 @@ class Relay:
         process of this host that no longer runs: this node's previous life)."""
         replacing: str | None = None
         while True:
-
-            async def claim(replacing: str | None = replacing) -> str | None:
-                now = self._clock()  # at each try: a store that was down must not shorten it
-                return await self._cursors.claim(
-                    self.name, self.owner, now, self._lease, replacing=replacing
-                )
-
-            holder = await self._store(claim)
+            holder = await self._claim(replacing)
             if holder is None:
                 self.status.held_by = self.owner
                 log.info("%s: delivering (lease %s)", self.name, self.owner)
@@ -262,15 +256,22 @@ class Relay:
             await self._lease_sleep(self.policy.lease_s / 3)
 
     async def _hold_lease(self) -> None:
-        """Renew the lease a third of its length before it runs out; raises
-        ``LeaseLostError`` when another node has taken it meanwhile."""
+        """Renew the lease every third of its length; raises ``LeaseLostError`` when another
+        node has taken it meanwhile."""
         while True:
             await self._lease_sleep(self.policy.lease_s / 3)
-            holder = await self._store(
-                lambda: self._cursors.claim(self.name, self.owner, self._clock(), self._lease)
-            )
+            holder = await self._claim()
             if holder is not None:
                 raise LeaseLostError(f"{holder} holds the delivery lease now")
+
+    async def _claim(self, replacing: str | None = None) -> str | None:
+        """Take or renew the lease (``CursorStore.claim``), retried while the store is down,
+        from the clock at each try; ``None`` when this node holds it, else who does."""
+        return await self._store(
+            lambda: self._cursors.claim(
+                self.name, self.owner, self._clock(), self._lease, replacing=replacing
+            )
+        )
 
     async def _release(self) -> None:
         """Give the lease up (a node that stops lets another take over at once); best effort:

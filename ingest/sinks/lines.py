@@ -90,15 +90,13 @@ def batch_line(batch: BatchView, received_at: datetime) -> str:
     ``age_s`` (receive − oldest device timestamp) shows how stale a backlog is.
     """
     readings, sent_at = batch.readings, batch.sent_at
-    oldest = readings[0].ts if len(readings) == 1 else min(reading.ts for reading in readings)
+    oldest = min(reading.ts for reading in readings)
     # one f-string, no dict of fields: with one reading a message this line cost more than the
     # message's decoding and its reading's line together
     return (
         f"{BATCH_MEASUREMENT},station={tag(batch.station_id)} "
         f"readings={float(len(readings))!r},seq={float(batch.seq)!r},"
-        f"sent_at={(sent_at - _EPOCH) / _SECOND!r},"
-        f"received_at={(received_at - _EPOCH) / _SECOND!r},"
+        f"sent_at={unix_s(sent_at)!r},received_at={unix_s(received_at)!r},"
         f"transit_s={(received_at - sent_at) / _SECOND!r},"
-        f"age_s={(received_at - oldest) / _SECOND!r}"
-        f" {(sent_at - _EPOCH) // _US * 1000}"
+        f"age_s={(received_at - oldest) / _SECOND!r} {unix_ns(sent_at)}"
     )

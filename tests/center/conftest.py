@@ -14,6 +14,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -60,17 +61,23 @@ async def _admin(url: URL, statement: str) -> None:
         await connection.close()
 
 
-@pytest.fixture(scope="session")
-def postgres_database() -> Iterator[str]:
-    """A throw-away database for this test session, dropped at the end."""
+@contextmanager
+def throwaway_database() -> Iterator[URL]:
+    """A new PostgreSQL database (its asyncpg URL), dropped afterwards."""
     admin = make_url(os.environ.get(POSTGRES_URL_ENV, DEFAULT_POSTGRES_URL))
     name = f"citysense_test_{secrets.token_hex(6)}"
     _run_aside(_admin(admin, f'CREATE DATABASE "{name}"'))
     try:
-        url = admin.set(drivername="postgresql+asyncpg", database=name)
-        yield url.render_as_string(hide_password=False)
+        yield admin.set(drivername="postgresql+asyncpg", database=name)
     finally:
         _run_aside(_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A throw-away database for this test session, dropped at the end."""
+    with throwaway_database() as url:
+        yield url.render_as_string(hide_password=False)
 
 
 async def _fresh_schema(database_url: str) -> None:

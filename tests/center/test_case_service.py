@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -134,62 +135,58 @@ async def test_members_and_flapping_are_published_as_updated_and_reopened(
     assert service.stats == CaseStats(opened=1, cleared=1, members=1, reopened=1)
 
 
-async def test_events_another_process_writes_reach_this_nodes_live_stream_in_order(
-    service: CaseService, database_url: str
-) -> None:
-    """Another node on the same database (its own engine and broadcaster) writes cases: this
-    node's subscribers get its events, from the log, in id order, none twice, both when this
-    node follows the log and when one of its own writes comes after them."""
-    other_engine = create_engine(database_url)
-    other_store = CaseStore(other_engine)
-    other = CaseService(other_store, CaseBroadcaster())
+@pytest.fixture
+async def other_node(database_url: str) -> AsyncIterator[CaseService]:
+    """Another node on the same database: its own engine, store and broadcaster."""
+    engine = create_engine(database_url)
+    store = CaseStore(engine)
     try:
-        assert await service.follow_once() == 0  # notes where the log ends
-        async with service.broadcaster.subscribe() as events:
-            await other.handle_alert(
-                alert(sensor_id="st-1.a"), sensor_info(sensor_id="st-1.a"), DETECTED
-            )
-            followed = await service.follow_once()
-            assert followed >= 1
-            await other.handle_alert(
-                alert(sensor_id="st-1.b"), sensor_info(sensor_id="st-1.b"), DETECTED
-            )
-            # this node's own write comes next: the other's events go out first
-            await service.handle_alert(
-                alert(sensor_id="st-1.c"), sensor_info(sensor_id="st-1.c"), DETECTED
-            )
-            assert await service.follow_once() == 0  # nothing left, nothing twice
-            every = [event.id for event in await service.store.events_after(0, 100)]
-            received = [await _next(events) for _ in every]
-            assert events.pending == 0
-        assert [event.id for event in received] == every
-        assert [event.case.sensor_id for event in received if event.type == "opened"] == [
-            "st-1.a",
-            "st-1.b",
-            "st-1.c",
-        ]
+        yield CaseService(store, CaseBroadcaster())
     finally:
-        other_store.close()
-        await other_engine.dispose()
+        store.close()
+        await engine.dispose()
+
+
+async def _open_on(node: CaseService, sensor_id: str) -> None:
+    await node.handle_alert(alert(sensor_id=sensor_id), sensor_info(sensor_id=sensor_id), DETECTED)
+
+
+async def test_events_another_process_writes_reach_this_nodes_live_stream_in_order(
+    service: CaseService, other_node: CaseService
+) -> None:
+    """Another node on the same database writes cases: this node's subscribers get its events,
+    from the log, in id order, none twice, both when this node follows the log and when one of
+    its own writes comes after them."""
+    assert await service.follow_once() == 0  # notes where the log ends
+    async with service.broadcaster.subscribe() as events:
+        await _open_on(other_node, "st-1.a")
+        followed = await service.follow_once()
+        assert followed >= 1
+        await _open_on(other_node, "st-1.b")
+        # this node's own write comes next: the other's events go out first
+        await _open_on(service, "st-1.c")
+        assert await service.follow_once() == 0  # nothing left, nothing twice
+        every = [event.id for event in await service.store.events_after(0, 100)]
+        received = [await _next(events) for _ in every]
+        assert events.pending == 0
+    assert [event.id for event in received] == every
+    assert [event.case.sensor_id for event in received if event.type == "opened"] == [
+        "st-1.a",
+        "st-1.b",
+        "st-1.c",
+    ]
 
 
 async def test_the_follower_publishes_another_process_events_within_its_period(
-    service: CaseService, database_url: str
+    service: CaseService, other_node: CaseService
 ) -> None:
-    other_engine = create_engine(database_url)
-    other_store = CaseStore(other_engine)
-    other = CaseService(other_store, CaseBroadcaster())
     await service.follow_once()
     follower = asyncio.create_task(service.follow_log(0.05))
     try:
         async with service.broadcaster.subscribe() as events:
-            await other.handle_alert(
-                alert(sensor_id="st-1.a"), sensor_info(sensor_id="st-1.a"), DETECTED
-            )
+            await _open_on(other_node, "st-1.a")
             first = await _next(events)  # within the 2 s of _next: a period is 50 ms
         assert (first.type, first.case.sensor_id) == ("opened", "st-1.a")
     finally:
         follower.cancel()
         await asyncio.gather(follower, return_exceptions=True)
-        other_store.close()
-        await other_engine.dispose()
