@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -148,3 +149,29 @@ def test_the_standby_node_takes_over_delivery_when_the_delivering_one_is_lost(
     else:
         assert LEASE_S / 3 < took_over_s < LEASE_S * 4 / 3 + 5  # once the lease ran out
     assert receiver.all_verified()
+
+
+def test_a_node_that_stops_gives_its_leases_up(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+    """SIGTERM (systemd's stop): every subscriber's lease is released in the database, so
+    another node takes over at once rather than after the lease (30 s) runs out."""
+    secret = new_secret()
+    with WebhookReceiver(secret) as receiver:
+        webhooks = [{"name": "platform", "url": receiver.url, "secret": secret}]
+        receiver.start()
+        env = serve_env(mosquitto, tmp_path, CITYSENSE_CENTER_WEBHOOKS=json.dumps(webhooks))
+        database = env["CITYSENSE_CENTER_DATABASE_URL"].removeprefix("sqlite+aiosqlite:///")
+        with serve(env) as node:
+            wait_for(
+                lambda: all("lease" in d for d in api(env, "/api/v1/health")["delivery"].values()),
+                30,
+                "the leases held",
+            )
+            assert _owners(database) != {None}
+            node.send_signal(signal.SIGTERM)
+            assert node.wait(timeout=30) == 0  # a clean stop, not killed by the signal
+    assert _owners(database) == {None}  # both subscribers': the webhook and the MQTT topic
+
+
+def _owners(database: str) -> set[str | None]:
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        return {owner for (owner,) in connection.execute("SELECT owner FROM delivery_cursors")}
