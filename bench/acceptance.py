@@ -19,7 +19,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench.drain import drain_mosquitto_sub, drain_paho, forget_session, register_session
+from bench.drain import (
+    drain_mosquitto_sub,
+    drain_paho,
+    drain_session,
+    forget_session,
+    register_session,
+)
 from bench.hotspots import Hotspots, sampled
 from bench.latency import measure_case_latency
 from bench.loadgen import LoadSpec, run_load
@@ -84,14 +90,17 @@ async def _drain_phase(
     node: Node, clock: ClockedGroups, services: Services, batch: int, messages: int
 ) -> list[Measurement]:
     host, port = services.mqtt_host, services.mqtt_port
-    sub_id, paho_id = (f"bench-{kind}-{uuid.uuid4().hex[:8]}" for kind in ("sub", "paho"))
-    ids = [node.ingest.client_id, sub_id, paho_id]
+    sub_id, paho_id, session_id = (
+        f"bench-{kind}-{uuid.uuid4().hex[:8]}" for kind in ("sub", "paho", "session")
+    )
+    ids = [node.ingest.client_id, sub_id, paho_id, session_id]
     expected = await asyncio.to_thread(_fill, services, ids, batch, messages)
     try:
         sub = await asyncio.to_thread(drain_mosquitto_sub, host, port, sub_id, expected)
         paho = await asyncio.to_thread(drain_paho, host, port, paho_id, expected)
+        session = await asyncio.to_thread(drain_session, host, port, session_id, expected)
     finally:
-        for client_id in (sub_id, paho_id):
+        for client_id in (sub_id, paho_id, session_id):
             await asyncio.to_thread(forget_session, host, port, client_id)
     figures = await drain_node(node, clock, services, expected)
     readings = figures["messages"] * batch
@@ -112,6 +121,13 @@ async def _drain_phase(
         batch,
         paho,
     )
+    client = _consumer(
+        f"drain_session_b{batch}",
+        f"ingest's MQTT session, acknowledging at once and doing nothing else, drains the same "
+        f"queue ({batch}-reading messages)",
+        batch,
+        session,
+    )
     ingest = Measurement(
         f"node_drain_b{batch}",
         f"a whole node (ingest, rules, SQLite cases, VictoriaMetrics, journal) drains the same "
@@ -122,7 +138,12 @@ async def _drain_phase(
     )
     for baseline in (raw, do_nothing):
         ingest = compared(ingest, baseline, ["messages_per_s"])
-    return [raw, compared(do_nothing, raw, ["messages_per_s"]), ingest]
+    return [
+        raw,
+        compared(do_nothing, raw, ["messages_per_s"]),
+        compared(compared(client, raw, ["messages_per_s"]), do_nothing, ["messages_per_s"]),
+        ingest,
+    ]
 
 
 async def _profile_phase(

@@ -3,12 +3,14 @@
 Every consumer of one phase has a persistent session (``clean_session=False``) registered
 before the load generator publishes, so the broker queues the same messages for each of them.
 Then, with the publishers gone, each consumer in turn resumes its session and drains its queue
-alone: the broker rate (``mosquitto_sub``, C), a paho subscriber that only counts, and ingest.
-A rate is messages from the first received to the last, over that span.
+alone: the broker rate (``mosquitto_sub``, C), a paho subscriber that only counts, ingest's own
+MQTT session acknowledging at once and doing nothing else, and ingest. A rate is messages from
+the first received to the last, over that span.
 """
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import tempfile
@@ -22,6 +24,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.report import BenchError
 from bench.subscriber import CountingSubscriber
+from ingest.mqttwire import Delivery
+from ingest.session import MqttSession
 from protocol import Channel, StationTopic
 
 CONNECT_TIMEOUT_S = 10.0
@@ -79,6 +83,54 @@ def drain_paho(
         figures = subscriber.rates()
     figures["lost_messages"] = float(expected - subscriber.messages)
     return figures
+
+
+def drain_session(
+    host: str, port: int, client_id: str, expected: int, filters: Sequence[str] = INGEST_FILTERS
+) -> dict[str, float]:
+    """Ingest's MQTT session (``ingest.session``) with nothing behind it resumes ``client_id``
+    and drains ``expected`` messages, acknowledging each arrival as it comes: what the client
+    costs ingest, beside what paho would."""
+    return asyncio.run(_drain_session(host, port, client_id, expected, filters))
+
+
+async def _drain_session(
+    host: str, port: int, client_id: str, expected: int, filters: Sequence[str]
+) -> dict[str, float]:
+    count = 0
+    first = last = 0.0
+    done = asyncio.Event()
+
+    def deliver(deliveries: list[Delivery]) -> None:
+        nonlocal count, first, last
+        session.ack(deliveries)
+        now = time.monotonic()
+        if not count:
+            first = now
+        count += len(deliveries)
+        last = now
+        if count >= expected:
+            done.set()
+
+    session = MqttSession(
+        host, port, client_id, subscriptions=[(f, 1) for f in filters], deliver=deliver
+    )
+    running = asyncio.create_task(session.run())
+    try:
+        await asyncio.wait_for(done.wait(), DRAIN_LIMIT_S)
+    except TimeoutError:
+        raise BenchError(f"ingest's session received {count} of {expected} messages") from None
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await session.close()
+    if count < 2 or last <= first:
+        raise BenchError(f"ingest's session received {count} messages: too few for a rate")
+    return {
+        "messages_per_s": (count - 1) / (last - first),
+        "received_messages": float(count),
+        "lost_messages": float(expected - count),
+    }
 
 
 def drain_mosquitto_sub(

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import datetime
 
 from bench.loadgen import LoadSpec, LoadStats, StationStream, run_load, station_id
 from bench.report import BenchError, Measurement, per_second
@@ -43,8 +44,8 @@ class TimedPipeline(IngestPipeline):
         )
         self.handled, self.first, self.last = 0, 0.0, 0.0
 
-    async def handle(self, topic: str, payload: bytes) -> None:
-        await super().handle(topic, payload)
+    async def _handle(self, topic: str, payload: bytes, received_at: datetime) -> None:
+        await super()._handle(topic, payload, received_at)
         self.last = time.monotonic()
         if not self.handled:
             self.first = self.last

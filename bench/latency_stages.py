@@ -7,7 +7,7 @@ generator at RATE readings/s, an incident every EVERY_S for SECONDS) with the no
 wrapped to stamp each incident (monotonic clock, this process), and prints per stage the
 p50/p90/p99/max in ms:
 
-- ``pub→arrived``: the broker and paho's network thread, to ingest's hand-over deque;
+- ``pub→arrived``: the broker and ingest's MQTT session, to ingest's hand-over deque;
 - ``arrived→handled``: waiting in the deque while the event loop handles earlier groups;
 - ``handled→alert``: decoding and the rules;
 - ``alert→store_in``: waiting for the case store (the alerts before it being written);
@@ -59,15 +59,16 @@ def instrument(stamps: Stamps) -> None:
 
     put = consumer._Arrivals.put
 
-    def arrived(self: Any, item: Any) -> None:
-        stamp(_sensor_of(item.topic), "arrived")
-        put(self, item)
+    def arrived(self: Any, items: Any) -> None:
+        for item in items:
+            stamp(_sensor_of(item.topic), "arrived")
+        put(self, items)
 
-    handle = pipeline.IngestPipeline.handle
+    handle = pipeline.IngestPipeline._handle
 
-    async def handled(self: Any, topic: str, payload: bytes) -> None:
+    async def handled(self: Any, topic: str, payload: bytes, received_at: Any) -> None:
         stamp(_sensor_of(topic), "handled")
-        await handle(self, topic, payload)
+        await handle(self, topic, payload, received_at)
 
     deliver_all = pipeline.IngestPipeline._deliver_all
 
@@ -95,7 +96,7 @@ def instrument(stamps: Stamps) -> None:
         await publish(self, change)
 
     consumer._Arrivals.put = arrived  # type: ignore[method-assign]
-    pipeline.IngestPipeline.handle = handled  # type: ignore[method-assign]
+    pipeline.IngestPipeline._handle = handled  # type: ignore[method-assign]
     pipeline.IngestPipeline._deliver_all = alerted  # type: ignore[method-assign]
     store.CaseStore.apply_alerts = stored  # type: ignore[method-assign]
     service.CaseService._publish = broadcast  # type: ignore[method-assign]

@@ -137,7 +137,8 @@ class IngestPipeline:
         self._queued: list[tuple[Alert, datetime]] = []
         """Alerts waiting for ``_delivering`` (``defer_alerts``), with their receive times."""
         self.evaluating = asyncio.Lock()
-        """Held while a message is handled (checkpoints wait for it)."""
+        """Held while a message (or the consumer's group) is handled (checkpoints wait)."""
+        self._received = {c: self.metrics.messages.labels(c.value) for c in Channel}
         self.engine.set_locator(self.registry.location, self.registry.district)
         self.metrics.watch_engine(self.engine)
         self.metrics.watch_dedup(self.dedup)
@@ -156,9 +157,16 @@ class IngestPipeline:
         await self.commit()
 
     async def handle_messages(self, messages: Sequence[tuple[str, bytes]]) -> None:
-        """Handle messages in order; they may be acknowledged after the next ``commit``."""
-        for topic, payload in messages:
-            await self.handle(topic, payload)
+        """Handle messages in order; they may be acknowledged after the next ``commit``. One
+        hold of ``evaluating`` for the whole group: a checkpoint or a rules reload waits for
+        the group, not for each message."""
+        async with self.evaluating:
+            for topic, payload in messages:
+                received_at = self.clock_override or self.clock()
+                try:
+                    await self._handle(topic, payload, received_at)
+                except Exception as exc:  # a bug: keep the message, keep going
+                    await self._internal_error(topic, payload, exc, received_at)
 
     async def commit(self) -> Any:
         """Flush the sinks and make the journal durable, retrying while that fails; returns the
@@ -184,9 +192,14 @@ class IngestPipeline:
             async with self.evaluating:
                 await self._handle(topic, payload, received_at)
         except Exception as exc:  # a bug: keep the message, keep going
-            log.exception("internal error on a message on %s", topic)
-            self.metrics.rejected.labels("internal_error").inc()
-            await self._dead_letter(topic, payload, "internal_error", repr(exc), received_at)
+            await self._internal_error(topic, payload, exc, received_at)
+
+    async def _internal_error(
+        self, topic: str, payload: bytes, exc: Exception, received_at: datetime
+    ) -> None:
+        log.exception("internal error on a message on %s", topic, exc_info=exc)
+        self.metrics.rejected.labels("internal_error").inc()
+        await self._dead_letter(topic, payload, "internal_error", repr(exc), received_at)
 
     async def _handle(self, topic: str, payload: bytes, received_at: datetime) -> None:
         try:
@@ -197,7 +210,7 @@ class IngestPipeline:
             await self._reject(topic, payload, PayloadError("bad_topic", str(exc)), received_at)
             return
         channel = station_topic.channel
-        self.metrics.messages.labels(channel.value).inc()
+        self._received[channel].inc()
         try:  # the effects raise no PayloadError: only decoding does
             if channel is Channel.TELEMETRY:
                 batch = self.decode_telemetry(station_topic, payload)

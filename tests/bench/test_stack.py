@@ -33,9 +33,11 @@ def test_whole_stack_measurements_run_tiny(victoria: VictoriaMetrics, tmp_path: 
     assert list(measured) == [
         "drain_mosquitto_sub_b100",
         "drain_paho_b100",
+        "drain_session_b100",
         "node_drain_b100",
         "drain_mosquitto_sub_b1",
         "drain_paho_b1",
+        "drain_session_b1",
         "node_drain_b1",
         "node_profile_b100",
         "node_case_latency",
@@ -50,8 +52,12 @@ def test_whole_stack_measurements_run_tiny(victoria: VictoriaMetrics, tmp_path: 
             f"drain_mosquitto_sub_b{batch}",
             f"drain_paho_b{batch}",
         }
-        for baseline in ("drain_mosquitto_sub", "drain_paho"):
+        for baseline in ("drain_mosquitto_sub", "drain_paho", "drain_session"):
             assert measured[f"{baseline}_b{batch}"].figures["lost_messages"] == 0
+        assert {r.baseline for r in measured[f"drain_session_b{batch}"].ratios} == {
+            f"drain_mosquitto_sub_b{batch}",
+            f"drain_paho_b{batch}",
+        }
     for name, every_s in (("node_case_latency", 0.1), ("node_case_latency_sparse", 0.25)):
         latency = measured[name]
         assert latency.params["incident_every_s"] == every_s

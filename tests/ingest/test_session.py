@@ -1,0 +1,249 @@
+"""Ingest's MQTT session against the real Mosquitto (broker_config/dev.conf) and, for what a
+real broker will not do on demand (go silent, refuse), a scripted one on a loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from citysense.broker import MosquittoBroker
+from ingest.mqttwire import CONNECT, PINGREQ, Delivery, PacketSplitter, Will, packet
+from ingest.session import MqttSession
+
+TOPIC = "citysense/v1/stations/{}/telemetry"
+
+
+class _Inbox:
+    def __init__(self) -> None:
+        self.items: list[Delivery] = []
+
+    def __call__(self, deliveries: list[Delivery]) -> None:
+        self.items += deliveries
+
+
+def _session(
+    host: str, port: int, inbox: _Inbox, client_id: str | None = None, **options: object
+) -> MqttSession:
+    return MqttSession(
+        host,
+        port,
+        client_id or f"session-{uuid.uuid4().hex[:8]}",
+        subscriptions=[(TOPIC.format("+"), 1)],
+        deliver=inbox,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+@asynccontextmanager
+async def _running(session: MqttSession) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(session.run())
+    try:
+        await _until(lambda: session.up)
+        yield task
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await session.close()
+
+
+async def _until(condition: object, within_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within_s
+    while not condition():  # type: ignore[operator]
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.01)
+
+
+def _publish(broker: MosquittoBroker, payloads: list[bytes], station: str = "st-1") -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        for info in [client.publish(TOPIC.format(station), p, qos=1) for p in payloads]:
+            info.wait_for_publish(10)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def _retained(broker: MosquittoBroker, topic: str) -> bytes | None:
+    got: list[bytes] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.on_message = lambda _c, _u, m: got.append(m.payload)
+    client.connect(broker.host, broker.port)
+    client.subscribe(topic, qos=1)
+    client.loop_start()
+    try:
+        for _ in range(100):
+            if got:
+                break
+            time.sleep(0.02)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return got[0] if got else None
+
+
+async def test_what_is_not_acknowledged_comes_again_on_the_next_connection_and_only_that(
+    mosquitto: MosquittoBroker,
+) -> None:
+    inbox = _Inbox()
+    session = _session(mosquitto.host, mosquitto.port, inbox)
+    async with _running(session):
+        await asyncio.to_thread(_publish, mosquitto, [b"%d" % i for i in range(20)])
+        await _until(lambda: len(inbox.items) == 20)
+        first = list(inbox.items)
+        assert [d.payload for d in first] == [b"%d" % i for i in range(20)]
+        assert session.ack(first[:5]) == 5
+        await asyncio.sleep(0.2)  # the PUBACKs reach the broker before the connection is cut
+        inbox.items.clear()
+        connection = session._connection
+        assert connection is not None
+        connection.abort()  # lost, not closed: the session reconnects on its own
+        await _until(lambda: len(inbox.items) == 15)
+        again = list(inbox.items)
+        assert [d.payload for d in again] == [b"%d" % i for i in range(5, 20)]
+        assert {d.session for d in again} == {first[0].session + 1}
+        # packet ids of the old connection are not acknowledged on the new one
+        assert session.ack(first[5:]) == 0
+        assert session.ack(again) == 15
+        await asyncio.sleep(0.2)
+        inbox.items.clear()
+        session._connection.abort()  # type: ignore[union-attr]
+        await _until(lambda: session.session == first[0].session + 2 and session.up)
+        await asyncio.sleep(0.3)
+        assert inbox.items == []
+
+
+async def test_a_publish_made_while_the_broker_is_away_is_sent_and_confirmed_when_it_returns() -> (
+    None
+):
+    inbox = _Inbox()
+    with MosquittoBroker() as broker:
+        session = _session(broker.host, broker.port, inbox, min_delay_s=0.1, max_delay_s=0.2)
+        async with _running(session):
+            broker.stop()
+            await _until(lambda: not session.up)
+            confirmed = session.publish(TOPIC.format("st-2"), b"while away")
+            assert confirmed is not None
+            await asyncio.sleep(0.3)
+            assert not confirmed.done()
+            broker.start()  # on the same port
+            await asyncio.wait_for(confirmed, 10)
+            assert session.unconfirmed == 0
+            await _until(lambda: session.up)
+
+
+async def test_a_clean_close_leaves_its_last_word_and_a_lost_connection_its_will(
+    mosquitto: MosquittoBroker,
+) -> None:
+    topic = f"test/presence/{uuid.uuid4().hex[:6]}"
+    will = Will(topic, b"will", qos=1, retain=True)
+    session = _session(mosquitto.host, mosquitto.port, _Inbox(), will=will)
+    async with _running(session):
+        pass  # _running closes it
+    assert session.up is False
+    session = _session(mosquitto.host, mosquitto.port, _Inbox(), will=will)
+    task = asyncio.create_task(session.run())
+    await _until(lambda: session.up)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await session.close((topic, b"bye"))
+    assert await asyncio.to_thread(_retained, mosquitto, topic) == b"bye"
+    session = _session(mosquitto.host, mosquitto.port, _Inbox(), will=will, min_delay_s=60)
+    async with _running(session):
+        session._connection.abort()  # type: ignore[union-attr]
+        await _until(lambda: not session.up)
+        assert await asyncio.to_thread(_retained, mosquitto, topic) == b"will"
+
+
+async def test_unconfirmed_publishes_fail_when_the_session_closes(
+    mosquitto: MosquittoBroker,
+) -> None:
+    session = _session(mosquitto.host, mosquitto.port, _Inbox())
+    waiting = session.publish(TOPIC.format("st-3"), b"never connected")
+    assert waiting is not None
+    await session.close()
+    with pytest.raises(ConnectionError, match="closed"):
+        await waiting
+
+
+class _ScriptedBroker:
+    """Accepts connections and answers CONNECT with ``connack`` and SUBSCRIBE with a SUBACK
+    granting QoS 1; records the packet types it receives; answers no PINGREQ."""
+
+    def __init__(self, connack: bytes = b"\x00\x00") -> None:
+        self.connack = connack
+        self.connections = 0
+        self.received: list[int] = []
+        self.server: asyncio.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+        self.handlers: list[asyncio.Task[object]] = []
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+        await asyncio.gather(*self.handlers)  # each ends at the end of its stream
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.append(task)
+        kinds: list[int] = []
+        splitter = PacketSplitter(lambda kind, _f, body: kinds.append(kind) or None)
+        while data := await reader.read(65_536):
+            splitter.feed(data)
+            for kind in kinds:
+                self.received.append(kind)
+                if kind == CONNECT:
+                    writer.write(packet(2, 0, self.connack))
+                elif kind == 8:  # SUBSCRIBE: grant QoS 1 to the one filter
+                    writer.write(packet(9, 0, b"\x00\x01\x01"))
+            kinds.clear()
+        writer.close()
+
+
+async def test_a_broker_that_goes_silent_is_left_and_connected_to_again() -> None:
+    scripted = _ScriptedBroker()
+    port = await scripted.start()
+    session = _session("127.0.0.1", port, _Inbox(), keepalive_s=1, min_delay_s=0.1)
+    try:
+        async with _running(session):
+            await _until(lambda: scripted.connections >= 2, within_s=5)
+            assert PINGREQ in scripted.received
+    finally:
+        await scripted.stop()
+
+
+async def test_a_refused_connection_is_tried_again_with_backoff() -> None:
+    scripted = _ScriptedBroker(connack=b"\x00\x05")  # not authorized
+    port = await scripted.start()
+    session = _session("127.0.0.1", port, _Inbox(), min_delay_s=0.1, max_delay_s=0.2)
+    task = asyncio.create_task(session.run())
+    try:
+        await _until(lambda: scripted.connections >= 3, within_s=5)
+        assert not session.up
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await session.close()
+        await scripted.stop()
