@@ -43,6 +43,7 @@ _FRAME = struct.Struct(">IqBH")  # record length + _FIXED
 MAX_RECORD_BYTES: Final = _FIXED.size + MAX_TOPIC_BYTES + MAX_PAYLOAD_BYTES
 _I64 = (-(1 << 63), (1 << 63) - 1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 _CHUNK = 1 << 20
 
 
@@ -70,7 +71,7 @@ def ns_from_datetime(ts: datetime) -> int:
     """Nanoseconds since the Unix epoch of an aware datetime; naive ones are refused."""
     if ts.tzinfo is None or ts.utcoffset() is None:
         raise ValueError(f"naive datetime {ts.isoformat()} has no place in UTC")
-    return (ts - _EPOCH) // timedelta(microseconds=1) * 1000
+    return (ts - _EPOCH) // _MICROSECOND * 1000
 
 
 def encode_record(record: Record) -> bytes:

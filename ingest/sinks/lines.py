@@ -67,9 +67,12 @@ class LineFormatter:
 
     def reading_lines(self, batch: BatchView) -> list[str]:
         heads, station_id, readings = self._templates, batch.station_id, batch.readings
-        # every reading's values in one call: [{"a":1.0,"b":2.0},{"a":3.0}] → "a=1.0,b=2.0\na=3.0"
-        values = self._encode([reading.values for reading in readings])
-        fields = values.replace(b"},{", b"\n").translate(_FIELDS, b'{}"[]').decode().split("\n")
+        if len(readings) == 1:  # one reading a message: no list to encode, nothing to split
+            fields = [self._encode(readings[0].values).translate(_FIELDS, b'{}"').decode()]
+        else:
+            # every reading's values in one call: [{"a":1.0},{"b":2.0}] → "a=1.0\nb=2.0"
+            values = self._encode([reading.values for reading in readings])
+            fields = values.replace(b"},{", b"\n").translate(_FIELDS, b'{}"[]').decode().split("\n")
         lines = []
         for reading, field_set in zip(readings, fields, strict=True):
             kind = reading.kind
@@ -89,14 +92,19 @@ def batch_line(batch: BatchView, received_at: datetime) -> str:
     ``transit_s`` (receive − send) below zero means the edge clock is ahead of ingest's;
     ``age_s`` (receive − oldest device timestamp) shows how stale a backlog is.
     """
-    readings, sent_at = batch.readings, batch.sent_at
-    oldest = min(reading.ts for reading in readings)
+    readings = batch.readings
+    oldest = readings[0].ts if len(readings) == 1 else min(reading.ts for reading in readings)
+    # whole microseconds, then integer arithmetic: the same floats as dividing the timedeltas
+    # (both are the correctly rounded quotient), for 3 datetime subtractions instead of 5
+    sent_us = (batch.sent_at - _EPOCH) // _US
+    received_us = (received_at - _EPOCH) // _US
+    oldest_us = (oldest - _EPOCH) // _US
     # one f-string, no dict of fields: with one reading a message this line cost more than the
     # message's decoding and its reading's line together
     return (
         f"{BATCH_MEASUREMENT},station={tag(batch.station_id)} "
         f"readings={float(len(readings))!r},seq={float(batch.seq)!r},"
-        f"sent_at={unix_s(sent_at)!r},received_at={unix_s(received_at)!r},"
-        f"transit_s={(received_at - sent_at) / _SECOND!r},"
-        f"age_s={(received_at - oldest) / _SECOND!r} {unix_ns(sent_at)}"
+        f"sent_at={sent_us / 1_000_000!r},received_at={received_us / 1_000_000!r},"
+        f"transit_s={(received_us - sent_us) / 1_000_000!r},"
+        f"age_s={(received_us - oldest_us) / 1_000_000!r} {sent_us * 1000}"
     )
