@@ -28,6 +28,7 @@ from bench.report import BenchError
 from center.settings import CenterSettings
 from citysense.broker import MosquittoBroker, free_port
 from citysense.node import Node, build_node, node_tasks
+from citysense.runtime import tune_gc
 from citysense.victoria import VictoriaMetrics
 from ingest.settings import IngestSettings
 from ingest.sinks.settings import SinkSettings
@@ -85,6 +86,7 @@ async def node_on(
     )
     sinks = SinkSettings(victoria_url=services.victoria_url, recorder_dir=workdir / "journal")
     async with build_node(ingest, center, sinks) as node:
+        tune_gc()  # as citysense serve does
         yield node
 
 
