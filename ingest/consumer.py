@@ -8,9 +8,10 @@ is acknowledged, and the broker queues the rest for the persistent session withi
 limits (``max_queued_messages``). A crash loses nothing that was acknowledged; what was not is
 sent again and recognised by the de-duplication.
 
-The client was chosen by measuring (``bench/mqtt_clients.py``): paho with manual
-acknowledgement, gmqtt and this session draining the same queue; aiomqtt 2.x cannot acknowledge
-manually.
+The client was chosen by measuring: paho with manual acknowledgement, gmqtt and this session
+draining the same queue (``make bench`` runs the paho and session baselines every time,
+``drain_paho_b*`` and ``drain_session_b*``; docs/benchmarks.md, "Choices measured"); aiomqtt
+2.x cannot acknowledge manually.
 
 The same session publishes ingest's re-send requests to stations (``cmd``, QoS 1): every
 ``RESEND_TICK_S`` (or half the tracker's ``resend_after`` when shorter) while connected, the

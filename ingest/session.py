@@ -9,8 +9,8 @@ keepalive, TLS and a user name and password, reconnection with backoff.
 Why not paho: with 1-reading messages paho's network thread cost ~25 µs of CPU a message and an
 acknowledgement ~4 µs more, a third of the whole node's CPU, on a second thread that contends
 for the interpreter with the pipeline; gmqtt (asyncio) ~14 µs. This session parses packets on
-the event loop where the pipeline runs and acknowledges a whole group in one write (measured in
-``bench/mqtt_clients.py``; figures in docs/benchmarks.md).
+the event loop where the pipeline runs and acknowledges a whole group in one write
+(``drain_session_b*`` beside ``drain_paho_b*`` in ``make bench``; docs/benchmarks.md).
 
 Rules it keeps (OASIS MQTT 3.1.1):
 
