@@ -20,6 +20,7 @@ from ingest.pipeline import IngestPipeline
 from protocol import Channel, StationTopic, encode
 from rules import DEFAULT_RULES_FILE, RuleEngine, parse_rules
 from tests.factories import batch, tilt
+from tests.waiting import until
 
 
 class GatedSink(MemorySink):
@@ -117,14 +118,6 @@ def _publish(broker: MosquittoBroker, station: str, count: int) -> None:
         client.disconnect()
 
 
-async def _until(condition: object, within_s: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within_s
-    while not condition():  # type: ignore[operator]
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("timed out")
-        await asyncio.sleep(0.01)
-
-
 async def test_a_burst_is_handled_in_groups_and_each_acknowledged_after_its_commit(
     broker: MosquittoBroker,
 ) -> None:
@@ -133,7 +126,7 @@ async def test_a_burst_is_handled_in_groups_and_each_acknowledged_after_its_comm
     station = f"cg-{uuid.uuid4().hex[:6]}"
     async with _consuming(broker, pipeline, max_group=100):
         await asyncio.to_thread(_publish, broker, station, 500)
-        await _until(lambda: _acked(pipeline) == 500)
+        await until(lambda: _acked(pipeline) == 500)
     assert [b.seq for b in sink.batches] == list(range(500))
     assert sum(pipeline.groups) == 500
     assert max(pipeline.groups) <= 100
@@ -147,12 +140,12 @@ async def test_nothing_is_acknowledged_while_the_commit_waits(broker: MosquittoB
     station = f"cw-{uuid.uuid4().hex[:6]}"
     async with _consuming(broker, pipeline):
         await asyncio.to_thread(_publish, broker, station, 20)
-        await _until(lambda: _sample(pipeline, "citysense_ingest_in_flight") == 20)
+        await until(lambda: _sample(pipeline, "citysense_ingest_in_flight") == 20)
         await asyncio.sleep(0.3)
         assert _acked(pipeline) == 0
         assert 1 <= len(sink.batches) <= 20  # handled, and held by the stalled commit
         sink.gate.set()
-        await _until(lambda: _acked(pipeline) == 20)
+        await until(lambda: _acked(pipeline) == 20)
 
 
 async def test_groups_are_handled_while_a_commit_waits_at_most_two_ahead(
@@ -166,15 +159,15 @@ async def test_groups_are_handled_while_a_commit_waits_at_most_two_ahead(
         await asyncio.to_thread(_publish, broker, station, 50)
         # the first group commits (waiting), the second waits for its turn, the third waits
         # for room: three groups handled, none acknowledged
-        await _until(lambda: len(pipeline.groups) == 3)
+        await until(lambda: len(pipeline.groups) == 3)
         # every message arrives (the last may still be on its way: a busy machine took longer
         # than a fixed 0.3 s once), and still no fourth group and no acknowledgement
-        await _until(lambda: _sample(pipeline, "citysense_ingest_in_flight") == 50)
+        await until(lambda: _sample(pipeline, "citysense_ingest_in_flight") == 50)
         await asyncio.sleep(0.3)
         assert (len(pipeline.groups), _acked(pipeline)) == (3, 0)
         assert _sample(pipeline, "citysense_ingest_in_flight") == 50
         sink.gate.set()
-        await _until(lambda: _acked(pipeline) == 50)
+        await until(lambda: _acked(pipeline) == 50)
     assert [b.seq for b in sink.batches] == list(range(50))
 
 
@@ -184,6 +177,6 @@ async def test_a_lone_message_is_committed_and_acknowledged(broker: MosquittoBro
     station = f"cl-{uuid.uuid4().hex[:6]}"
     async with _consuming(broker, pipeline):
         await asyncio.to_thread(_publish, broker, station, 1)
-        await _until(lambda: _acked(pipeline) == 1, within_s=5)
+        await until(lambda: _acked(pipeline) == 1, within_s=5)
     assert pipeline.groups == [1]
     assert _sample(pipeline, "citysense_ingest_in_flight") == 0

@@ -16,6 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from citysense.broker import MosquittoBroker
 from ingest.mqttwire import CONNECT, PINGREQ, Delivery, PacketSplitter, Will, packet
 from ingest.session import MqttSession
+from tests.waiting import until
 
 TOPIC = "citysense/v1/stations/{}/telemetry"
 
@@ -45,21 +46,13 @@ def _session(
 async def _running(session: MqttSession) -> AsyncIterator[asyncio.Task[None]]:
     task = asyncio.create_task(session.run())
     try:
-        await _until(lambda: session.up)
+        await until(lambda: session.up)
         yield task
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         await session.close()
-
-
-async def _until(condition: object, within_s: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within_s
-    while not condition():  # type: ignore[operator]
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("timed out")
-        await asyncio.sleep(0.01)
 
 
 def _publish(broker: MosquittoBroker, payloads: list[bytes], station: str = "st-1") -> None:
@@ -99,7 +92,7 @@ async def test_what_is_not_acknowledged_comes_again_on_the_next_connection_and_o
     session = _session(mosquitto.host, mosquitto.port, inbox)
     async with _running(session):
         await asyncio.to_thread(_publish, mosquitto, [b"%d" % i for i in range(20)])
-        await _until(lambda: len(inbox.items) == 20)
+        await until(lambda: len(inbox.items) == 20)
         first = list(inbox.items)
         assert [d.payload for d in first] == [b"%d" % i for i in range(20)]
         assert session.ack(first[:5]) == 5
@@ -108,7 +101,7 @@ async def test_what_is_not_acknowledged_comes_again_on_the_next_connection_and_o
         connection = session._connection
         assert connection is not None
         connection.abort()  # lost, not closed: the session reconnects on its own
-        await _until(lambda: len(inbox.items) == 15)
+        await until(lambda: len(inbox.items) == 15)
         again = list(inbox.items)
         assert [d.payload for d in again] == [b"%d" % i for i in range(5, 20)]
         assert {d.session for d in again} == {first[0].session + 1}
@@ -118,7 +111,7 @@ async def test_what_is_not_acknowledged_comes_again_on_the_next_connection_and_o
         await asyncio.sleep(0.2)
         inbox.items.clear()
         session._connection.abort()  # type: ignore[union-attr]
-        await _until(lambda: session.session == first[0].session + 2 and session.up)
+        await until(lambda: session.session == first[0].session + 2 and session.up)
         await asyncio.sleep(0.3)
         assert inbox.items == []
 
@@ -131,7 +124,7 @@ async def test_a_publish_made_while_the_broker_is_away_is_sent_and_confirmed_whe
         session = _session(broker.host, broker.port, inbox, min_delay_s=0.1, max_delay_s=0.2)
         async with _running(session):
             broker.stop()
-            await _until(lambda: not session.up)
+            await until(lambda: not session.up)
             confirmed = session.publish(TOPIC.format("st-2"), b"while away")
             assert confirmed is not None
             await asyncio.sleep(0.3)
@@ -139,7 +132,7 @@ async def test_a_publish_made_while_the_broker_is_away_is_sent_and_confirmed_whe
             broker.start()  # on the same port
             await asyncio.wait_for(confirmed, 10)
             assert session.unconfirmed == 0
-            await _until(lambda: session.up)
+            await until(lambda: session.up)
 
 
 async def test_a_clean_close_leaves_its_last_word_and_a_lost_connection_its_will(
@@ -153,7 +146,7 @@ async def test_a_clean_close_leaves_its_last_word_and_a_lost_connection_its_will
     assert session.up is False
     session = _session(mosquitto.host, mosquitto.port, _Inbox(), will=will)
     task = asyncio.create_task(session.run())
-    await _until(lambda: session.up)
+    await until(lambda: session.up)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -162,7 +155,7 @@ async def test_a_clean_close_leaves_its_last_word_and_a_lost_connection_its_will
     session = _session(mosquitto.host, mosquitto.port, _Inbox(), will=will, min_delay_s=60)
     async with _running(session):
         session._connection.abort()  # type: ignore[union-attr]
-        await _until(lambda: not session.up)
+        await until(lambda: not session.up)
         assert await asyncio.to_thread(_retained, mosquitto, topic) == b"will"
 
 
@@ -227,7 +220,7 @@ async def test_a_broker_that_goes_silent_is_left_and_connected_to_again() -> Non
     session = _session("127.0.0.1", port, _Inbox(), keepalive_s=1, min_delay_s=0.1)
     try:
         async with _running(session):
-            await _until(lambda: scripted.connections >= 2, within_s=5)
+            await until(lambda: scripted.connections >= 2, within_s=5)
             assert PINGREQ in scripted.received
     finally:
         await scripted.stop()
@@ -239,7 +232,7 @@ async def test_a_refused_connection_is_tried_again_with_backoff() -> None:
     session = _session("127.0.0.1", port, _Inbox(), min_delay_s=0.1, max_delay_s=0.2)
     task = asyncio.create_task(session.run())
     try:
-        await _until(lambda: scripted.connections >= 3, within_s=5)
+        await until(lambda: scripted.connections >= 3, within_s=5)
         assert not session.up
     finally:
         task.cancel()
