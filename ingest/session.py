@@ -79,6 +79,7 @@ class _Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self._session = session
         self._loop = loop
+        self.number = number
         self.splitter = PacketSplitter(self._control)
         self.splitter.session = number
         self.connack: asyncio.Future[bytes] = loop.create_future()
@@ -158,7 +159,11 @@ class MqttSession:
         self.session = 0
         """The number of the current (or last) connection; each delivery carries its own."""
         self._connection: _Connection | None = None
-        """Set from CONNACK until the connection is lost or closed."""
+        """Set from CONNACK until the connection is lost or closed: publishes go on it."""
+        self._receiving: _Connection | None = None
+        """Set from CONNECT: the broker may send queued messages right behind its CONNACK,
+        and they are acknowledged on this connection even if that comes before the session
+        has read the CONNACK."""
         self._outgoing: dict[int, _Outgoing] = {}
         self._mid = 0
         self.up = False
@@ -168,9 +173,10 @@ class MqttSession:
 
     def ack(self, deliveries: list[Delivery]) -> int:
         """PUBACK the QoS 1 deliveries of the current connection (one write); returns how many."""
-        connection, session = self._connection, self.session
+        connection = self._receiving
         if connection is None or connection.transport is None:
             return 0
+        session = connection.number
         mids = [d.mid for d in deliveries if d.qos and d.session == session]
         if mids:
             connection.transport.write(pubacks(mids))
@@ -225,7 +231,7 @@ class MqttSession:
             if not connection.transport.is_closing():
                 connection.transport.write(DISCONNECT_PACKET)
                 connection.transport.close()
-        self._connection = None
+        self._connection = self._receiving = None
         self._went_down()
         pending, self._outgoing = self._outgoing, {}
         for outgoing in pending.values():
@@ -282,6 +288,7 @@ class MqttSession:
                     will=self.will,
                 )
             )
+            self._receiving = connection
             code = (await asyncio.wait_for(connection.connack, CONNECT_TIMEOUT_S))[1]
             if code:
                 raise SessionRefusedError(
@@ -305,6 +312,8 @@ class MqttSession:
             if not cancelled or self._connection is not connection:
                 if self._connection is connection:
                     self._connection = None
+                if self._receiving is connection:
+                    self._receiving = None
                 connection.abort()
                 self._went_down()
 

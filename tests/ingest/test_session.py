@@ -14,7 +14,16 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from citysense.broker import MosquittoBroker
-from ingest.mqttwire import CONNECT, PINGREQ, Delivery, PacketSplitter, Will, packet
+from ingest.mqttwire import (
+    CONNECT,
+    PINGREQ,
+    PUBACK,
+    Delivery,
+    PacketSplitter,
+    Will,
+    packet,
+    publish_packet,
+)
 from ingest.session import MqttSession
 from tests.waiting import until
 
@@ -70,7 +79,7 @@ def _publish(broker: MosquittoBroker, payloads: list[bytes], station: str = "st-
 def _retained(broker: MosquittoBroker, topic: str) -> bytes | None:
     got: list[bytes] = []
     client = mqtt.Client(CallbackAPIVersion.VERSION2)
-    client.on_message = lambda _c, _u, m: got.append(m.payload)
+    client.on_message = lambda _c, _u, m: got.append(bytes(m.payload))
     client.connect(broker.host, broker.port)
     client.subscribe(topic, qos=1)
     client.loop_start()
@@ -174,8 +183,11 @@ class _ScriptedBroker:
     """Accepts connections and answers CONNECT with ``connack`` and SUBSCRIBE with a SUBACK
     granting QoS 1; records the packet types it receives; answers no PINGREQ."""
 
-    def __init__(self, connack: bytes = b"\x00\x00") -> None:
+    def __init__(self, connack: bytes = b"\x00\x00", behind_connack: bytes = b"") -> None:
         self.connack = connack
+        self.behind_connack = behind_connack
+        """Written in the same write as the CONNACK (a session's queued messages)."""
+        self.pubacks: list[int] = []
         self.connections = 0
         self.received: list[int] = []
         self.server: asyncio.Server | None = None
@@ -201,13 +213,19 @@ class _ScriptedBroker:
         assert task is not None
         self.handlers.append(task)
         kinds: list[int] = []
-        splitter = PacketSplitter(lambda kind, _f, body: kinds.append(kind) or None)
+
+        def control(kind: int, _flags: int, body: bytes) -> None:
+            kinds.append(kind)
+            if kind == PUBACK:
+                self.pubacks.append(int.from_bytes(bytes(body), "big"))
+
+        splitter = PacketSplitter(control)
         while data := await reader.read(65_536):
             splitter.feed(data)
             for kind in kinds:
                 self.received.append(kind)
                 if kind == CONNECT:
-                    writer.write(packet(2, 0, self.connack))
+                    writer.write(packet(2, 0, self.connack) + self.behind_connack)
                 elif kind == 8:  # SUBSCRIBE: grant QoS 1 to the one filter
                     writer.write(packet(9, 0, b"\x00\x01\x01"))
             kinds.clear()
@@ -239,4 +257,31 @@ async def test_a_refused_connection_is_tried_again_with_backoff() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         await session.close()
+        await scripted.stop()
+
+
+async def test_messages_right_behind_the_connack_can_be_acknowledged_at_once() -> None:
+    """A resumed session's queue comes in the CONNACK's segment, before the session has read
+    the CONNACK: acknowledging those must still reach the broker, or each one holds a slot of
+    the broker's in-flight window until the next reconnect."""
+    queued = publish_packet(TOPIC.format("st-4"), b"queued", qos=1, mid=7)
+    scripted = _ScriptedBroker(behind_connack=queued)
+    port = await scripted.start()
+    acked: list[int] = []
+
+    def ack_at_once(deliveries: list[Delivery]) -> None:
+        acked.append(session.ack(deliveries))
+
+    session = MqttSession(
+        "127.0.0.1",
+        port,
+        "session-behind",
+        subscriptions=[(TOPIC.format("+"), 1)],
+        deliver=ack_at_once,
+    )
+    try:
+        async with _running(session):
+            await until(lambda: scripted.pubacks == [7], within_s=5)
+        assert acked == [1]
+    finally:
         await scripted.stop()
