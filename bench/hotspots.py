@@ -3,7 +3,7 @@
 With ``py-spy`` on PATH or in the venv (``pip install py-spy``: a measurement tool, not a
 dependency) every thread of this process is sampled from outside (``--nonblocking``, on-CPU
 samples only), and the collapsed stacks are kept. Without it, ``cProfile`` profiles the event
-loop's thread only (where the pipeline runs; not paho's network thread nor the sink's worker).
+loop's thread only (where the pipeline and the MQTT session run; not the sink's worker).
 Either way the result is the top functions by self time and by inclusive time, as shares.
 """
 

@@ -5,8 +5,8 @@ allowed lateness, case store on SQLite, the VictoriaMetrics sink, the recorder a
 checkpoint), in this process. A drain starts its background tasks (the MQTT consumer and the
 checkpoints) against a queue the broker already holds and stops them when ingest has committed
 and acknowledged every message. During a drain this process runs nothing else (the publishers
-have finished, the bench only waits), so its CPU time (``getrusage``: every thread — event loop,
-paho's network thread, the sink's worker, aiosqlite's thread) is the node's.
+have finished, the bench only waits), so its CPU time (``getrusage``: every thread — the event
+loop with the MQTT session, the sink's worker, the case store's writer thread) is the node's.
 """
 
 from __future__ import annotations
