@@ -36,7 +36,7 @@ from center.delivery import (
     RetryPolicy,
     WebhookChannel,
 )
-from center.delivery.relay import Channel
+from center.delivery.relay import Channel, default_owner
 from center.metrics import CaseCollector, DeliveryCollector
 from center.retention import Retention, RetentionPolicy
 from center.views import HealthCheck
@@ -210,7 +210,14 @@ def delivery_relays(
     )
     broadcaster = service.broadcaster
     return [
-        Relay(channel, service.store, cursors, broadcaster.wakeup(), policy=policy)
+        Relay(
+            channel,
+            service.store,
+            cursors,
+            broadcaster.wakeup(),
+            policy=policy,
+            owner=default_owner(settings.node),
+        )
         for channel in channels
     ]
 

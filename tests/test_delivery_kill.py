@@ -59,6 +59,9 @@ def test_kill_9_mid_delivery_resumes_from_the_persisted_cursor(
             CITYSENSE_CENTER_WEBHOOKS=json.dumps(webhooks),
             CITYSENSE_CENTER_DELIVERY__POLL_S="0.2",
             CITYSENSE_CENTER_DELIVERY__BACKOFF_MAX_S="0.5",
+            # named, as a container's node would be: the restart takes its lease back at once
+            # by this name (by host name: tests/center/test_delivery_relay.py)
+            CITYSENSE_CENTER_DELIVERY__NODE="kill-test-node",
         )
         database_url = env["CITYSENSE_CENTER_DATABASE_URL"]
         asyncio.run(write_cases(database_url, BEFORE, "before"))

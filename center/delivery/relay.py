@@ -64,9 +64,10 @@ T = TypeVar("T")
 OWNER_CHARS = 64
 
 
-def default_owner() -> str:
-    """``host:pid:random``: unique per start of a node, and says which node it is."""
-    return f"{_host()}:{os.getpid()}:{secrets.token_hex(4)}"
+def default_owner(node: str | None = None) -> str:
+    """``node:pid:random``: unique per start of a node, and says which node it is; ``node`` is
+    the host name unless the node is given a name (``CITYSENSE_CENTER_DELIVERY__NODE``)."""
+    return f"{node or _host()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 def _host() -> str:
@@ -77,14 +78,15 @@ _RUNNING: set[str] = set()
 """Owner names of the relays running in this process."""
 
 
-def gone(owner: str) -> bool:
-    """Whether ``owner`` names a process of this host that no longer runs (a node restarted
-    after a crash need not wait for its own old lease to run out): its process id is not in
-    use, or it is this process's id (a container's node is often process 1 at every start) and
-    no relay of this process runs under that name. A name from another host, or a process id in
-    use by another process, says nothing: the lease must run out."""
+def gone(owner: str, node: str | None = None) -> bool:
+    """Whether ``owner`` names a process of this node (``node``, else this host) that no
+    longer runs (a node restarted after a crash need not wait for its own old lease to run
+    out): its process id is not in use, or it is this process's id (a container's node is often
+    process 1 at every start) and no relay of this process runs under that name. A name of
+    another node, or a process id in use by another process, says nothing: the lease must run
+    out."""
     parts = owner.split(":")
-    if len(parts) < 3 or ":".join(parts[:-2]) != _host() or not parts[-2].isdigit():
+    if len(parts) < 3 or ":".join(parts[:-2]) != (node or _host()) or not parts[-2].isdigit():
         return False
     pid = int(parts[-2])
     if pid == os.getpid():
@@ -205,7 +207,8 @@ class Relay:
         self.name = channel.name
         self.policy = policy or RetryPolicy()
         self.owner = (owner or default_owner())[:OWNER_CHARS]
-        """This node's name on the subscriber's lease (host, process, a random part)."""
+        """This node's name on the subscriber's lease (node, process, a random part)."""
+        self._node = self.owner.rsplit(":", 2)[0]
         self._lease = timedelta(seconds=self.policy.lease_s)
         self._lease_sleep = lease_sleep
         self.status = RelayStatus()
@@ -245,7 +248,7 @@ class Relay:
                 self.status.held_by = self.owner
                 log.info("%s: delivering (lease %s)", self.name, self.owner)
                 return
-            if holder != replacing and gone(holder):
+            if holder != replacing and gone(holder, self._node):
                 log.info("%s: %s no longer runs; taking its lease", self.name, holder)
                 replacing = holder
                 continue

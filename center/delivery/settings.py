@@ -69,6 +69,13 @@ class DeliverySettings(BaseModel):
     lease_s: float = Field(default=30.0, ge=1, le=3600)
     """One node delivers to a subscriber at a time, holding a lease it renews every third of
     this; when it is killed or cut off, another node takes over within about this long."""
+    node: str | None = Field(
+        default=None, min_length=1, max_length=40, pattern=r"^[A-Za-z0-9._-]+$"
+    )
+    """This node's name in its delivery leases (default: the host name). Give it when a node
+    gets a new host name at each start (a container): restarted after a crash, a node then
+    takes its own old lease back at once instead of waiting ``lease_s`` for it to run out.
+    Each node's name must be its own: a node takes the lease of a dead process of its name."""
     mqtt: bool = True
     """Publish case events on ``citysense/v1/center/case-events`` (QoS 1)."""
     mqtt_start: StartAt = "now"

@@ -29,7 +29,7 @@ from center.delivery import (
     TransientDeliveryError,
 )
 from center.delivery.cursors import utc_now
-from center.delivery.relay import gone
+from center.delivery.relay import default_owner, gone
 from center.delivery.settings import StartAt
 from center.metrics import DeliveryCollector
 from tests.center.factories import DETECTED, alert, open_acknowledged
@@ -354,6 +354,16 @@ def test_which_lease_holders_are_known_to_be_gone() -> None:
     # process runs under that name
     assert gone(f"{host}:{os.getpid()}:abcd")
     assert not gone("not a name of ours")
+
+
+def test_a_named_node_knows_its_own_dead_processes_whatever_its_host_name() -> None:
+    """CITYSENSE_CENTER_DELIVERY__NODE: a container gets a new host name at each start."""
+    ended = _ended_process()
+    assert gone(f"node-a:{ended}:abcd", "node-a")
+    assert not gone(f"node-b:{ended}:abcd", "node-a")  # another node's: its lease must end
+    assert not gone(f"node-a:{ended}:abcd")  # by host name, node-a is another node
+    assert default_owner("node-a").startswith(f"node-a:{os.getpid()}:")
+    assert default_owner().startswith(f"{socket.gethostname()[:40]}:{os.getpid()}:")
 
 
 async def test_a_node_restarted_on_the_same_host_takes_its_old_lease_at_once(

@@ -107,3 +107,12 @@ def test_serve_refuses_bad_webhooks_in_one_line(value: str, names: str) -> None:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("citysense serve: error: bad configuration: ")
     assert names in lines[0]
+
+
+def test_a_node_name_for_the_leases_is_a_plain_word(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert CenterSettings().delivery.node is None  # the host name
+    monkeypatch.setenv("CITYSENSE_CENTER_DELIVERY__NODE", "citysense-0")
+    assert CenterSettings().delivery.node == "citysense-0"
+    monkeypatch.setenv("CITYSENSE_CENTER_DELIVERY__NODE", "a:b")  # ':' separates the owner's parts
+    with pytest.raises(ValidationError, match="node"):
+        CenterSettings()
