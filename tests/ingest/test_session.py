@@ -285,3 +285,28 @@ async def test_messages_right_behind_the_connack_can_be_acknowledged_at_once() -
         assert acked == [1]
     finally:
         await scripted.stop()
+
+
+async def test_an_idle_session_outlives_its_keepalive(mosquitto: MosquittoBroker) -> None:
+    """Mosquitto drops a client silent for 1.5 keepalives: the pings keep an idle session up."""
+    session = _session(mosquitto.host, mosquitto.port, _Inbox(), keepalive_s=1)
+    async with _running(session):
+        number = session.session
+        await asyncio.sleep(4)
+        assert session.up
+        assert session.session == number  # never reconnected
+
+
+async def test_a_broker_that_sends_garbage_is_left_and_connected_to_again() -> None:
+    scripted = _ScriptedBroker(behind_connack=b"\xf0\x00")  # packet type 15: not in MQTT 3.1.1
+    port = await scripted.start()
+    session = _session("127.0.0.1", port, _Inbox(), min_delay_s=0.1, max_delay_s=0.2)
+    task = asyncio.create_task(session.run())
+    try:
+        await until(lambda: scripted.connections >= 3, within_s=5)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await session.close()
+        await scripted.stop()
