@@ -76,21 +76,29 @@ def ns_from_datetime(ts: datetime) -> int:
 
 def encode_record(record: Record) -> bytes:
     """The bytes of one record (length prefix included); ``RecordingError`` if it is invalid."""
+    return encode_message(record.t_ns, record.topic, record.payload, record.qos, record.retain)
+
+
+def encode_message(
+    t_ns: int, topic: str, payload: bytes, qos: int = 1, retain: bool = False
+) -> bytes:
+    """``encode_record`` of a record with these fields, without making the ``Record`` (ingest's
+    journal writes one a message)."""
     try:
-        topic = record.topic.encode()
+        raw_topic = topic.encode()
     except UnicodeEncodeError:
-        raise RecordingError(f"topic {record.topic[:80]!r} is not valid UTF-8") from None
-    if not 0 < len(topic) <= MAX_TOPIC_BYTES or "+" in record.topic or "#" in record.topic:
-        raise RecordingError(f"invalid publish topic {record.topic[:80]!r}")
-    if record.qos not in (0, 1, 2):
-        raise RecordingError(f"invalid QoS {record.qos} on {record.topic!r}")
-    if len(record.payload) > MAX_PAYLOAD_BYTES:
-        raise RecordingError(f"payload of {len(record.payload)} bytes exceeds MQTT's limit")
-    if not _I64[0] <= record.t_ns <= _I64[1]:
-        raise RecordingError(f"publish time {record.t_ns} does not fit in 64 bits")
-    flags = record.qos | (RETAIN_FLAG if record.retain else 0)
-    length = _FIXED.size + len(topic) + len(record.payload)
-    return _FRAME.pack(length, record.t_ns, flags, len(topic)) + topic + record.payload
+        raise RecordingError(f"topic {topic[:80]!r} is not valid UTF-8") from None
+    if not 0 < len(raw_topic) <= MAX_TOPIC_BYTES or "+" in topic or "#" in topic:
+        raise RecordingError(f"invalid publish topic {topic[:80]!r}")
+    if qos not in (0, 1, 2):
+        raise RecordingError(f"invalid QoS {qos} on {topic!r}")
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise RecordingError(f"payload of {len(payload)} bytes exceeds MQTT's limit")
+    if not _I64[0] <= t_ns <= _I64[1]:
+        raise RecordingError(f"publish time {t_ns} does not fit in 64 bits")
+    flags = qos | (RETAIN_FLAG if retain else 0)
+    length = _FIXED.size + len(raw_topic) + len(payload)
+    return _FRAME.pack(length, t_ns, flags, len(raw_topic)) + raw_topic + payload
 
 
 def encode_header(metadata: Mapping[str, object]) -> bytes:

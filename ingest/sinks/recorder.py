@@ -13,7 +13,7 @@ and of the directory when a file was created) and returns the ``RecorderPosition
 the last record: a write-ahead-log position. ``read_recorded(directory, since=position)``
 yields what came after it.
 
-Records are written with the format's own ``encode_header`` / ``encode_record`` on a file
+Records are written with the format's own ``encode_header`` / ``encode_message`` on a file
 this class owns, because ``RecordingWriter`` offers neither an fsync short of closing nor
 the byte position.
 """
@@ -38,7 +38,7 @@ from recording.format import (
     RecordingError,
     RecordingReader,
     encode_header,
-    encode_record,
+    encode_message,
     ns_from_datetime,
 )
 
@@ -149,7 +149,7 @@ class RecorderSink:
     async def write_message(self, topic: str, payload: bytes, received_at: datetime) -> None:
         """Append one message (buffered: durable after the next ``flush``)."""
         try:
-            data = encode_record(Record(ns_from_datetime(received_at), topic, payload, qos=1))
+            data = encode_message(ns_from_datetime(received_at), topic, payload, qos=1)
         except (RecordingError, ValueError) as exc:
             raise PermanentSinkError(SINK, "unrecordable", str(exc)) from None
         now = self.clock()
