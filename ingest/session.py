@@ -26,7 +26,6 @@ Rules it keeps (OASIS MQTT 3.1.1):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Final
@@ -225,9 +224,8 @@ class MqttSession:
         if connection is not None and connection.transport is not None:
             if not connection.transport.is_closing():
                 sent = self.publish(*last, retain=True) if last is not None else None
-                if sent is not None:
-                    with contextlib.suppress(TimeoutError, ConnectionError):
-                        await asyncio.wait_for(sent, timeout_s)
+                if sent is not None:  # (asyncio.wait: neither cancels it nor raises)
+                    await asyncio.wait({sent}, timeout=timeout_s)
             if not connection.transport.is_closing():
                 connection.transport.write(DISCONNECT_PACKET)
                 connection.transport.close()
@@ -265,16 +263,17 @@ class MqttSession:
         context = self.auth.ssl_context()
         self.session += 1
         number = self.session
-        transport, connection = await asyncio.wait_for(
-            loop.create_connection(
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the result when it is
+        # cancelled in the same step as the awaited thing completes, swallowing the
+        # cancellation (the session then never stopped: a consumer's shutdown hung)
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            transport, connection = await loop.create_connection(
                 lambda: _Connection(self, number),
                 self.host,
                 self.port,
                 ssl=context,
                 server_hostname=self.host if context is not None else None,
-            ),
-            CONNECT_TIMEOUT_S,
-        )
+            )
         cancelled = False
         try:
             password = self.auth.password
@@ -289,7 +288,8 @@ class MqttSession:
                 )
             )
             self._receiving = connection
-            code = (await asyncio.wait_for(connection.connack, CONNECT_TIMEOUT_S))[1]
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):  # shield: a late CONNACK is no error
+                code = (await asyncio.shield(connection.connack))[1]
             if code:
                 raise SessionRefusedError(
                     f"connection refused: {CONNACK_REFUSALS.get(code, f'code {code}')}"
@@ -299,7 +299,8 @@ class MqttSession:
                 transport.write(bytes([outgoing.packet[0] | 0x08]) + outgoing.packet[1:])
             mid = self._next_mid()
             transport.write(subscribe_packet(mid, self.subscriptions))
-            granted = (await asyncio.wait_for(connection.suback, CONNECT_TIMEOUT_S))[2:]
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                granted = (await asyncio.shield(connection.suback))[2:]
             if SUBACK_FAILURE in granted:
                 raise SessionRefusedError(f"subscription refused: {self.subscriptions}")
             self.up = True
@@ -322,8 +323,7 @@ class MqttSession:
         loop = asyncio.get_running_loop()
         every = self.keepalive_s / 2
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(connection.lost), every)
+            await asyncio.wait({connection.lost}, timeout=every)
             if connection.lost.done():
                 return
             if loop.time() - connection.last_received > self.keepalive_s * 1.5:

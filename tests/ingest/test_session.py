@@ -183,8 +183,11 @@ class _ScriptedBroker:
     """Accepts connections and answers CONNECT with ``connack`` and SUBSCRIBE with a SUBACK
     granting QoS 1; records the packet types it receives; answers no PINGREQ."""
 
-    def __init__(self, connack: bytes = b"\x00\x00", behind_connack: bytes = b"") -> None:
+    def __init__(
+        self, connack: bytes = b"\x00\x00", behind_connack: bytes = b"", suback: bool = True
+    ) -> None:
         self.connack = connack
+        self.suback = suback
         self.behind_connack = behind_connack
         """Written in the same write as the CONNACK (a session's queued messages)."""
         self.pubacks: list[int] = []
@@ -226,7 +229,7 @@ class _ScriptedBroker:
                 self.received.append(kind)
                 if kind == CONNECT:
                     writer.write(packet(2, 0, self.connack) + self.behind_connack)
-                elif kind == 8:  # SUBSCRIBE: grant QoS 1 to the one filter
+                elif kind == 8 and self.suback:  # SUBSCRIBE: grant QoS 1 to the one filter
                     writer.write(packet(9, 0, b"\x00\x01\x01"))
             kinds.clear()
         writer.close()
@@ -308,5 +311,30 @@ async def test_a_broker_that_sends_garbage_is_left_and_connected_to_again() -> N
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        await session.close()
+        await scripted.stop()
+
+
+async def test_a_session_cancelled_as_its_suback_arrives_stops() -> None:
+    """Python 3.11's ``asyncio.wait_for`` returns the result when it is cancelled in the same
+    step as the awaited future completes: the session swallowed the cancellation and ran on,
+    and whoever waited for it to stop (the consumer's shutdown, the bench) hung."""
+    scripted = _ScriptedBroker(suback=False)
+    port = await scripted.start()
+    session = _session("127.0.0.1", port, _Inbox())
+    task = asyncio.create_task(session.run())
+    try:
+        await until(lambda: session._connection is not None, within_s=5)  # past the CONNACK
+        connection = session._connection
+        assert connection is not None
+        await asyncio.sleep(0.05)  # the session waits for the SUBACK now
+        connection.suback.set_result(b"\x00\x01\x01")  # it arrives ...
+        task.cancel()  # ... in the same step as the stop
+        done, _ = await asyncio.wait({task}, timeout=2)
+        assert done == {task}, "the session did not stop"
+        assert task.cancelled()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
         await session.close()
         await scripted.stop()
