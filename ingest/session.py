@@ -310,7 +310,8 @@ class MqttSession:
             cancelled = True
             raise
         finally:
-            if not cancelled or self._connection is not connection:
+            # stopped once connected: the connection stays for close() to say goodbye on
+            if not (cancelled and self._connection is connection):
                 if self._connection is connection:
                     self._connection = None
                 if self._receiving is connection:

@@ -25,7 +25,6 @@ from protocol import BatchView, SensorKind
 BATCH_MEASUREMENT: Final = "citysense_batch"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
-_SECOND = timedelta(seconds=1)
 # Line protocol escapes; the protocol's id patterns already exclude these characters, so this
 # is a guard for ids from elsewhere, not a path that valid traffic takes.
 _TAG_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\\": "\\\\"})
@@ -34,10 +33,6 @@ _TAG_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\\": "\\\\"})
 def unix_ns(ts: datetime) -> int:
     """Nanoseconds since the Unix epoch of an aware datetime (microsecond precision)."""
     return (ts - _EPOCH) // _US * 1000
-
-
-def unix_s(ts: datetime) -> float:
-    return (ts - _EPOCH) / _SECOND
 
 
 def tag(value: str) -> str:

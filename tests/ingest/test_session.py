@@ -235,6 +235,23 @@ class _ScriptedBroker:
         writer.close()
 
 
+async def _up_after_three_connections(scripted: _ScriptedBroker) -> bool:
+    """Run a session (fast backoff) against ``scripted`` until it has connected three times
+    (within 5 s, else the test fails); whether it was up then."""
+    port = await scripted.start()
+    session = _session("127.0.0.1", port, _Inbox(), min_delay_s=0.1, max_delay_s=0.2)
+    task = asyncio.create_task(session.run())
+    try:
+        await until(lambda: scripted.connections >= 3, within_s=5)
+        return session.up
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await session.close()
+        await scripted.stop()
+
+
 async def test_a_broker_that_goes_silent_is_left_and_connected_to_again() -> None:
     scripted = _ScriptedBroker()
     port = await scripted.start()
@@ -249,18 +266,7 @@ async def test_a_broker_that_goes_silent_is_left_and_connected_to_again() -> Non
 
 async def test_a_refused_connection_is_tried_again_with_backoff() -> None:
     scripted = _ScriptedBroker(connack=b"\x00\x05")  # not authorized
-    port = await scripted.start()
-    session = _session("127.0.0.1", port, _Inbox(), min_delay_s=0.1, max_delay_s=0.2)
-    task = asyncio.create_task(session.run())
-    try:
-        await until(lambda: scripted.connections >= 3, within_s=5)
-        assert not session.up
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        await session.close()
-        await scripted.stop()
+    assert not await _up_after_three_connections(scripted)
 
 
 async def test_messages_right_behind_the_connack_can_be_acknowledged_at_once() -> None:
@@ -302,17 +308,7 @@ async def test_an_idle_session_outlives_its_keepalive(mosquitto: MosquittoBroker
 
 async def test_a_broker_that_sends_garbage_is_left_and_connected_to_again() -> None:
     scripted = _ScriptedBroker(behind_connack=b"\xf0\x00")  # packet type 15: not in MQTT 3.1.1
-    port = await scripted.start()
-    session = _session("127.0.0.1", port, _Inbox(), min_delay_s=0.1, max_delay_s=0.2)
-    task = asyncio.create_task(session.run())
-    try:
-        await until(lambda: scripted.connections >= 3, within_s=5)
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        await session.close()
-        await scripted.stop()
+    await _up_after_three_connections(scripted)
 
 
 async def test_a_session_cancelled_as_its_suback_arrives_stops() -> None:
