@@ -1,5 +1,6 @@
 import asyncio
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,8 +11,8 @@ from ingest.dead_letters import DeadLetterError
 from ingest.dedup import Deduplicator
 from ingest.errors import PermanentSinkError
 from ingest.fakes import MemoryAlerts, MemoryDeadLetters, MemorySink
-from ingest.pipeline import IngestPipeline
-from protocol import Channel, SensorInfo, StationTopic, TelemetryBatch, encode
+from ingest.pipeline import YIELD_EVERY_S, IngestPipeline
+from protocol import BatchView, Channel, SensorInfo, StationTopic, encode
 from rules import Alert, ClockPolicy, RuleEngine, parse_rules
 from tests.factories import batch, birth, cover_info, tilt
 
@@ -255,7 +256,7 @@ async def test_a_birth_claiming_another_stations_sensor_is_dead_lettered(
 
 async def test_a_sink_refusing_a_batch_for_good_dead_letters_it_and_rules_still_run() -> None:
     class Refusing(MemorySink):
-        async def write_batch(self, batch: TelemetryBatch, received_at: datetime) -> None:
+        async def write_batch(self, batch: BatchView, received_at: datetime) -> None:
             raise PermanentSinkError("victoria", "bad_request", "400: cannot parse")
 
     dead, alerts = MemoryDeadLetters(), MemoryAlerts()
@@ -404,3 +405,49 @@ async def test_a_bug_keeping_a_refused_alert_does_not_stop_the_others() -> None:
         "citysense_ingest_rejected_total", {"reason": "internal_error"}
     )
     assert rejected == 1
+
+
+class _BusySink(MemorySink):
+    """A sink whose every write is 2 ms of work that never suspends (like formatting lines),
+    noting how often the event loop's other tasks had run by then."""
+
+    def __init__(self, turns: list[int]) -> None:
+        super().__init__()
+        self.turns, self.seen = turns, list[int]()
+
+    async def write_batch(self, batch: BatchView, received_at: datetime) -> None:
+        done = time.perf_counter() + 0.002
+        while time.perf_counter() < done:  # work, not a wait
+            pass
+        self.seen.append(self.turns[0])
+        await super().write_batch(batch, received_at)
+
+
+async def test_a_long_group_lets_the_event_loop_run_while_it_is_handled() -> None:
+    # the commit in flight, the HTTP API and the SSE stream run on the same loop: a group of
+    # 500 100-reading messages is ~150 ms of work that awaits nothing that suspends
+    turns = [0]
+    sink = _BusySink(turns)
+    pipeline = IngestPipeline(
+        engine=quick_engine(),
+        alerts=MemoryAlerts(),
+        dead_letters=MemoryDeadLetters(),
+        sinks=[sink],
+        clock=lambda: datetime(2026, 7, 1, 8, 1, tzinfo=UTC),
+    )
+
+    async def other_task() -> None:
+        while True:
+            await asyncio.sleep(0)
+            turns[0] += 1
+
+    group = [(TELEMETRY, encode(batch([tilt(0, 1)], seq=seq))) for seq in range(20)]
+    other = asyncio.create_task(other_task())
+    await asyncio.sleep(0)
+    try:
+        await pipeline.handle_messages(group)  # ≥ 40 ms
+    finally:
+        other.cancel()
+    assert len(sink.seen) == 20
+    # a turn at least every YIELD_EVERY_S (5 ms) of the ≥ 40 ms: several while it ran
+    assert sink.seen[-1] - sink.seen[0] >= 40 * 0.001 / YIELD_EVERY_S - 2
