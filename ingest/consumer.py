@@ -38,7 +38,7 @@ from protocol.connection import MqttAuth
 log = logging.getLogger(__name__)
 
 MAX_GROUP = 500
-"""Messages handled before one commit and their acknowledgements. A commit (sink flush,
+"""At most this many messages in one commit (and as many handled ahead of it). A commit (sink flush,
 journal fsync) costs about the same for 5 messages as for 500: the window is what makes small
 messages affordable. Half the broker's window (``max_inflight_messages`` 1,000 in
 broker_config/), so the next group can arrive and be handled while one commits: with groups
@@ -141,46 +141,48 @@ class IngestConsumer:
         self.connected.clear()
 
     async def _consume(self, session: MqttSession, queue: _Arrivals) -> None:
-        """Handle a group, start its commit, go on with the next group while it commits; a
-        group is acknowledged once its own commit is done (commits run one at a time, in order,
-        so acknowledgements follow the order of the groups)."""
+        """Handle what has arrived while the previous commit runs; when it is done, one commit
+        covers everything handled meanwhile (group commit), and those messages are
+        acknowledged once it is done. So a commit is never waited for while there is room, and
+        a steady stream pays one commit per commit's duration, not one per small group. Handled
+        and not yet committing is bounded by ``max_group`` (when it is full, handling waits for
+        the commit), committing by ``max_group`` too. Commits run one at a time, in order, so
+        acknowledgements follow the order of the messages."""
         metrics = self.pipeline.metrics
-        group: list[Delivery] = []
-        committing: asyncio.Queue[tuple[list[Delivery], asyncio.Task[object]]]
-        committing = asyncio.Queue(maxsize=1)  # handling runs at most one group ahead
-        waiting: list[list[Delivery]] = []
+        group: list[Delivery] = []  # being handled
+        handled: list[Delivery] = []  # handled, for the next commit
+        committing: list[Delivery] = []  # in the commit running now
+        work, room = asyncio.Event(), asyncio.Event()  # handled grew; the committer took it
         # received and not yet acknowledged, read when scraped (also while a commit stalls)
         metrics.in_flight.set_function(
-            lambda: len(group) + len(queue) + sum(len(g) for g in waiting)
+            lambda: len(group) + len(queue) + len(handled) + len(committing)
         )
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._acknowledge(session, committing, waiting), name="ingest-ack")
-            while True:
-                group = await queue.take(self.max_group)
-                await self.pipeline.handle_messages([(d.topic, d.payload) for d in group])
-                commit = asyncio.create_task(self.pipeline.commit(), name="ingest-commit")
-                waiting.append(group)
-                group = []
-                await committing.put((waiting[-1], commit))
 
-    async def _acknowledge(
-        self,
-        session: MqttSession,
-        committing: asyncio.Queue[tuple[list[Delivery], asyncio.Task[object]]],
-        waiting: list[list[Delivery]],
-    ) -> None:
-        metrics = self.pipeline.metrics
-        while True:
-            group, commit = await committing.get()
-            try:
-                await commit
-            except BaseException:
-                commit.cancel()
-                raise
-            acked = session.ack(group)
-            waiting.remove(group)
-            metrics.acked.inc(acked)
-            self.acknowledged += len(group)
+        async def commit_loop() -> None:
+            nonlocal handled, committing
+            while True:
+                while not handled:
+                    work.clear()
+                    await work.wait()
+                committing, handled = handled, []
+                room.set()
+                await self.pipeline.commit()
+                acked = session.ack(committing)
+                metrics.acked.inc(acked)
+                self.acknowledged += len(committing)
+                committing = []
+
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(commit_loop(), name="ingest-commit")
+            while True:
+                while len(handled) >= self.max_group:  # the next commit is full: wait for it
+                    room.clear()
+                    await room.wait()
+                group = await queue.take(self.max_group - len(handled))
+                await self.pipeline.handle_messages([(d.topic, d.payload) for d in group])
+                handled += group
+                group = []
+                work.set()
 
     async def _ask_for_gaps(self, commands: SessionCommands) -> None:
         """Publish the re-send requests that are due, while connected; never raises."""

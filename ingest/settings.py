@@ -36,7 +36,8 @@ class IngestSettings(BaseSettings, MqttAuthSettings):
     silent_after_s: float = Field(default=300.0, gt=0)
     """A station that sent nothing for this long is shown as silent."""
     max_group: int = Field(default=500, ge=1, le=10_000)
-    """Messages handled before one commit and their acknowledgements (``ingest.consumer``)."""
+    """At most this many messages in one commit, and as many handled ahead of it
+    (``ingest.consumer``)."""
     resend_after_s: float = Field(default=10.0, gt=0, le=3600)
     """A batch missing this long is asked for on the station's cmd topic (long enough for QoS 1
     redelivery and for routine batches that alarm batches overtook); again after twice as long,
