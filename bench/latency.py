@@ -36,6 +36,7 @@ from bench.report import BenchError, Measurement
 from bench.stack import Services, node_on
 from center.auth import Role
 from citysense.node import Node, node_tasks, serve_until_stopped
+from citysense.runtime import runtime_tasks
 from protocol import Channel, Reading, SensorKind, StationTopic, TelemetryBatch, encode
 
 LATENCY_RULES = Path(__file__).resolve().parent / "data" / "latency_rules.yaml"
@@ -171,7 +172,8 @@ async def _measure(
     async with node_on(services, workdir, rules_path=LATENCY_RULES, allowed_lateness_s=0.0) as node:
         url = f"http://127.0.0.1:{node.center.port}"
         server = node.server()
-        serving = asyncio.create_task(serve_until_stopped(server, node_tasks(node)))
+        tasks = node_tasks(node) | runtime_tasks()
+        serving = asyncio.create_task(serve_until_stopped(server, tasks))
         client: multiprocessing.process.BaseProcess | None = None
         try:
             await _wait_up(node, url)

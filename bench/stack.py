@@ -28,7 +28,7 @@ from bench.report import BenchError
 from center.settings import CenterSettings
 from citysense.broker import MosquittoBroker, free_port
 from citysense.node import Node, build_node, node_tasks
-from citysense.runtime import tune_gc
+from citysense.runtime import runtime_tasks, tune_gc
 from citysense.victoria import VictoriaMetrics
 from ingest.settings import IngestSettings
 from ingest.sinks.settings import SinkSettings
@@ -193,7 +193,8 @@ async def drain_node(
     with watch():
         before = CpuSample.now(services)
         async with asyncio.TaskGroup() as group:
-            running = [group.create_task(c, name=n) for n, c in node_tasks(node).items()]
+            tasks = node_tasks(node) | runtime_tasks()
+            running = [group.create_task(c, name=n) for n, c in tasks.items()]
             try:
                 await _wait_for(clock, expected)
                 after = CpuSample.now(services)

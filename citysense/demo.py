@@ -15,7 +15,7 @@ from center.settings import CenterSettings
 from citysense.broker import MosquittoBroker, free_port
 from citysense.embedded_broker import embedded_broker
 from citysense.node import build_node, node_tasks, serve_until_stopped
-from citysense.runtime import tune_gc
+from citysense.runtime import runtime_tasks, tune_gc
 from citysense.simulate import city_tasks, describe
 from citysense.victoria import VictoriaMetrics
 from ingest.settings import IngestSettings
@@ -88,7 +88,7 @@ async def run_demo(
             incident_every=incident_every,
             console=console,
         )
-        tasks.update(node_tasks(node))
+        tasks.update(node_tasks(node) | runtime_tasks())
         console.print(f"{describe(city)}; data in {data_dir}")
         password = await demo_operator(node.accounts)
         console.print(

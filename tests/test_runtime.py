@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import weakref
 from collections.abc import Iterator
 
 import pytest
 
-from citysense.runtime import GC_THRESHOLDS, tune_gc
+from citysense.runtime import GC_THRESHOLDS, keep_frozen, tune_gc
+from tests.waiting import until
 
 
 @pytest.fixture
@@ -27,3 +30,31 @@ def test_tuning_freezes_what_is_alive_and_makes_collections_rarer() -> None:
     cycle.append(cycle)
     del cycle
     assert gc.collect() >= 1  # cycles made afterwards are still collected
+
+
+class _Node:
+    """An object in a reference cycle, weakly referenceable."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+@pytest.mark.usefixtures("_restored_gc")
+async def test_survivors_are_frozen_and_the_sweep_frees_cycles_among_them() -> None:
+    now = [0.0]
+    kept = _Node()
+    alive = weakref.ref(kept)
+    frozen_before = gc.get_freeze_count()
+    task = asyncio.create_task(keep_frozen(every_s=0.01, sweep_every_s=60, clock=lambda: now[0]))
+    try:
+        await until(lambda: gc.get_freeze_count() > frozen_before)
+        await asyncio.sleep(0.05)  # another freeze or two
+        del kept  # garbage now, but frozen: a full collection does not see it
+        gc.collect()
+        assert alive() is not None
+        now[0] = 61.0  # the sweep is due
+        await until(lambda: alive() is None)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
