@@ -67,6 +67,13 @@ def _pipeline(sink: GatedSink) -> GroupedPipeline:
     return pipeline
 
 
+def _store_down(prefix: str) -> tuple[GatedSink, GroupedPipeline, str]:
+    """A pipeline whose every commit waits (the sink's gate shut), and a fresh station id."""
+    sink = GatedSink()
+    sink.gate.clear()
+    return sink, _pipeline(sink), f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
 def _acked(pipeline: IngestPipeline) -> float:
     return _sample(pipeline, "citysense_ingest_acknowledged_total")
 
@@ -135,10 +142,7 @@ async def test_a_burst_is_handled_in_groups_and_each_acknowledged_after_its_comm
 
 
 async def test_nothing_is_acknowledged_while_the_commit_waits(broker: MosquittoBroker) -> None:
-    sink = GatedSink()
-    sink.gate.clear()  # the store is down: every commit waits
-    pipeline = _pipeline(sink)
-    station = f"cw-{uuid.uuid4().hex[:6]}"
+    sink, pipeline, station = _store_down("cw")  # every commit waits
     async with _consuming(broker, pipeline):
         await asyncio.to_thread(_publish, broker, station, 20)
         await until(lambda: _sample(pipeline, "citysense_ingest_in_flight") == 20)
@@ -152,10 +156,7 @@ async def test_nothing_is_acknowledged_while_the_commit_waits(broker: MosquittoB
 async def test_handling_goes_on_while_a_commit_waits_until_the_next_commit_is_full(
     broker: MosquittoBroker,
 ) -> None:
-    sink = GatedSink()
-    sink.gate.clear()
-    pipeline = _pipeline(sink)
-    station = f"ca-{uuid.uuid4().hex[:6]}"
+    sink, pipeline, station = _store_down("ca")
     async with _consuming(broker, pipeline, max_group=10):
         await asyncio.to_thread(_publish, broker, station, 50)
         # the first commit waits with the first group; the next commit fills up to 10
@@ -174,10 +175,7 @@ async def test_handling_goes_on_while_a_commit_waits_until_the_next_commit_is_fu
 async def test_one_commit_covers_every_group_handled_while_the_previous_one_ran(
     broker: MosquittoBroker,
 ) -> None:
-    sink = GatedSink()
-    sink.gate.clear()
-    pipeline = _pipeline(sink)
-    station = f"cc-{uuid.uuid4().hex[:6]}"
+    sink, pipeline, station = _store_down("cc")
     client = mqtt.Client(CallbackAPIVersion.VERSION2)
     async with _consuming(broker, pipeline):
         client.connect(broker.host, broker.port)
