@@ -38,8 +38,8 @@ from protocol.connection import MqttAuth
 log = logging.getLogger(__name__)
 
 MAX_GROUP = 500
-"""At most this many messages in one commit (and as many handled ahead of it). A commit (sink flush,
-journal fsync) costs about the same for 5 messages as for 500: the window is what makes small
+"""At most this many messages in one commit (and as many handled ahead of it). A commit (sink
+flush, journal fsync) costs about the same for 5 messages as for 500: the window is what makes small
 messages affordable. Half the broker's window (``max_inflight_messages`` 1,000 in
 broker_config/), so the next group can arrive and be handled while one commits: with groups
 as large as the window the broker sent nothing more until the commit was acknowledged
