@@ -195,13 +195,31 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
     cursor.close()
 
 
-def create_engine(database_url: str) -> AsyncEngine:
+IDLE_IN_TRANSACTION_S = 10.0
+"""PostgreSQL ends a session of ours that sits idle inside a transaction this long. Every
+writer holds ``EVENT_LOCK`` (center.transactions) for its transaction: a node frozen or cut
+off in the middle of one (SIGSTOP, a paused VM) held it, and every other node's writes (cases,
+delivery cursors, the lease a standby takes over) waited until it came back. Our transactions
+send their statements back to back (milliseconds); ten seconds leaves room for a busy event
+loop between them."""
+
+
+def create_engine(
+    database_url: str, *, idle_in_transaction_s: float = IDLE_IN_TRANSACTION_S
+) -> AsyncEngine:
     """An async engine for the case store. SQLite gets WAL so readers never block the writer,
     and no pre-ping (a local file: the ping was three more round trips to its thread for every
     transaction); PostgreSQL's connections are pinged before use (a server may have closed
-    them)."""
-    sqlite = make_url(database_url).get_backend_name() == "sqlite"
-    engine = create_async_engine(database_url, pool_pre_ping=not sqlite)
+    them) and may not stay idle in a transaction longer than ``idle_in_transaction_s``."""
+    url = make_url(database_url)
+    sqlite = url.get_backend_name() == "sqlite"
+    options: dict[str, Any] = {}
+    if url.get_backend_name() == "postgresql" and url.get_driver_name() == "asyncpg":
+        timeout_ms = str(round(idle_in_transaction_s * 1000))
+        options["connect_args"] = {
+            "server_settings": {"idle_in_transaction_session_timeout": timeout_ms}
+        }
+    engine = create_async_engine(database_url, pool_pre_ping=not sqlite, **options)
     if sqlite:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine

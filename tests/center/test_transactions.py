@@ -5,18 +5,20 @@ keeps the write turn until the thread's transaction is over."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
 
 from center import create_engine, migrate
 from center.db import DeliveryCursorRow
-from center.transactions import Transactions
+from center.transactions import EVENT_LOCK, Transactions
 from tests.center.factories import DETECTED
 
 
@@ -113,3 +115,37 @@ async def test_a_cancelled_write_keeps_the_turn_until_its_transaction_is_over(
     finally:
         transactions.close()
         await engine.dispose()
+
+
+async def _stuck_then_other(postgres_url: str, idle_in_transaction_s: float) -> float:
+    """One connection takes ``EVENT_LOCK`` in a transaction and then sends nothing (a node
+    frozen mid-transaction); seconds until another connection gets the lock (at most 3)."""
+    stuck_engine = create_engine(postgres_url, idle_in_transaction_s=idle_in_transaction_s)
+    other_engine = create_engine(postgres_url)
+    lock = select(func.pg_advisory_xact_lock(EVENT_LOCK))
+    stuck = await stuck_engine.connect()
+    try:
+        await stuck.begin()
+        await stuck.execute(lock)
+        async with other_engine.connect() as other:
+            started = time.monotonic()
+            try:
+                await asyncio.wait_for(other.execute(lock), 3.0)
+            except TimeoutError:
+                return 3.0
+            return time.monotonic() - started
+    finally:
+        with contextlib.suppress(DBAPIError):  # the server ended the stuck session
+            await stuck.close()
+        await stuck_engine.dispose()
+        await other_engine.dispose()
+
+
+async def test_a_writer_stuck_in_its_transaction_no_longer_holds_the_others_off(
+    postgres_database: str,
+) -> None:
+    # The delivery fail-over test met it: node a was frozen (SIGSTOP) inside a cursor move,
+    # holding the lock every writer takes, and node b could not take the lease over.
+    assert await _stuck_then_other(postgres_database, idle_in_transaction_s=0.5) < 2.0
+    # without the server's timeout (0 disables it) the other writer waits as long as it is stuck
+    assert await _stuck_then_other(postgres_database, idle_in_transaction_s=0) == 3.0
