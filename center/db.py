@@ -195,13 +195,14 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
     cursor.close()
 
 
-IDLE_IN_TRANSACTION_S = 10.0
+IDLE_IN_TRANSACTION_S = 5.0
 """PostgreSQL ends a session of ours that sits idle inside a transaction this long. Every
 writer holds ``EVENT_LOCK`` (center.transactions) for its transaction: a node frozen or cut
 off in the middle of one (SIGSTOP, a paused VM) held it, and every other node's writes (cases,
 delivery cursors, the lease a standby takes over) waited until it came back. Our transactions
-send their statements back to back (milliseconds); ten seconds leaves room for a busy event
-loop between them."""
+send their statements back to back (milliseconds); five seconds leaves room for a busy event
+loop between them, and a standby still takes a frozen node's lease over within the
+fail-over test's bound (``lease_s`` and a third, plus 5 s)."""
 
 
 def create_engine(

@@ -102,8 +102,14 @@ def serve(env: dict[str, str], *args: str) -> Iterator[subprocess.Popen[str]]:
         yield process
     finally:
         if process.poll() is None:
+            process.send_signal(signal.SIGCONT)  # a test may have frozen it (SIGSTOP)
             process.send_signal(signal.SIGINT)
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # never leave it running for the next tests
+            process.kill()
+            process.wait()
+            raise
 
 
 def api(env: dict[str, str], path: str) -> Any:
