@@ -103,6 +103,10 @@ def test_broker_killed_for_30s_mid_stream_every_reading_stored_exactly_once(
             broker = MosquittoBroker(port=broker.port).start()
             caught_up = before + 150  # 30 s of batches, and then some
             wait_for(lambda: metric(env, "citysense_ingest_batches_total") > caught_up, 60, "back")
+            # What the agent published after the restart and before ingest had subscribed again
+            # went to nobody (the broker lost ingest's session): a gap, re-sent on ingest's
+            # request. The agent must still run to answer it (CI once stopped it first).
+            wait_for(lambda: metric(env, "citysense_ingest_gap_batches") == 0, 60, "gaps filled")
             stop_and_account(agent, log, state, tmp_path)
             assert metric(env, "citysense_ingest_gap_batches") == 0
             assert metric(env, "citysense_edge_lost_readings_total", reason="bytes") == 0
