@@ -215,7 +215,7 @@ def create_engine(
     url = make_url(database_url)
     sqlite = url.get_backend_name() == "sqlite"
     options: dict[str, Any] = {}
-    if url.get_backend_name() == "postgresql" and url.get_driver_name() == "asyncpg":
+    if url.get_driver_name() == "asyncpg":  # the PostgreSQL driver the center runs on
         timeout_ms = str(round(idle_in_transaction_s * 1000))
         options["connect_args"] = {
             "server_settings": {"idle_in_transaction_session_timeout": timeout_ms}

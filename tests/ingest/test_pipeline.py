@@ -29,15 +29,20 @@ def quick_engine() -> RuleEngine:
     return RuleEngine(QUICK_RULES, clock=ClockPolicy(allowed_lateness=0))
 
 
-@pytest.fixture
-def pipeline() -> IngestPipeline:
+def quick_pipeline(sink: MemorySink) -> IngestPipeline:
+    """``quick_engine``, in-memory alerts and dead letters, ``sink``, a fixed clock."""
     return IngestPipeline(
         engine=quick_engine(),
         alerts=MemoryAlerts(),
         dead_letters=MemoryDeadLetters(),
-        sinks=[MemorySink()],
+        sinks=[sink],
         clock=lambda: datetime(2026, 7, 1, 8, 1, tzinfo=UTC),
     )
+
+
+@pytest.fixture
+def pipeline() -> IngestPipeline:
+    return quick_pipeline(MemorySink())
 
 
 async def fire_message(pipeline: IngestPipeline, topic: str, payload: bytes) -> None:
@@ -428,13 +433,7 @@ async def test_a_long_group_lets_the_event_loop_run_while_it_is_handled() -> Non
     # 500 100-reading messages is ~150 ms of work that awaits nothing that suspends
     turns = [0]
     sink = _BusySink(turns)
-    pipeline = IngestPipeline(
-        engine=quick_engine(),
-        alerts=MemoryAlerts(),
-        dead_letters=MemoryDeadLetters(),
-        sinks=[sink],
-        clock=lambda: datetime(2026, 7, 1, 8, 1, tzinfo=UTC),
-    )
+    pipeline = quick_pipeline(sink)
 
     async def other_task() -> None:
         while True:
