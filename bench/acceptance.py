@@ -30,7 +30,7 @@ from bench.hotspots import Hotspots, sampled
 from bench.latency import measure_case_latency
 from bench.loadgen import LoadSpec, run_load
 from bench.report import BenchError, Measurement, compared
-from bench.stack import ClockedGroups, Services, drain_node, node_on
+from bench.stack import ClockedGroups, Services, drain_node, node_on, untuned
 from citysense.node import Node
 
 MAX_QUEUED = 100_000
@@ -96,9 +96,10 @@ async def _drain_phase(
     ids = [node.ingest.client_id, sub_id, paho_id, session_id]
     expected = await asyncio.to_thread(_fill, services, ids, batch, messages)
     try:
-        sub = await asyncio.to_thread(drain_mosquitto_sub, host, port, sub_id, expected)
-        paho = await asyncio.to_thread(drain_paho, host, port, paho_id, expected)
-        session = await asyncio.to_thread(drain_session, host, port, session_id, expected)
+        with untuned():
+            sub = await asyncio.to_thread(drain_mosquitto_sub, host, port, sub_id, expected)
+            paho = await asyncio.to_thread(drain_paho, host, port, paho_id, expected)
+            session = await asyncio.to_thread(drain_session, host, port, session_id, expected)
     finally:
         for client_id in (sub_id, paho_id, session_id):
             await asyncio.to_thread(forget_session, host, port, client_id)

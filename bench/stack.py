@@ -15,10 +15,11 @@ import asyncio
 import contextlib
 import os
 import resource
+import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from bench.report import BenchError
 from center.settings import CenterSettings
 from citysense.broker import MosquittoBroker, free_port
 from citysense.node import Node, build_node, node_tasks
-from citysense.runtime import runtime_tasks, tune_gc
+from citysense.runtime import runtime_tasks, tune
 from citysense.victoria import VictoriaMetrics
 from ingest.settings import IngestSettings
 from ingest.sinks.settings import SinkSettings
@@ -36,6 +37,8 @@ from ingest.sinks.settings import SinkSettings
 QUIET_S = 30.0
 """A drain that sees no new message for this long is over (short of what was expected); longer
 than the pipeline's longest retry backoff (10 s), so a stall waited out is not an end."""
+DEFAULT_SWITCH_INTERVAL_S = sys.getswitchinterval()
+"""The interpreter's, before a node tunes it (``citysense.runtime.tune_threads``)."""
 
 
 @dataclass(frozen=True)
@@ -86,8 +89,23 @@ async def node_on(
     )
     sinks = SinkSettings(victoria_url=services.victoria_url, recorder_dir=workdir / "journal")
     async with build_node(ingest, center, sinks) as node:
-        tune_gc()  # as citysense serve does
-        yield node
+        tune()  # as citysense serve does
+        try:
+            yield node
+        finally:
+            sys.setswitchinterval(DEFAULT_SWITCH_INTERVAL_S)
+
+
+@contextmanager
+def untuned() -> Iterator[None]:
+    """The consumer baselines run in this process beside a node: as programs of their own,
+    with the interpreter's switch interval, not the one the node set."""
+    tuned = sys.getswitchinterval()
+    sys.setswitchinterval(DEFAULT_SWITCH_INTERVAL_S)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(tuned)
 
 
 class ClockedGroups:

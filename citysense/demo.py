@@ -15,7 +15,7 @@ from center.settings import CenterSettings
 from citysense.broker import MosquittoBroker, free_port
 from citysense.embedded_broker import embedded_broker
 from citysense.node import build_node, node_tasks, serve_until_stopped
-from citysense.runtime import runtime_tasks, tune_gc
+from citysense.runtime import runtime_tasks, tune
 from citysense.simulate import city_tasks, describe
 from citysense.victoria import VictoriaMetrics
 from ingest.settings import IngestSettings
@@ -98,7 +98,7 @@ async def run_demo(
             soft_wrap=True,
         )
         console.print(f"[bold green]dashboard: http://{host}:{port}/[/]  (Ctrl-C stops everything)")
-        tune_gc()
+        tune()
         await serve_until_stopped(node.server(), tasks)
 
 

@@ -40,7 +40,7 @@ from center.delivery.relay import Channel, default_owner
 from center.metrics import CaseCollector, DeliveryCollector
 from center.retention import Retention, RetentionPolicy
 from center.views import HealthCheck
-from citysense.runtime import runtime_tasks, tune_gc
+from citysense.runtime import runtime_tasks, tune
 from ingest.checkpoint import keep_saved, load, replay, save_last
 from ingest.consumer import IngestConsumer
 from ingest.dead_letters import JsonlDeadLetters
@@ -301,5 +301,5 @@ def node_tasks(node: Node) -> dict[str, Coroutine[Any, Any, None]]:
 
 
 async def run_node(node: Node) -> None:
-    tune_gc()
+    tune()
     await serve_until_stopped(node.server(), node_tasks(node) | runtime_tasks())

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import weakref
 from collections.abc import Iterator
 
 import pytest
 
-from citysense.runtime import GC_THRESHOLDS, keep_frozen, tune_gc
+from citysense.runtime import GC_THRESHOLDS, SWITCH_INTERVAL_S, keep_frozen, tune, tune_gc
 from tests.waiting import until
 
 
@@ -30,6 +31,18 @@ def test_tuning_freezes_what_is_alive_and_makes_collections_rarer() -> None:
     cycle.append(cycle)
     del cycle
     assert gc.collect() >= 1  # cycles made afterwards are still collected
+
+
+@pytest.mark.usefixtures("_restored_gc")
+def test_a_tuned_node_hands_the_gil_to_a_waiting_thread_sooner() -> None:
+    default = sys.getswitchinterval()
+    try:
+        tune()
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
+        assert default > SWITCH_INTERVAL_S
+        assert gc.get_threshold() == GC_THRESHOLDS
+    finally:
+        sys.setswitchinterval(default)
 
 
 class _Node:
