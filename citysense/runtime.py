@@ -26,10 +26,11 @@ The node's threads (the case store's SQLite writer, VictoriaMetrics' posts, the 
 syncs) take the GIL back after every call that released it, and while the event loop handles
 a group they wait for it: CPython hands it over only after the *switch interval* (5 ms by
 default), and a case transaction takes it back a dozen times. ``tune_threads`` sets the interval
-to ``SWITCH_INTERVAL_S``. Measured with ``python -m bench.latency_stages 103000 25 0.05``
-(docs/benchmarks.md, 2026-12-01), three pairs alternating: the case write's p99 28–35 ms
-against 47–56 with the default, reading → case p99 58–91 ms against 65–96; draining 100- and
-1-reading messages at the same rate either way.
+to ``SWITCH_INTERVAL_S``. Measured with ``python -m bench.latency_stages`` at 100,000–103,000
+readings/s, an incident every 50 ms (docs/benchmarks.md, 2026-12-01), seven pairs alternating:
+the case write's p99 was lower in six (28–56 ms against 33–163), reading → case p99 lower in
+four, by the most where the machine was busiest (115 against 387 ms), higher in three (by
+7–36 ms); draining 100- and 1-reading messages at the same rate either way.
 """
 
 from __future__ import annotations
