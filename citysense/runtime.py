@@ -1,4 +1,5 @@
-"""The Python runtime of a long-running node, tuned where the defaults cost throughput.
+"""The Python runtime of a long-running node, tuned where the defaults cost throughput or
+latency.
 
 CPython's cyclic garbage collector runs a young-generation pass every 700 net allocations and
 an older one every 10 of those. A node allocates a few dozen objects a message (the decoded
@@ -49,8 +50,8 @@ SWITCH_INTERVAL_S: Final = 0.001
 
 
 def tune() -> None:
-    """Everything below, for ``citysense serve``, the demo and the bench's node: once the node
-    is built."""
+    """The collector (``tune_gc``) and the threads (``tune_threads``), for ``citysense serve``,
+    the demo and the bench's node: once the node is built."""
     tune_gc()
     tune_threads()
 
