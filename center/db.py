@@ -188,10 +188,13 @@ class DeliveryCursorRow(Base):
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+def sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+    """Every connection to a SQLite case store (a ``connect`` event listener): wait up to 5 s
+    for a lock, and WAL (a no-op once the file is in WAL, as migrating leaves it; switching a
+    file to WAL needs it to itself, so the busy timeout is set first)."""
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.close()
 
 
@@ -222,7 +225,7 @@ def create_engine(
         }
     engine = create_async_engine(database_url, pool_pre_ping=not sqlite, **options)
     if sqlite:
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", sqlite_pragmas)
     return engine
 
 

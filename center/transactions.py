@@ -71,7 +71,7 @@ class Transactions:
                 connect_args={"check_same_thread": False},
                 pool_size=1,
             )
-            event.listen(sync, "connect", db._sqlite_pragmas)
+            event.listen(sync, "connect", db.sqlite_pragmas)
             executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="case-writer")
             self._thread = (executor, sessionmaker(sync, expire_on_commit=False))
             self._finalizer = weakref.finalize(self, _close, executor, sync)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
-from sqlalchemy import pool
+from sqlalchemy import event, pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import async_engine_from_config
 
-from center.db import Base
+from center.db import Base, sqlite_pragmas
 
 config = context.config
 target_metadata = Base.metadata
@@ -43,6 +43,11 @@ async def run_async_migrations() -> None:
         prefix="sqlalchemy.",
         poolclass=pool.NullPool,
     )
+    if engine.dialect.name == "sqlite":
+        # WAL from the start: a database left in rollback-journal mode is switched by the
+        # store's first connections, and that switch needs the file to itself (two engines
+        # opening a freshly migrated file at once: "database is locked")
+        event.listen(engine.sync_engine, "connect", sqlite_pragmas)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(do_run_migrations)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
@@ -54,6 +55,32 @@ async def test_migrate_creates_the_sqlite_directory(tmp_path: Path) -> None:
     db_file = tmp_path / "deep" / "er" / "cases.db"
     await migrate(f"sqlite+aiosqlite:///{db_file}")
     assert db_file.is_file()
+
+
+async def test_a_migrated_sqlite_file_opens_while_another_connection_writes(
+    tmp_path: Path,
+) -> None:
+    """Migrating leaves the file in WAL, so the store's first connections need not switch it:
+    switching waits for the file to itself, and another writer (here holding its write lock
+    throughout) made it fail with "database is locked" (CI: four engines opening a freshly
+    migrated file at once)."""
+    db_file = tmp_path / "cases.db"
+    url = f"sqlite+aiosqlite:///{db_file}"
+    await migrate(url)
+    writer = sqlite3.connect(db_file, isolation_level=None)
+    try:
+        assert writer.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("DELETE FROM cases")
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as connection:
+                count = await connection.scalar(text("SELECT count(*) FROM cases"))
+            assert count == 0
+        finally:
+            await engine.dispose()
+    finally:
+        writer.close()
 
 
 async def test_migrate_reports_an_unreachable_database() -> None:

@@ -320,7 +320,7 @@ async def test_writers_on_sqlite_take_turns_instead_of_waiting_in_its_busy_handl
         cursor.execute("PRAGMA busy_timeout=0")
         cursor.close()
 
-    monkeypatch.setattr(db, "_sqlite_pragmas", no_busy_wait)
+    monkeypatch.setattr(db, "sqlite_pragmas", no_busy_wait)
     url = f"sqlite+aiosqlite:///{tmp_path / 'cases.db'}"
     await migrate(url)
     engine = create_engine(url)
