@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
-from sqlalchemy import event, pool
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import async_engine_from_config
 
-from center.db import Base, sqlite_pragmas
+from center.db import Base, create_engine
 
 config = context.config
 target_metadata = Base.metadata
@@ -38,16 +36,14 @@ def do_run_migrations(connection: Connection) -> None:
 
 
 async def run_async_migrations() -> None:
-    engine = async_engine_from_config(
-        config.get_section(config.config_ini_section, {}),
-        prefix="sqlalchemy.",
-        poolclass=pool.NullPool,
-    )
-    if engine.dialect.name == "sqlite":
-        # WAL from the start: a database left in rollback-journal mode is switched by the
-        # store's first connections, and that switch needs the file to itself (two engines
-        # opening a freshly migrated file at once: "database is locked")
-        event.listen(engine.sync_engine, "connect", sqlite_pragmas)
+    url = config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise RuntimeError("the Alembic config names no database (sqlalchemy.url)")
+    # The store's own engine: on SQLite its pragmas, so the file is in WAL from the start (a
+    # file left in rollback-journal mode is switched by the store's first connections, and the
+    # switch needs the file to itself: "database is locked" when two open it at once). No idle
+    # limit inside a transaction: a data migration may compute for a while between statements.
+    engine = create_engine(url, idle_in_transaction_s=0)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(do_run_migrations)
