@@ -72,6 +72,12 @@ class DeliveryCollector(Collector):
             "Id of the last case event the subscriber confirmed",
             labels=["subscriber"],
         )
+        saved = GaugeMetricFamily(
+            "citysense_center_delivery_cursor_saved",
+            "Id of the last confirmed case event written to the database (a restart resumes after"
+            " it)",
+            labels=["subscriber"],
+        )
         stopped = GaugeMetricFamily(
             "citysense_center_delivery_stopped",
             "1 when the subscriber refused an event for good and delivery to it stopped",
@@ -89,6 +95,7 @@ class DeliveryCollector(Collector):
                 failed.add_metric([relay.name, cause], count)
             lag.add_metric([relay.name], status.lag)
             cursor.add_metric([relay.name], status.cursor)
+            saved.add_metric([relay.name], status.saved)
             stopped.add_metric([relay.name], 1 if status.state == "stopped" else 0)
             standby.add_metric([relay.name], 1 if status.state == "standby" else 0)
-        yield from (delivered, failed, lag, cursor, stopped, standby)
+        yield from (delivered, failed, lag, cursor, saved, stopped, standby)

@@ -207,6 +207,7 @@ def delivery_relays(
         retry_after_max_s=settings.retry_after_max_s,
         poll_s=settings.poll_s,
         lease_s=settings.lease_s,
+        cursor_every_s=settings.cursor_every_s,
     )
     broadcaster = service.broadcaster
     return [

@@ -10,9 +10,13 @@ page by page, and hands them to its channel one at a time; only once the channel
   (``protocol.backoff``) or after the receiver's ``Retry-After``, for as long as it takes.
 - **In order.** The next event is sent only after the one before was confirmed. Event ids
   commit in id order (``center.transactions.EVENT_LOCK``), so no event appears behind the cursor.
-- **At least once.** A crash between the confirmation and the cursor's write sends that event
-  again after the restart; so does a receiver that took an event and did not answer in time.
-  Receivers de-duplicate by the event id (``webhook-id``, ``id`` in the payload).
+- **At least once.** The cursor is written at most every ``cursor_every_s`` while events flow
+  (and once the relay has been idle that long; when the node stops; before a retry's wait),
+  not after every event: one write a second instead of one a confirmed event (each write takes
+  the case store's write turn, which new cases wait for). A crash therefore sends again what
+  was confirmed since the last write (at most ``cursor_every_s`` of deliveries; ``0`` writes
+  after every event), and a receiver that took an event and did not answer in time gets it
+  again. Receivers de-duplicate by the event id (``webhook-id``, ``id`` in the payload).
 - **A permanent refusal stops the subscriber** (a 4xx other than 408/429: the receiver says
   it will never take this event). Skipping would break "every event, in order"; so the relay
   records the refusal (cursor row, log, metrics, ``/healthz``) and stops. The next start of
@@ -25,7 +29,9 @@ page by page, and hands them to its channel one at a time; only once the channel
   others stand by, trying to take it every third of ``lease_s``. A node that stops gives the
   lease up and another takes over at once from the cursor; one that is killed or cut off
   lets it run out, and another takes over within ``lease_s`` (plus a third of it). What the
-  killed node had sent and not yet moved the cursor past is sent again (at least once).
+  killed node had sent and not yet moved the cursor past is sent again (at least once). A
+  holder whose lease was last renewed two thirds of ``lease_s`` ago (it was paused, or stuck
+  sending) renews it, writing the cursor, before it sends the next event.
   Expiry is judged by each node's clock: they must agree to well within ``lease_s`` (NTP).
 
 Woken by the node's own new events (``CaseBroadcaster.wakeup``); polls the table every
@@ -42,6 +48,7 @@ import os
 import random
 import secrets
 import socket
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -149,6 +156,8 @@ class RetryPolicy:
     poll_s: float = 5.0
     lease_s: float = 30.0
     """How long a node's delivery lease lasts unless renewed (every third of it)."""
+    cursor_every_s: float = 1.0
+    """The cursor is written at most this often while events are confirmed (0: after each)."""
 
     def backoff(self, rng: random.Random) -> Backoff:
         return Backoff(initial=self.initial_s, maximum=max(self.max_s, self.initial_s), rng=rng)
@@ -163,6 +172,10 @@ class RelayStatus:
 
     state: RelayState = "starting"
     cursor: int = 0
+    """The last event the subscriber confirmed (written to the database within
+    ``cursor_every_s``)."""
+    saved: int = 0
+    """The cursor in the database: where a restart after a crash resumes."""
     lag: int = 0
     delivered: int = 0
     failed: Counter[str] = field(default_factory=Counter)
@@ -172,7 +185,12 @@ class RelayStatus:
     """Who holds the delivery lease: this node's owner name, or another node's (standby)."""
 
     def health(self) -> dict[str, object]:
-        body: dict[str, object] = {"state": self.state, "cursor": self.cursor, "lag": self.lag}
+        body: dict[str, object] = {
+            "state": self.state,
+            "cursor": self.cursor,
+            "saved": self.saved,
+            "lag": self.lag,
+        }
         if self.held_by:
             body["lease"] = self.held_by
         if self.last_error:
@@ -215,6 +233,10 @@ class Relay:
         self._events, self._cursors, self._wakeup = events, cursors, wakeup
         self._sleep, self._clock = sleep, clock
         self._rng = rng or random.Random()
+        self._saved_at = 0.0
+        """When the cursor was last written (``time.monotonic``)."""
+        self._renewed_at = 0.0
+        """When this node last renewed its lease (``time.monotonic``): a claim, a cursor write."""
 
     async def run(self) -> None:
         """Deliver while this node holds the subscriber's lease; wait (``standby``) while
@@ -236,6 +258,7 @@ class Relay:
                     refused = True
         finally:
             _RUNNING.discard(self.owner)
+            await self._save_quietly()
             await self._release()
 
     async def _take_lease(self) -> None:
@@ -270,11 +293,24 @@ class Relay:
     async def _claim(self, replacing: str | None = None) -> str | None:
         """Take or renew the lease (``CursorStore.claim``), retried while the store is down,
         from the clock at each try; ``None`` when this node holds it, else who does."""
-        return await self._store(
+        renewing = time.monotonic()
+        holder = await self._store(
             lambda: self._cursors.claim(
                 self.name, self.owner, self._clock(), self._lease, replacing=replacing
             )
         )
+        if holder is None:
+            self._renewed_at = renewing
+        return holder
+
+    async def _save_quietly(self) -> None:
+        """Write the confirmed cursor when this node stops (best effort, as ``_release``: a
+        node that cannot, or no longer holds the lease, sends those events again)."""
+        if self.status.held_by != self.owner or self.status.saved >= self.status.cursor:
+            return
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2.0):
+                await self._save()
 
     async def _release(self) -> None:
         """Give the lease up (a node that stops lets another take over at once); best effort:
@@ -287,7 +323,8 @@ class Relay:
         cursor: Cursor = await self._store(
             lambda: self._cursors.open(self.name, self.channel.start, self._clock())
         )
-        self.status.cursor = cursor.last_event_id
+        self.status.cursor = self.status.saved = cursor.last_event_id
+        self._saved_at = time.monotonic()
         if cursor.refusal is not None:
             log.warning(
                 "%s: trying event %d again, refused before: %s",
@@ -298,29 +335,55 @@ class Relay:
         while True:
             self._wakeup.clear()  # before reading: an event committed after this wakes us
             page = await self._store(lambda: self._events.events_after(self.status.cursor, PAGE))
-            self.status.lag = await self._store(
-                lambda: self._cursors.count_after(self.status.cursor)
-            )
+            if len(page) < PAGE:  # all there is: no count needed
+                self.status.lag = len(page)
+            else:
+                self.status.lag = await self._store(
+                    lambda: self._cursors.count_after(self.status.cursor)
+                )
             if not page:
                 self.status.state = "idle"
+                wait_s = self.policy.poll_s
+                if self.status.saved < self.status.cursor:
+                    wait_s = min(wait_s, self._save_due_in())
+                    if wait_s <= 0:
+                        await self._save()
+                        continue
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.policy.poll_s):
+                    async with asyncio.timeout(wait_s):
                         await self._wakeup.wait()
                 continue
             for event in page:
+                if time.monotonic() - self._renewed_at >= self.policy.lease_s * 2 / 3:
+                    await self._save()  # renews the lease, or finds it lost, before sending
                 if not await self._deliver(event):
                     raise _RefusedError
-                await self._store(functools.partial(self._advance, event.id))
+                self._confirmed(event.id)
+                if self._save_due_in() <= 0:
+                    await self._save()
 
-    async def _advance(self, event_id: int) -> None:
-        now = self._clock()
-        await self._cursors.advance(
-            self.name, event_id, now, owner=self.owner, lease_until=now + self._lease
-        )
+    def _confirmed(self, event_id: int) -> None:
         self.status.cursor = event_id
         self.status.delivered += 1
         self.status.lag = max(self.status.lag - 1, 0)
         self.status.refusal = None
+
+    def _save_due_in(self) -> float:
+        """Seconds until the confirmed cursor is to be written (0 or less: now)."""
+        return self._saved_at + self.policy.cursor_every_s - time.monotonic()
+
+    async def _save(self) -> None:
+        """Write the confirmed cursor and renew the lease (``LeaseLostError`` when another
+        node holds it), retried while the store is down."""
+        await self._store(functools.partial(self._advance, self.status.cursor))
+
+    async def _advance(self, event_id: int) -> None:
+        now, writing = self._clock(), time.monotonic()
+        await self._cursors.advance(
+            self.name, event_id, now, owner=self.owner, lease_until=now + self._lease
+        )
+        self.status.saved = max(self.status.saved, event_id)
+        self._saved_at = self._renewed_at = writing
 
     async def _deliver(self, event: CaseEvent) -> bool:
         """Send one event until it is confirmed (True) or refused for good (False)."""
@@ -352,6 +415,8 @@ class Relay:
                 return True
             self.status.state = "retrying"
             await self._refresh_lag()  # events keep coming while this one waits
+            if self.status.saved < self.status.cursor:
+                await self._save()  # what was confirmed before this one, before a long wait
             await self._sleep(delay)
 
     async def _refresh_lag(self) -> None:

@@ -69,6 +69,10 @@ class DeliverySettings(BaseModel):
     lease_s: float = Field(default=30.0, ge=1, le=3600)
     """One node delivers to a subscriber at a time, holding a lease it renews every third of
     this; when it is killed or cut off, another node takes over within about this long."""
+    cursor_every_s: float = Field(default=1.0, ge=0, le=60)
+    """A subscriber's cursor is written at most this often while events are confirmed (each
+    write takes the case store's write turn); a crash sends again what was confirmed since the
+    last write. 0: after every event."""
     node: str | None = Field(
         default=None, min_length=1, max_length=40, pattern=r"^[A-Za-z0-9._-]+$"
     )
