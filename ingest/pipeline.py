@@ -85,6 +85,11 @@ class Journal(Protocol):
         """Make what was written durable; returns the position after it (``file``, ``offset``)."""
         ...
 
+    @property
+    def end(self) -> Any:
+        """The position after the last record written, durable or not (``None``: no file)."""
+        ...
+
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +204,13 @@ class IngestPipeline:
         if journal is not None and not self.replaying:
             self.last_position = await self._retry("journal", journal.flush)
         return self.last_position
+
+    def journal_end(self) -> Any:
+        """The journal position after every message handled so far: durable once a ``commit``
+        called after this returns (the last commit's position without a journal file)."""
+        journal = self.journal
+        end = None if journal is None or self.replaying else journal.end
+        return self.last_position if end is None else end
 
     async def handle(self, topic: str, payload: bytes) -> None:
         received_at = self.clock_override or self.clock()

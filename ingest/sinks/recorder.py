@@ -142,6 +142,12 @@ class RecorderSink:
     def current_file(self) -> Path | None:
         return None if self._file is None else self._path
 
+    @property
+    def end(self) -> RecorderPosition | None:
+        """The position just after the last record written (buffered: durable after the next
+        ``flush``); ``None`` while no file is open."""
+        return None if self._file is None else RecorderPosition(self._path.name, self._offset)
+
     async def write_batch(self, batch: BatchView, received_at: datetime) -> None:
         topic = str(StationTopic(batch.station_id, Channel.TELEMETRY))
         await self.write_message(topic, encode(as_model(batch)), received_at)

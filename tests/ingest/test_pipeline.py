@@ -12,6 +12,7 @@ from ingest.dedup import Deduplicator
 from ingest.errors import PermanentSinkError
 from ingest.fakes import MemoryAlerts, MemoryDeadLetters, MemorySink
 from ingest.pipeline import YIELD_EVERY_S, IngestPipeline
+from ingest.sinks.recorder import RecorderSink, read_recorded
 from protocol import BatchView, Channel, SensorInfo, StationTopic, encode
 from rules import Alert, ClockPolicy, RuleEngine, parse_rules
 from tests.factories import batch, birth, cover_info, tilt
@@ -196,6 +197,47 @@ async def test_snapshots_are_written_atomically_and_counted(
     assert not (tmp_path / "state" / "rules.snapshot.tmp").exists()
     text = pipeline.metrics.render().decode()
     assert f"citysense_rules_snapshot_bytes {float(size)}" in text
+
+
+class HeldSink(MemorySink):
+    """A sink whose flush waits until ``release`` is set (a slow VictoriaMetrics)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushing = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def flush(self) -> None:
+        self.flushing.set()
+        await self.release.wait()
+
+
+async def test_a_checkpoint_commits_without_holding_messages_back_and_covers_what_it_encoded(
+    tmp_path: Path,
+) -> None:
+    """While a checkpoint's commit waits for a slow sink, messages are handled; the file is
+    written only once the journal is durable up to the position it names, and that position
+    is where the state it holds ends: a restart replays the message handled meanwhile, and
+    nothing the state already has."""
+    sink, journal = HeldSink(), RecorderSink(tmp_path / "journal")
+    pipeline = quick_pipeline(sink)
+    pipeline.journal = journal
+    await pipeline.handle(TELEMETRY, encode(batch([tilt(1, 80)], seq=1)))
+    path = tmp_path / "state" / "checkpoint"
+    saving = asyncio.create_task(save(pipeline, path))
+    await asyncio.wait_for(sink.flushing.wait(), 5)
+    # the commit waits for the sink; the next message does not wait for the checkpoint
+    await asyncio.wait_for(pipeline.handle(TELEMETRY, encode(batch([tilt(2, 80)], seq=2))), 5)
+    assert not path.exists()  # not before the journal is durable
+    sink.release.set()
+    await asyncio.wait_for(saving, 5)
+    restored = load(QUICK_RULES, path, ClockPolicy(allowed_lateness=0))
+    assert restored.dedup.seen("st-1", 1, 1)
+    assert not restored.dedup.seen("st-1", 1, 2)
+    await pipeline.commit()
+    replayed = [record.payload for record in read_recorded(journal.directory, restored.position)]
+    assert [json.loads(payload)["seq"] for payload in replayed] == [2]
+    await journal.aclose()
 
 
 def test_a_damaged_checkpoint_is_kept_aside_and_ingest_starts_fresh(tmp_path: Path) -> None:
