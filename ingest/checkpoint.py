@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from ingest.dedup import Deduplicator
 from ingest.gaps import GapPolicy, GapTracker
 from ingest.pipeline import IngestPipeline
@@ -40,6 +42,7 @@ from rules import ClockPolicy, RuleEngine, RuleSet, SnapshotError, restore, snap
 log = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 1
+_encode = msgspec.json.Encoder().encode
 
 
 @dataclass
@@ -78,8 +81,9 @@ def encode_checkpoint(
         "dedup": dedup.to_dict(),
         "gaps": None if gaps is None else gaps.to_dict(),
     }
-    # the engine's own snapshot is embedded as it is, not parsed and dumped again
-    return json.dumps(head)[:-1].encode() + b',"engine":' + snapshot(engine) + b"}"
+    # the engine's own snapshot is embedded as it is, not parsed and dumped again; msgspec, as
+    # the snapshot: this runs between two messages (rules/snapshot.py)
+    return _encode(head)[:-1] + b',"engine":' + snapshot(engine) + b"}"
 
 
 def load(

@@ -6,6 +6,11 @@ evidence and the readings still waiting in its reorder buffer; the open incident
 waiting for neighbours. Restoring it with an edited rule set keeps the state of every rule whose
 id is still there (its pending hold, its open incident, its baseline) and drops, and counts, the
 rest. Timers are rebuilt from the tracks.
+
+Encoded with msgspec: ingest takes a snapshot between two messages, so its encoding holds every
+message back; msgspec writes the same JSON 3–4× faster than ``json.dumps`` (10,000 sensors:
+68 against 259 ms including building the document, on a slow day; the parsed documents equal).
+Non-finite numbers go through ``_num`` first (msgspec would write NaN as ``null``).
 """
 
 from __future__ import annotations
@@ -15,12 +20,15 @@ import math
 from array import array
 from typing import Any
 
+import msgspec
+
 from rules.conditions import BaselineState, Memory
 from rules.engine import RuleEngine
 from rules.schema import RuleSet
 from rules.state import Incident, SensorState, StationState, Track
 
 SNAPSHOT_VERSION = 1
+_encode = msgspec.json.Encoder().encode
 
 
 class SnapshotError(ValueError):
@@ -129,7 +137,7 @@ def snapshot(engine: RuleEngine) -> bytes:
     }
     if engine.districts:  # only with overrides (rules.inherit)
         document["districts"] = dict(sorted(engine.districts.items()))
-    return json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
+    return _encode(document)
 
 
 def restore(rules: RuleSet, data: bytes, **engine_options: Any) -> RuleEngine:
