@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from ingest import checkpoint
 from ingest.checkpoint import load, save
 from ingest.dead_letters import DeadLetterError
 from ingest.dedup import Deduplicator
@@ -238,6 +239,74 @@ async def test_a_checkpoint_commits_without_holding_messages_back_and_covers_wha
     replayed = [record.payload for record in read_recorded(journal.directory, restored.position)]
     assert [json.loads(payload)["seq"] for payload in replayed] == [2]
     await journal.aclose()
+
+
+def slow_encoder(monkeypatch: pytest.MonkeyPatch, seconds: float, fail: bool = False) -> None:
+    """The checkpoint's encoding takes ``seconds`` (a large fleet), or then fails."""
+    encode = checkpoint.encode_checkpoint
+
+    def slow(*args: object, **kwargs: object) -> bytes:
+        time.sleep(seconds)
+        if fail:
+            raise MemoryError("the encoder's child ran out of memory")
+        return encode(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(checkpoint, "encode_checkpoint", slow)
+
+
+async def test_a_checkpoint_is_encoded_by_a_forked_child_while_messages_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state is copied by a fork between two messages; the encoding (made to take 2 s, as
+    for a large fleet) runs in the child while the next messages are handled; the file holds
+    the state as it was at the fork. Encoded in the process (``fork=False``), the same
+    checkpoint holds the next message back for the whole 2 s."""
+    pipeline = quick_pipeline(MemorySink())
+    await pipeline.handle(TELEMETRY, encode(batch([tilt(1, 80)], seq=1)))
+    slow_encoder(monkeypatch, 2.0)
+    path = tmp_path / "checkpoint"
+    started = time.monotonic()
+    saving = asyncio.create_task(save(pipeline, path))
+    await asyncio.sleep(0.2)
+    await pipeline.handle(TELEMETRY, encode(batch([tilt(2, 80)], seq=2)))
+    assert time.monotonic() - started < 1.2  # not held back by the encoding
+    assert not saving.done()
+    assert not path.exists()
+    size = await asyncio.wait_for(saving, 10)
+    assert path.stat().st_size == size
+    assert list(tmp_path.glob("*.tmp")) == []  # noqa: ASYNC240
+    restored = load(QUICK_RULES, path, ClockPolicy(allowed_lateness=0))
+    assert restored.dedup.seen("st-1", 1, 1)
+    assert not restored.dedup.seen("st-1", 1, 2)  # handled after the fork
+
+    started = time.monotonic()
+    in_process = asyncio.create_task(save(pipeline, path, fork=False))
+    await asyncio.sleep(0.2)
+    await pipeline.handle(TELEMETRY, encode(batch([tilt(3, 80)], seq=3)))
+    assert time.monotonic() - started > 1.8  # waited for the encoding
+    await in_process
+
+
+async def test_a_checkpoint_whose_child_fails_or_is_cancelled_leaves_the_last_one_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline = quick_pipeline(MemorySink())
+    await pipeline.handle(TELEMETRY, encode(batch([tilt(1, 80)], seq=1)))
+    path = tmp_path / "checkpoint"
+    await save(pipeline, path)
+    before = path.read_bytes()
+    await pipeline.handle(TELEMETRY, encode(batch([tilt(2, 80)], seq=2)))
+    slow_encoder(monkeypatch, 0.1, fail=True)
+    with pytest.raises(checkpoint.CheckpointError, match="ended with 1"):
+        await save(pipeline, path)
+    slow_encoder(monkeypatch, 30.0)
+    saving = asyncio.create_task(save(pipeline, path))
+    await asyncio.sleep(0.3)
+    saving.cancel()  # the node stops: the child is ended, not left encoding
+    with pytest.raises(asyncio.CancelledError):
+        await saving
+    assert path.read_bytes() == before
+    assert list(tmp_path.glob("*.tmp")) == []  # noqa: ASYNC240
 
 
 def test_a_damaged_checkpoint_is_kept_aside_and_ingest_starts_fresh(tmp_path: Path) -> None:
