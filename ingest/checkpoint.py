@@ -76,12 +76,7 @@ def write_atomically(path: Path, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
-    scratch.replace(path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    _put_in_place(scratch, path)
 
 
 def encode_checkpoint(
@@ -226,10 +221,17 @@ def _position_of(position: object) -> RecorderPosition | None:
 
 async def keep_saved(pipeline: IngestPipeline, path: Path, every: float) -> None:
     """Write a checkpoint every ``every`` seconds (the last one is ``save_last``'s job: a
-    cancelled task cannot be relied on to finish awaiting)."""
+    cancelled task cannot be relied on to finish awaiting). One that cannot be written (a
+    full disk, a refused fork) is logged and counted, and the next is tried ``every`` later:
+    the previous checkpoint and the journal still cover everything acknowledged, and the node
+    goes on (a restart replays more of the journal)."""
     while True:
         await asyncio.sleep(every)
-        await save(pipeline, path)
+        try:
+            await save(pipeline, path)
+        except OSError as exc:
+            pipeline.metrics.checkpoint_failures.inc()
+            log.error("checkpoint %s not written (%s); trying again in %g s", path, exc, every)
 
 
 async def save_last(pipeline: IngestPipeline, path: Path) -> None:

@@ -212,6 +212,12 @@ class IngestMetrics:
             "Failed alert deliveries retried (case store unavailable)",
             registry=self.registry,
         )
+        self.checkpoint_failures = Counter(
+            "citysense_ingest_checkpoint_failures",
+            "Checkpoints not written (disk full, fork refused, encoder failed): the previous one"
+            " and the journal still cover everything acknowledged; tried again at the next",
+            registry=self.registry,
+        )
 
     def snapshot_written(self, size: int) -> None:
         if self._engine_collector is not None:

@@ -309,6 +309,28 @@ async def test_a_checkpoint_whose_child_fails_or_is_cancelled_leaves_the_last_on
     assert list(tmp_path.glob("*.tmp")) == []  # noqa: ASYNC240
 
 
+async def test_a_checkpoint_that_cannot_be_written_is_counted_and_the_node_goes_on(
+    tmp_path: Path,
+) -> None:
+    """A full disk (here: the checkpoint's directory is a file) fails every checkpoint: each
+    is logged and counted, and messages are still handled and committed."""
+    pipeline = quick_pipeline(MemorySink())
+    (tmp_path / "state").write_text("not a directory")
+    saving = asyncio.create_task(checkpoint.keep_saved(pipeline, tmp_path / "state" / "cp", 0.05))
+    try:
+        await asyncio.sleep(0.5)
+        assert not saving.done()
+        await pipeline.handle(TELEMETRY, encode(batch([tilt(1, 80)], seq=1)))
+        await pipeline.commit()
+    finally:
+        saving.cancel()
+    text = pipeline.metrics.render().decode()
+    total = "citysense_ingest_checkpoint_failures_total "
+    (line,) = [x for x in text.splitlines() if x.startswith(total)]
+    failures = float(line.split()[-1])
+    assert failures >= 3
+
+
 def test_a_damaged_checkpoint_is_kept_aside_and_ingest_starts_fresh(tmp_path: Path) -> None:
     path = tmp_path / "rules.snapshot"
     path.write_bytes(b"{half a snapsh")
