@@ -52,20 +52,25 @@ class StackPlan:
     sparse_latency_seconds: float = 0.0
     """The same latency with an incident every ``sparse_every_s`` (0: not measured)."""
     sparse_every_s: float = 0.5
+    fleet_stations: int = 0
+    """The 100-reading drain again with this many stations (7 sensors each), the state a
+    city-sized fleet leaves in the rules and the checkpoint (0: not measured)."""
 
     def __post_init__(self) -> None:
         if max(self.messages_b100, self.messages_b1, self.profile_messages) > MAX_QUEUED:
             raise ValueError(f"a phase holds at most {MAX_QUEUED} messages (max_queued_messages)")
 
 
-def _fill(services: Services, client_ids: list[str], batch: int, messages: int) -> int:
+def _fill(
+    services: Services, client_ids: list[str], batch: int, messages: int, stations: int = STATIONS
+) -> int:
     """Register the sessions, publish ``messages`` batches; returns how many were published."""
     for client_id in client_ids:
         register_session(services.mqtt_host, services.mqtt_port, client_id)
     spec = LoadSpec(
         services.mqtt_host,
         services.mqtt_port,
-        stations=STATIONS,
+        stations=stations,
         rate=None,
         batch=batch,
         qos=1,
@@ -87,14 +92,21 @@ def _consumer(name: str, title: str, batch: int, figures: dict[str, float]) -> M
 
 
 async def _drain_phase(
-    node: Node, clock: ClockedGroups, services: Services, batch: int, messages: int
+    node: Node,
+    clock: ClockedGroups,
+    services: Services,
+    batch: int,
+    messages: int,
+    stations: int = STATIONS,
 ) -> list[Measurement]:
     host, port = services.mqtt_host, services.mqtt_port
     sub_id, paho_id, session_id = (
         f"bench-{kind}-{uuid.uuid4().hex[:8]}" for kind in ("sub", "paho", "session")
     )
     ids = [node.ingest.client_id, sub_id, paho_id, session_id]
-    expected = await asyncio.to_thread(_fill, services, ids, batch, messages)
+    expected = await asyncio.to_thread(_fill, services, ids, batch, messages, stations)
+    fleet = "" if stations == STATIONS else "_fleet"
+    of = "" if stations == STATIONS else f", {stations:,} stations"
     try:
         with untuned():
             sub = await asyncio.to_thread(drain_mosquitto_sub, host, port, sub_id, expected)
@@ -111,30 +123,31 @@ async def _drain_phase(
         "node_cpu_s_per_1000_readings": figures["node_cpu_s"] / readings * 1000,
     }
     raw = _consumer(
-        f"drain_mosquitto_sub_b{batch}",
-        f"mosquitto_sub -c -q 1 drains the queue ({batch}-reading messages): the broker rate",
+        f"drain_mosquitto_sub_b{batch}{fleet}",
+        f"mosquitto_sub -c -q 1 drains the queue ({batch}-reading messages{of}): the broker rate",
         batch,
         sub,
     )
     do_nothing = _consumer(
-        f"drain_paho_b{batch}",
-        f"a do-nothing paho subscriber, QoS 1, drains the same queue ({batch}-reading messages)",
+        f"drain_paho_b{batch}{fleet}",
+        f"a do-nothing paho subscriber, QoS 1, drains the same queue ({batch}-reading "
+        f"messages{of})",
         batch,
         paho,
     )
     client = _consumer(
-        f"drain_session_b{batch}",
+        f"drain_session_b{batch}{fleet}",
         f"ingest's MQTT session, acknowledging at once and doing nothing else, drains the same "
-        f"queue ({batch}-reading messages)",
+        f"queue ({batch}-reading messages{of})",
         batch,
         session,
     )
     ingest = Measurement(
-        f"node_drain_b{batch}",
+        f"node_drain_b{batch}{fleet}",
         f"a whole node (ingest, rules, SQLite cases, VictoriaMetrics, journal) drains the same "
-        f"queue ({batch}-reading messages)",
+        f"queue ({batch}-reading messages{of})",
         "stack",
-        {"batch_size": batch, "qos": 1, "stations": STATIONS, "rules": "default"},
+        {"batch_size": batch, "qos": 1, "stations": stations, "rules": "default"},
         figures,
     )
     for baseline in (raw, do_nothing):
@@ -182,6 +195,10 @@ async def _throughput(
         done = await _drain_phase(node, clock, services, 100, plan.messages_b100)
         done += await _drain_phase(node, clock, services, 1, plan.messages_b1)
         done.append(await _profile_phase(node, clock, services, plan.profile_messages, results_dir))
+        if plan.fleet_stations:  # last: its state stays in the node
+            done += await _drain_phase(
+                node, clock, services, 100, plan.messages_b100, plan.fleet_stations
+            )
         await asyncio.to_thread(
             forget_session, services.mqtt_host, services.mqtt_port, node.ingest.client_id
         )

@@ -362,9 +362,14 @@ def _worker(spec: LoadSpec, worker: int, boot_base: int, start: Event, reports: 
         reports.put((worker, f"cannot connect to {spec.host}:{spec.port}: {exc!r}"))
         return
     reports.put((worker, "ready"))
-    if start.wait(START_TIMEOUT_S):
+    if start.wait(_start_timeout(spec)):
         reports.put((worker, publisher.run(readings_per_s, messages, spec.time_limit)))
     publisher.close()
+
+
+def _start_timeout(spec: LoadSpec) -> float:
+    """How long a process may take to start: more with thousands of stations to build."""
+    return START_TIMEOUT_S + spec.stations / 500
 
 
 def _next_report(reports: Any, workers: Sequence[Any], deadline: float) -> tuple[int, Any]:
@@ -399,9 +404,9 @@ def run_load(spec: LoadSpec) -> LoadStats:
         process.start()
     try:
         for _ in workers:
-            _next_report(reports, workers, time.monotonic() + START_TIMEOUT_S)
+            _next_report(reports, workers, time.monotonic() + _start_timeout(spec))
         start.set()
-        deadline = time.monotonic() + spec.time_limit + FLUSH_TIMEOUT_S + START_TIMEOUT_S
+        deadline = time.monotonic() + spec.time_limit + FLUSH_TIMEOUT_S + _start_timeout(spec)
         shares = [_next_report(reports, workers, deadline)[1] for _ in workers]
     except BaseException:
         for process in workers:

@@ -59,6 +59,7 @@ class Plan:
             latency_seconds=30.0,
             latency_every_s=0.05,
             sparse_latency_seconds=100.0,
+            fleet_stations=10_000,
         )
     )
     """The whole-stack phases (bench/acceptance.py)."""

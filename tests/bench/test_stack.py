@@ -22,6 +22,7 @@ TINY = StackPlan(
     latency_every_s=0.1,
     sparse_latency_seconds=0.5,
     sparse_every_s=0.25,
+    fleet_stations=300,
 )
 
 
@@ -40,6 +41,10 @@ def test_whole_stack_measurements_run_tiny(victoria: VictoriaMetrics, tmp_path: 
         "drain_session_b1",
         "node_drain_b1",
         "node_profile_b100",
+        "drain_mosquitto_sub_b100_fleet",
+        "drain_paho_b100_fleet",
+        "drain_session_b100_fleet",
+        "node_drain_b100_fleet",
         "node_case_latency",
         "node_case_latency_sparse",
     ]
@@ -58,6 +63,13 @@ def test_whole_stack_measurements_run_tiny(victoria: VictoriaMetrics, tmp_path: 
             f"drain_mosquitto_sub_b{batch}",
             f"drain_paho_b{batch}",
         }
+    fleet = measured["node_drain_b100_fleet"]
+    assert fleet.params["stations"] == 300
+    assert fleet.figures["messages"] == TINY.messages_b100
+    assert {r.baseline for r in fleet.ratios} == {
+        "drain_mosquitto_sub_b100_fleet",
+        "drain_paho_b100_fleet",
+    }
     for name, every_s in (("node_case_latency", 0.1), ("node_case_latency_sparse", 0.25)):
         latency = measured[name]
         assert latency.params["incident_every_s"] == every_s
