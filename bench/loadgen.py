@@ -102,7 +102,14 @@ class StationStream:
     fragments, timestamps and the header together.
     """
 
-    def __init__(self, station_id: str, boot_epoch: int, batch_size: int, seed: int = 0) -> None:
+    def __init__(
+        self,
+        station_id: str,
+        boot_epoch: int,
+        batch_size: int,
+        seed: int = 0,
+        variants: int = VALUE_VARIANTS,
+    ) -> None:
         if not 1 <= batch_size <= MAX_READINGS_PER_BATCH:
             raise ValueError(f"batch size {batch_size} outside 1..{MAX_READINGS_PER_BATCH}")
         self.station_id, self.boot_epoch, self.batch_size = station_id, boot_epoch, batch_size
@@ -111,7 +118,7 @@ class StationStream:
         self._head = _json_around({"v": 1, "station_id": station_id, "boot_epoch": boot_epoch})
         rng = random.Random(f"{seed}/{station_id}")
         self._readings = [
-            _reading_fragments(f"{station_id}.{kind.value}-{n:02d}", kind, rng)
+            _reading_fragments(f"{station_id}.{kind.value}-{n:02d}", kind, rng, variants)
             for kind, count in SENSORS_PER_STATION
             for n in range(1, count + 1)
         ]
@@ -141,11 +148,11 @@ def _json_around(document: dict[str, Any]) -> bytes:
 
 
 def _reading_fragments(
-    sensor_id: str, kind: SensorKind, rng: random.Random
+    sensor_id: str, kind: SensorKind, rng: random.Random, count: int = VALUE_VARIANTS
 ) -> tuple[bytes, list[bytes]]:
-    """The JSON of a reading before its timestamp, and variants of what follows it."""
+    """The JSON of a reading before its timestamp, and ``count`` variants of what follows it."""
     marker, prefix, variants = json.dumps(_TS)[1:-1], "", []
-    for _ in range(VALUE_VARIANTS):
+    for _ in range(count):
         values = plausible_values(kind, rng)
         reading = {"sensor_id": sensor_id, "kind": kind.value, "ts": _TS, "values": values}
         prefix, suffix = json.dumps(reading, separators=(",", ":")).split(marker)
@@ -351,8 +358,13 @@ class SharePublisher:
 def _worker(spec: LoadSpec, worker: int, boot_base: int, start: Event, reports: Any) -> None:
     """One OS process: its share of the stations, one connection, one report."""
     indexes, readings_per_s, messages = share_of(spec, worker)
+    # above 100 stations a process builds fewer value variants per sensor (at least 2): 64 for
+    # each of 5,000 stations took ~45 s to build on a slow machine
+    variants = max(2, min(VALUE_VARIANTS, VALUE_VARIANTS * 100 // max(len(indexes), 1)))
     streams = [
-        StationStream(station_id(i, spec.station_prefix), boot_base + i, spec.batch, spec.seed)
+        StationStream(
+            station_id(i, spec.station_prefix), boot_base + i, spec.batch, spec.seed, variants
+        )
         for i in indexes
     ]
     publisher = SharePublisher(spec.host, spec.port, spec.qos, streams)
