@@ -72,11 +72,16 @@ class Checkpoint:
 def write_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_suffix(path.suffix + ".tmp")
-    with scratch.open("wb") as handle:
+    _write_synced(scratch, data)
+    _put_in_place(scratch, path)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    """``data`` as the whole of ``path``, on disk when this returns."""
+    with path.open("wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
-    _put_in_place(scratch, path)
 
 
 def encode_checkpoint(
@@ -124,6 +129,9 @@ def load(
     return Checkpoint(engine, dedup, position, tracker)
 
 
+FORK_AVAILABLE = hasattr(os, "fork")
+
+
 class CheckpointError(OSError):
     """A checkpoint could not be encoded or written (the previous one stays in place)."""
 
@@ -160,9 +168,6 @@ async def save(pipeline: IngestPipeline, path: Path, *, fork: bool = True) -> in
     return size
 
 
-FORK_AVAILABLE = hasattr(os, "fork")
-
-
 def _scratch(path: Path, pid: int) -> Path:
     return path.with_name(f"{path.name}.{pid}.tmp")
 
@@ -183,14 +188,7 @@ def _encode_in_child(
     try:
         gc.disable()  # a collection would touch (and copy) every tracked object's page
         data = encode_checkpoint(pipeline.engine, pipeline.dedup, position, pipeline.gaps)
-        fd = os.open(_scratch(path, os.getpid()), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _write_synced(_scratch(path, os.getpid()), data)
         code = 0
     finally:
         os._exit(code)  # no clean-up of the parent's objects, threads or event loop
