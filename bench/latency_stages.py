@@ -12,7 +12,10 @@ p50/p90/p99/max in ms:
 - ``handled→alert``: decoding and the rules;
 - ``alert→store_in``: waiting for the case store (the alerts before it being written);
 - ``store_in→stored``: ``CaseStore.apply_alerts`` of the batch it is in;
-- ``stored→broadcast``, ``broadcast→sse``: the live stream, to the client's parser.
+- ``stored→broadcast``: the case service, to the live stream's fan-out;
+- ``broadcast→streamed``: the stream's generator takes the event from its queue (the event
+  loop's turn), to the HTTP server;
+- ``streamed→sse``: the server's encoding and write, the socket, the client's parser.
 
 A diagnostic, not part of ``make bench``: the wrappers cost a little themselves.
 """
@@ -34,7 +37,17 @@ from bench.stack import Services
 from citysense.broker import MosquittoBroker
 from citysense.victoria import VictoriaMetrics
 
-STAGES = ("pub", "arrived", "handled", "alert", "store_in", "stored", "broadcast", "sse")
+STAGES = (
+    "pub",
+    "arrived",
+    "handled",
+    "alert",
+    "store_in",
+    "stored",
+    "broadcast",
+    "streamed",
+    "sse",
+)
 INCIDENT = "inc-"
 """``bench.latency``'s incident stations are named ``inc-<run>-<n>``."""
 
@@ -95,6 +108,18 @@ def instrument(stamps: Stamps) -> None:
         stamp(sensor if sensor.startswith(INCIDENT) else None, "broadcast")
         await publish(self, change)
 
+    import center.api.cases as cases
+    import center.stream
+
+    events_after = center.stream.events_after
+
+    async def streamed(*args: Any, **kwargs: Any) -> Any:
+        async for event in events_after(*args, **kwargs):
+            sensor = "" if event is None else event.case.sensor_id
+            stamp(sensor if sensor.startswith(INCIDENT) else None, "streamed")
+            yield event
+
+    setattr(cases, "events_after", streamed)  # noqa: B010 (the name the route reads)
     consumer._Arrivals.put = arrived  # type: ignore[method-assign]
     pipeline.IngestPipeline._handle = handled  # type: ignore[method-assign]
     pipeline.IngestPipeline._deliver_all = alerted  # type: ignore[method-assign]
@@ -118,11 +143,32 @@ def stages(
     return spans
 
 
+def slowest(
+    published: dict[str, float], opened: dict[str, float], stamps: Stamps, n: int
+) -> list[str]:
+    """One line per incident among the ``n`` slowest: its total and each stage's ms."""
+    seen = [s for s in published if s in opened]
+    seen.sort(key=lambda s: opened[s] - published[s], reverse=True)
+    lines = []
+    for sensor in seen[:n]:
+        at = {"pub": published[sensor], **stamps[sensor], "sse": opened[sensor]}
+        parts = [
+            f"{end} {(at[end] - at[start]) * 1000:.1f}"
+            for start, end in pairwise(STAGES)
+            if start in at and end in at
+        ]
+        lines.append(f"{(opened[sensor] - published[sensor]) * 1000:6.1f} ms: " + ", ".join(parts))
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.latency_stages", description=__doc__)
     parser.add_argument("rate", type=float, help="readings/s of the load generator")
     parser.add_argument("seconds", type=float, help="how long incidents are published")
     parser.add_argument("every_s", type=float, help="seconds between incidents")
+    parser.add_argument(
+        "--worst", type=int, default=0, help="also print the stages of the N slowest incidents"
+    )
     args = parser.parse_args(argv)
     stamps: Stamps = defaultdict(dict)
     instrument(stamps)
@@ -141,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{name:20} p50 {percentile(values, 50):7.1f}  p90 {percentile(values, 90):7.1f}  "
             f"p99 {percentile(values, 99):7.1f}  max {max(values):7.1f} ms"
         )
+    for line in slowest(published, opened, stamps, args.worst):
+        print(line)
 
 
 if __name__ == "__main__":

@@ -65,6 +65,22 @@ class Subscription:
     def __aiter__(self) -> AsyncIterator[CaseEvent]:
         return self
 
+    async def ticking(self, every_s: float) -> AsyncIterator[CaseEvent | None]:
+        """The events, and ``None`` each time ``every_s`` passes without one (a live stream's
+        turn to send a keep-alive); ends when the subscription does. The wait is on the
+        queue itself, so nothing is lost when it times out."""
+        while True:
+            try:
+                async with asyncio.timeout(every_s):
+                    item = await self._queue.get()
+            except TimeoutError:
+                yield None
+                continue
+            if isinstance(item, _End):
+                self._queue.put_nowait(item)
+                return
+            yield item
+
     async def __anext__(self) -> CaseEvent:
         item = await self._queue.get()
         if isinstance(item, _End):

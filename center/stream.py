@@ -38,10 +38,11 @@ async def start_position(log: EventLog, last_event_id: int | None) -> int:
 
 
 async def events_after(
-    log: EventLog, live: AsyncIterator[CaseEvent], after: int, page: int = REPLAY_PAGE
-) -> AsyncIterator[CaseEvent]:
+    log: EventLog, live: AsyncIterator[CaseEvent | None], after: int, page: int = REPLAY_PAGE
+) -> AsyncIterator[CaseEvent | None]:
     """Every event with an id above ``after``: the log's, then ``live``'s (subscribed before
-    ``after`` was read), none twice and in id order. Ends when ``live`` ends."""
+    ``after`` was read), none twice and in id order. Ends when ``live`` ends. A ``None`` from
+    ``live`` (a quiet interval, ``Subscription.ticking``) is passed on as it comes."""
     while True:
         batch = await log.events_after(after, page)
         for event in batch:
@@ -49,8 +50,9 @@ async def events_after(
             after = event.id
         if len(batch) < page:
             break
-    async for event in live:
-        if event.id <= after:
-            continue
-        after = event.id
-        yield event
+    async for item in live:
+        if item is None:
+            yield None
+        elif item.id > after:
+            after = item.id
+            yield item

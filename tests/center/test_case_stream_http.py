@@ -15,9 +15,9 @@ from datetime import timedelta
 import httpx
 import pytest
 import uvicorn
-from fastapi import sse as fastapi_sse
 
 from center import Accounts, Action, CaseService, CenterServer, create_app
+from center.api import cases as cases_api
 from center.auth import AuthMiddleware, Role
 from tests.center.auth import PASSWORD, bearer
 from tests.center.factories import DETECTED, T0, alert, cleared, open_acknowledged, sensor_info
@@ -357,10 +357,10 @@ async def test_a_stream_ends_once_its_credential_lapses(
 async def test_an_idle_stream_sends_keepalive_comments(
     center: RunningCenter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """FastAPI's EventSourceResponse writes ``: ping`` after 15 s without a frame: proxies keep
-    the connection, and a client sees a dead one. Here every 0.2 s, to see a few."""
-    assert fastapi_sse._PING_INTERVAL == 15.0  # what docs/cases.md promises
-    monkeypatch.setattr("fastapi.routing._PING_INTERVAL", 0.2)  # where the response reads it
+    """The stream writes ``: ping`` after 15 s without a frame: proxies keep the connection,
+    and a client sees a dead one. Here every 0.2 s, to see a few."""
+    assert cases_api.KEEPALIVE_S == 15.0  # what docs/cases.md promises
+    monkeypatch.setattr(cases_api, "KEEPALIVE_S", 0.2)
     lines: list[str] = []
     async with (
         center.client() as client,

@@ -81,3 +81,38 @@ async def test_the_stream_ends_when_the_live_subscription_ends() -> None:
     async with broadcaster.subscribe() as live:
         broadcaster.close()
         assert [event.id async for event in events_after(log, live, 0)] == [1]
+
+
+async def test_a_quiet_subscription_ticks_and_loses_nothing_to_its_timeouts() -> None:
+    """``ticking`` yields ``None`` for each quiet interval (the stream's keep-alive) and every
+    event in order, whether it was queued before, between or during the waits."""
+    log, broadcaster = FakeLog(), CaseBroadcaster()
+    async with broadcaster.subscribe() as live:
+        stream = events_after(log, live.ticking(0.05), 0)
+        assert await asyncio.wait_for(anext(stream), 2) is None  # nothing for 50 ms
+        assert await asyncio.wait_for(anext(stream), 2) is None
+        broadcaster.publish(log.commit(1))
+        broadcaster.publish(log.commit(2))
+        seen = [await asyncio.wait_for(anext(stream), 2) for _ in range(2)]
+        assert [event.id for event in seen if event is not None] == [1, 2]
+        ids: list[int] = []
+        ticks = 0
+
+        async def read() -> None:
+            nonlocal ticks
+            while len(ids) < 37:
+                event = await anext(stream)
+                if event is None:
+                    ticks += 1
+                else:
+                    ids.append(event.id)
+
+        reader = asyncio.create_task(read())
+        for event_id in range(3, 40):  # published while the reader waits, some as it times out
+            await asyncio.sleep(0.045 + 0.001 * (event_id % 10))
+            broadcaster.publish(log.commit(event_id))
+        await asyncio.wait_for(reader, 2)
+        assert ids == list(range(3, 40))
+        assert ticks > 0
+        broadcaster.close()
+        assert [event async for event in stream] == []  # ends with the subscription
