@@ -9,7 +9,8 @@ entries, two events), one after the other, on a SQLite file, with the loop other
 with a task that keeps it busy ``busy_ms`` at a time; once through the store's writer thread
 (``center.transactions``, the default) and once through the async driver statement by
 statement (``write_on_thread=False``: what the store did before, and still does on PostgreSQL),
-the baseline of the ratios.
+the baseline of the ratios; and on the event loop itself (``write_on_loop``, the default since
+2026-12-01: the thread is left for when another connection holds the lock).
 """
 
 from __future__ import annotations
@@ -54,11 +55,13 @@ def _percentile(ordered: list[float], p: float) -> float:
     return ordered[int(rank) - 1]
 
 
-async def _times(workdir: Path, cases: int, busy_ms: float, on_thread: bool) -> list[float]:
-    url = f"sqlite+aiosqlite:///{workdir / f'cases-{on_thread}-{busy_ms}.db'}"
+async def _times(
+    workdir: Path, cases: int, busy_ms: float, on_thread: bool, on_loop: bool
+) -> list[float]:
+    url = f"sqlite+aiosqlite:///{workdir / f'cases-{on_thread}-{on_loop}-{busy_ms}.db'}"
     await migrate(url)
     engine = create_engine(url)
-    store = CaseStore(engine, write_on_thread=on_thread)
+    store = CaseStore(engine, write_on_thread=on_thread, write_on_loop=on_loop)
     stop = asyncio.Event()
 
     async def busy() -> None:  # half the time busy, as ingest's loop at half its maximum rate
@@ -87,13 +90,19 @@ async def _times(workdir: Path, cases: int, busy_ms: float, on_thread: bool) -> 
     return sorted(times)
 
 
+PATHS = (("async_driver", False, False), ("thread", True, False), ("loop", True, True))
+"""How the store writes: (name, ``write_on_thread``, ``write_on_loop``)."""
+
+
 def measure(cases: int = 100, busy_ms: float = 5.0) -> Iterator[Measurement]:
-    """``case_write_{idle,busy}_{async_driver,thread}``: ms per case, p50/p90/p99/max."""
+    """``case_write_{idle,busy}_{async_driver,thread,loop}``: ms per case, p50/p90/p99/max.
+    On the loop, the write holds the loop for its time (what ingest waits), while the busy
+    task's turns only delay its start (not counted)."""
     with tempfile.TemporaryDirectory(prefix="citysense-bench-casewrite-") as scratch:
         for load, spin in (("idle", 0.0), ("busy", busy_ms)):
             baseline: Measurement | None = None
-            for path, on_thread in (("async_driver", False), ("thread", True)):
-                times = asyncio.run(_times(Path(scratch), cases, spin, on_thread))
+            for path, on_thread, on_loop in PATHS:
+                times = asyncio.run(_times(Path(scratch), cases, spin, on_thread, on_loop))
                 figures = {
                     "p50_ms": _percentile(times, 50),
                     "p90_ms": _percentile(times, 90),
@@ -106,7 +115,12 @@ def measure(cases: int = 100, busy_ms: float = 5.0) -> Iterator[Measurement]:
                     title=f"one urgent case written to SQLite ({path.replace('_', ' ')}), the "
                     f"event loop {loop}",
                     group="center",
-                    params={"cases": cases, "busy_ms": spin, "on_thread": on_thread},
+                    params={
+                        "cases": cases,
+                        "busy_ms": spin,
+                        "on_thread": on_thread,
+                        "on_loop": on_loop,
+                    },
                     figures=figures,
                 )
                 if baseline is None:

@@ -137,9 +137,12 @@ class CaseStore:
     failures surface as ``StoreError``. ``late_after``: a case the center learns of more than
     this after it opened (event time) is ``detected_late`` and not dispatched automatically.
     ``escalation``: the acknowledgement deadlines of dispatched emergencies.
-    ``write_on_thread``: on a SQLite file, write transactions run on a thread of their own
-    (``center.transactions``); ``False`` sends them through the async driver statement by
-    statement, as on PostgreSQL (``bench/casewrite.py`` compares the two).
+    ``write_on_loop``: on a SQLite file, write transactions run on the event loop, through a
+    connection that never waits for a lock, and on a thread of their own when another holds
+    it (``center.transactions``). ``write_on_thread``: on a SQLite file (with
+    ``write_on_loop=False``), write transactions run on that thread; both ``False`` sends them
+    through the async driver statement by statement, as on PostgreSQL (``bench/casewrite.py``
+    compares the three).
     """
 
     def __init__(
@@ -149,6 +152,7 @@ class CaseStore:
         late_after: timedelta = DEFAULT_LATE_AFTER,
         escalation: EscalationPolicy | None = None,
         write_on_thread: bool = True,
+        write_on_loop: bool = True,
     ) -> None:
         if engine.dialect.name not in SUPPORTED_DIALECTS:
             raise StoreError(f"case store runs on sqlite or postgresql, not {engine.dialect.name}")
@@ -156,7 +160,7 @@ class CaseStore:
             raise ValueError(f"late_after {late_after} must be positive")
         self._engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
-        self._transactions = Transactions(engine, on_thread=write_on_thread)
+        self._transactions = Transactions(engine, on_thread=write_on_thread, on_loop=write_on_loop)
         self.late_after = late_after
         self.escalation = escalation or EscalationPolicy()
 

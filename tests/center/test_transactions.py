@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import threading
 import time
 from pathlib import Path
@@ -40,6 +41,83 @@ async def test_a_sqlite_file_is_written_on_the_writer_thread_and_other_databases
     else:
         assert not transactions.on_thread
         assert name == threading.current_thread().name
+
+
+async def test_on_loop_a_sqlite_file_is_written_on_the_event_loop(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cases.db'}"
+    await migrate(url)
+    engine = create_engine(url)
+    transactions = Transactions(engine, on_loop=True)
+    try:
+        assert transactions.on_loop
+        assert transactions.on_thread
+        assert await transactions.run(_thread_name) == threading.current_thread().name
+        assert transactions.loop_fallbacks == 0
+    finally:
+        transactions.close()
+        await engine.dispose()
+
+
+HOLD_THE_LOCK = """
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN IMMEDIATE")
+db.execute("INSERT INTO delivery_cursors (subscriber, last_event_id, updated_at)"
+           " VALUES ('other', 0, '2026-01-01 00:00:00')")
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+db.execute("COMMIT")
+"""
+
+
+async def test_a_lock_another_process_holds_sends_the_write_to_the_thread_not_the_loop(
+    tmp_path: Path,
+) -> None:
+    """Another process (the CLI, a second node) holds SQLite's write lock for 1.5 s: the
+    loop's connection is told "busy" at once, the transaction runs again on the thread, which
+    waits for the lock, and the event loop goes on meanwhile. With the loop's connection
+    waiting for the lock as the others do, the loop would stand still for the 1.5 s."""
+    path = tmp_path / "cases.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    await migrate(url)
+    engine = create_engine(url)
+    transactions = Transactions(engine, on_loop=True)
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", HOLD_THE_LOCK, str(path), "1.5", stdout=asyncio.subprocess.PIPE
+    )
+    gaps: list[float] = []
+
+    async def tick() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.01)
+            gaps.append(time.monotonic() - last)
+            last = time.monotonic()
+
+    def write(session: Session) -> str:
+        session.add(DeliveryCursorRow(subscriber="ours", last_event_id=0, updated_at=DETECTED))
+        session.flush()
+        return threading.current_thread().name
+
+    ticker = asyncio.create_task(tick())
+    try:
+        assert holder.stdout is not None
+        assert await asyncio.wait_for(holder.stdout.readline(), 10) == b"held\n"
+        started = time.monotonic()
+        name = await transactions.run(write)
+        waited = time.monotonic() - started
+        assert await holder.wait() == 0
+    finally:
+        ticker.cancel()
+        transactions.close()
+    try:
+        assert name.startswith("case-writer")  # run again on the thread
+        assert transactions.loop_fallbacks == 1
+        assert waited > 0.5  # it did wait for the other process's lock...
+        assert max(gaps) < 0.5  # ...but not on the event loop
+        assert await _cursors(engine) == 2  # ours once (the loop's try rolled back), theirs
+    finally:
+        await engine.dispose()
 
 
 async def test_in_memory_sqlite_stays_on_the_loop() -> None:
