@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import multiprocessing
 import time
@@ -33,7 +34,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.loadgen import LoadSpec, run_load
 from bench.report import BenchError, Measurement
-from bench.stack import Services, node_on
+from bench.stack import CpuSample, Services, node_on
 from center.auth import Role
 from citysense.node import Node, node_tasks, serve_until_stopped
 from citysense.runtime import runtime_tasks
@@ -166,9 +167,40 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[int(rank) - 1]
 
 
+class CollectorPauses:
+    """The cyclic garbage collector's passes in this process (the node's) while installed:
+    every thread waits during one."""
+
+    def __init__(self) -> None:
+        self.pauses_ms: list[float] = []
+        self._started = 0.0
+
+    def _callback(self, phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses_ms.append((time.perf_counter() - self._started) * 1000)
+
+    def __enter__(self) -> CollectorPauses:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def figures(self) -> dict[str, float]:
+        return {
+            "gc_passes": float(len(self.pauses_ms)),
+            "gc_pause_max_ms": max(self.pauses_ms, default=0.0),
+            "gc_pauses_over_10_ms": float(sum(1 for p in self.pauses_ms if p > 10)),
+        }
+
+
 async def _measure(
     services: Services, workdir: Path, rate: float, seconds: float, every_s: float
-) -> tuple[dict[str, float], dict[str, float], float]:
+) -> tuple[dict[str, float], dict[str, float], float, dict[str, float]]:
+    """The incidents' publish and case times, the load's rate, and what the machine did
+    meanwhile (CPU of the node, the broker and VictoriaMetrics; the collector's pauses)."""
     async with node_on(services, workdir, rules_path=LATENCY_RULES, allowed_lateness_s=0.0) as node:
         url = f"http://127.0.0.1:{node.center.port}"
         server = node.server()
@@ -202,8 +234,18 @@ async def _measure(
             )
             load = asyncio.create_task(asyncio.to_thread(run_load, spec))
             await asyncio.sleep(WARMUP_S)
+            before = CpuSample.now(services)
             ours.send("go")
-            answer = await asyncio.to_thread(_receive, ours, seconds + SETTLE_S + 30)
+            with CollectorPauses() as pauses:
+                answer = await asyncio.to_thread(_receive, ours, seconds + SETTLE_S + 30)
+            used = CpuSample.now(services).since(before)
+            window = used["cpu_window_s"]
+            machine = {
+                "node_cores": used["node_cores"],
+                "broker_cores": used["broker_cpu_s"] / window,
+                "victoria_cores": used["victoria_cpu_s"] / window,
+                **pauses.figures(),
+            }
             published, opened = cast(tuple[dict[str, float], dict[str, float]], answer)
             stats = await load
         finally:
@@ -213,7 +255,7 @@ async def _measure(
                     client.kill()
             server.should_exit = True
             await asyncio.wait_for(serving, timeout=15)
-    return published, opened, stats.achieved_readings_per_s
+    return published, opened, stats.achieved_readings_per_s, machine
 
 
 def measure_case_latency(
@@ -225,7 +267,9 @@ def measure_case_latency(
     every_s: float,
     name: str = "node_case_latency",
 ) -> Measurement:
-    published, opened, achieved = asyncio.run(_measure(services, workdir, rate, seconds, every_s))
+    published, opened, achieved, machine = asyncio.run(
+        _measure(services, workdir, rate, seconds, every_s)
+    )
     latencies = [(opened[s] - t) * 1000 for s, t in published.items() if s in opened]
     if not latencies:
         raise BenchError(f"none of {len(published)} incidents reached the case stream")
@@ -251,5 +295,6 @@ def measure_case_latency(
             "incidents": float(len(published)),
             "cases_seen": float(len(latencies)),
             "loadgen_readings_per_s": achieved,
+            **machine,
         },
     )

@@ -178,10 +178,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         VictoriaMetrics(Path(scratch)) as victoria,
     ):
         services = Services.of(broker, victoria)
-        published, opened, achieved = asyncio.run(
+        published, opened, achieved, machine = asyncio.run(
             _measure(services, Path(scratch) / "node", args.rate, args.seconds, args.every_s)
         )
     print(f"{len(opened)} of {len(published)} incidents seen; load {achieved:,.0f} readings/s")
+    print("  ".join(f"{name} {value:.2f}" for name, value in machine.items()))
     for name, values in stages(published, opened, stamps).items():
         print(
             f"{name:20} p50 {percentile(values, 50):7.1f}  p90 {percentile(values, 90):7.1f}  "
