@@ -20,10 +20,12 @@ idle, 28 ms with it busy half the time 5 ms at a time; on the thread 5 and 10 ms
   hands the GIL back and forth with a loop that ingest keeps busy (at 150,000 readings/s a
   case took p50 6-7 / p99 20-31 ms to write there against 3 / 7 ms on the loop: the thread
   waits for the GIL at every statement). The loop is held for the write itself, ~1.5-3 ms
-  (the commit's fsync included). When another connection holds the write lock (another
-  process: the CLI, a second node), SQLite answers "busy" at once instead of blocking the
-  loop: the transaction is rolled back and run again on the thread, which waits up to the
-  usual 5 s (``loop_fallbacks`` counts those).
+  (the commit's fsync included), and now and then longer: the commit that takes SQLite's WAL
+  past 1,000 pages (~4 MB) also copies it into the database file (SQLite's automatic
+  checkpoint; not timed apart: the slowest case writes in the stage runs took 13-30 ms). When
+  another connection holds the write lock (another process: the CLI, a second node), SQLite
+  answers "busy" at once instead of blocking the loop: the transaction is rolled back and run
+  again on the thread, which waits up to the usual 5 s (``loop_fallbacks`` counts those).
 - **PostgreSQL, in-memory SQLite**: on the async engine through ``AsyncSession.run_sync``
   (asyncpg has no synchronous twin here; a second engine on an in-memory database would be
   another database). PostgreSQL writers first take ``EVENT_LOCK``.
@@ -108,7 +110,10 @@ class Transactions:
             self._thread = (executor, sessionmaker(sync, expire_on_commit=False))
             engines = [sync]
             if on_loop:
-                near = create_sync_engine(url, pool_size=1)
+                # made and used on the loop's thread; dispose() may run on another
+                near = create_sync_engine(
+                    url, connect_args={"check_same_thread": False}, pool_size=1
+                )
                 event.listen(near, "connect", _never_wait)
                 self._loop = sessionmaker(near, expire_on_commit=False)
                 engines.append(near)
