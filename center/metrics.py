@@ -38,6 +38,12 @@ class CaseCollector(Collector):
             value=broadcaster.lagging_disconnected,
         )
         yield CounterMetricFamily(
+            "citysense_center_case_writes_locked_out",
+            "Case-store writes that found SQLite's lock held by another process and waited"
+            " for it on the writer thread instead of the event loop",
+            value=self.service.store.writes_locked_out,
+        )
+        yield CounterMetricFamily(
             "citysense_center_escalations",
             "Dispatched urgent/critical cases escalated: not taken on in time",
             value=self.service.escalated,

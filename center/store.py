@@ -172,6 +172,12 @@ class CaseStore:
         except (SQLAlchemyError, OSError) as exc:
             raise StoreError(f"case store: {exc}") from exc
 
+    @property
+    def writes_locked_out(self) -> int:
+        """Write transactions that found SQLite's lock held by another connection (another
+        process) from the event loop and waited for it on the writer thread."""
+        return self._transactions.loop_fallbacks
+
     def close(self) -> None:
         """Refuse new writes; the writer thread (SQLite file) ends after its transaction. The
         engine stays its owner's to dispose."""

@@ -17,10 +17,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
 
-from center import create_engine, migrate
+from center import CaseBroadcaster, CaseService, CaseStore, create_engine, migrate
 from center.db import DeliveryCursorRow
+from center.metrics import CaseCollector
 from center.transactions import EVENT_LOCK, Transactions
-from tests.center.factories import DETECTED
+from tests.center.factories import DETECTED, alert, sensor_info
 
 
 def _thread_name(_session: Session) -> str:
@@ -117,6 +118,41 @@ async def test_a_lock_another_process_holds_sends_the_write_to_the_thread_not_th
         assert max(gaps) < 0.5  # ...but not on the event loop
         assert await _cursors(engine) == 2  # ours once (the loop's try rolled back), theirs
     finally:
+        await engine.dispose()
+
+
+async def test_a_case_written_while_another_process_holds_the_lock_is_counted(
+    tmp_path: Path,
+) -> None:
+    """The case store writes on the loop; the lock held elsewhere sends the case to the
+    thread, the case is written once and ``/metrics`` counts the write that waited."""
+    path = tmp_path / "cases.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    await migrate(url)
+    engine = create_engine(url)
+    store = CaseStore(engine)
+    service = CaseService(store, CaseBroadcaster())
+    collector = CaseCollector(service)
+
+    def locked_out() -> float:
+        (family,) = [m for m in collector.collect() if m.name.endswith("writes_locked_out")]
+        return family.samples[0].value
+
+    try:
+        await service.handle_alert(alert(), sensor_info(), DETECTED)  # on the loop
+        assert locked_out() == 0
+        holder = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", HOLD_THE_LOCK, str(path), "0.5", stdout=asyncio.subprocess.PIPE
+        )
+        assert holder.stdout is not None
+        assert await asyncio.wait_for(holder.stdout.readline(), 10) == b"held\n"
+        second = "st-1.cover-02"
+        await service.handle_alert(alert(sensor_id=second), sensor_info(second), DETECTED)
+        assert await holder.wait() == 0
+        assert locked_out() == 1
+        assert (await store.list_cases())[1] == 2
+    finally:
+        store.close()
         await engine.dispose()
 
 
