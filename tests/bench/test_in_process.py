@@ -62,14 +62,18 @@ def test_quick_plan_is_smaller_than_the_full_one() -> None:
     assert (spec.duration, spec.total_readings, spec.rate) == (None, 1000, None)
 
 
-def test_case_writes_are_timed_on_the_thread_and_through_the_async_driver() -> None:
+def test_case_writes_are_timed_on_the_loop_the_thread_and_through_the_async_driver() -> None:
     measured = list(measure_case_write(cases=3, busy_ms=1.0))
     assert [m.name for m in measured] == [
         "case_write_idle_async_driver",
         "case_write_idle_thread",
+        "case_write_idle_loop",
         "case_write_busy_async_driver",
         "case_write_busy_thread",
+        "case_write_busy_loop",
     ]
     for m in measured:
         assert 0 < m.figures["p50_ms"] <= m.figures["p99_ms"] <= m.figures["max_ms"]
-    assert [r.baseline for r in measured[3].ratios] == ["case_write_busy_async_driver"] * 2
+    for m in measured[4:]:
+        assert [r.baseline for r in m.ratios] == ["case_write_busy_async_driver"] * 2
+    assert [m.params["on_loop"] for m in measured] == [False, False, True] * 2
