@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, status
 from fastapi.responses import StreamingResponse
-from fastapi.sse import format_sse_event
+from fastapi.sse import KEEPALIVE_COMMENT, format_sse_event
 from pydantic import WithJsonSchema
 
 from center.api.deps import LiveDep, StoreDep
@@ -22,9 +22,8 @@ router = APIRouter(prefix="/api/v1/cases", tags=["cases"])
 
 RECONNECT_MS = 3000
 KEEPALIVE_S = 15.0
-"""A quiet stream sends ``KEEPALIVE`` (an SSE comment) after this long without a frame: proxies
-keep the connection, and a client sees a dead one."""
-KEEPALIVE = b": ping\n\n"
+"""A quiet stream sends FastAPI's ``KEEPALIVE_COMMENT`` (``: ping``) after this long without a
+frame: proxies keep the connection, and a client sees a dead one."""
 STREAM_RESPONSE: Responses = {
     200: {
         "description": "The event stream (`text/event-stream`): one frame per event.",
@@ -136,7 +135,7 @@ async def _frames(live: Subscription, store: EventLog, after: int) -> AsyncItera
     yield format_sse_event(comment="connected", id=str(after), retry=RECONNECT_MS)
     async for event in events_after(store, live.ticking(KEEPALIVE_S), after):
         if event is None:
-            yield KEEPALIVE
+            yield KEEPALIVE_COMMENT
         else:
             data = event.model_dump_json()
             yield format_sse_event(data_str=data, event=event.type, id=str(event.id))
